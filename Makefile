@@ -1,0 +1,42 @@
+# jetlib: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+DEMO_JETS ?= 400
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint bench demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
+
+test: $(STAMP) ## run the whole test suite (tiny generated data; ~2 min on 2 cores)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## run the tests not marked slow
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP) ## ruff over the package, tests and benchmarks
+	$(BIN)/ruff check jetlib tests benchmarks
+
+bench: $(STAMP) ## run every benchmark; each prints one JSON line
+	@for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+demo: $(STAMP) ## run the main job on embedded defaults: simulate jets, ingest them into demo/store, show the dataset
+	@mkdir -p $(DEMO_DIR)
+	@test -f $(DEMO_DIR)/jets.h5 || $(BIN)/jetlib simulate --n-jets $(DEMO_JETS) --seed 0 --out $(DEMO_DIR)/jets.h5 >/dev/null
+	@uri=$$($(BIN)/jetlib ingest $(DEMO_DIR)/jets.h5 --store $(DEMO_DIR)/store) && $(BIN)/jetlib inspect $$uri
+
+clean: ## remove the demo output and caches (keeps .venv)
+	rm -rf $(DEMO_DIR) .cache .pytest_cache .ruff_cache

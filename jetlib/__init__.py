@@ -1,0 +1,8 @@
+"""jetlib: self-supervised (SimCLR) learning on particle-physics jet images.
+
+The package is organised by pipeline step (see ``../shared/DESIGN.md``):
+``jetlib.data`` (simulate, validate, ingest, stream back), and the training,
+evaluation and pipeline modules built on top of it.
+"""
+
+__version__ = "0.1.0"
