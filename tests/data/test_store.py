@@ -1,0 +1,121 @@
+"""One contract for both stores: a local folder and S3 (moto server, or a real MinIO when configured)."""
+
+import pytest
+
+from jetlib.data import store as store_mod
+from jetlib.data.store import LocalStore, S3Store, open_store, sha256_bytes
+from jetlib.errors import StoreError
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def any_store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    return open_store(request.getfixturevalue("s3_env"))
+
+
+def test_contract(any_store):
+    s = any_store
+    s.check_writable()
+    assert s.list() == [] and not s.exists("a/b.bin") and s.stored_sha256("a/b.bin") is None
+    s.put_bytes("a/b.bin", b"hello")
+    s.put_bytes("a/c/d.bin", b"world", sha256=sha256_bytes(b"world"))
+    s.put_bytes("z.json", b"{}")
+    assert s.get_bytes("a/b.bin") == b"hello" and s.exists("a/b.bin")
+    assert s.list() == ["a/b.bin", "a/c/d.bin", "z.json"] and s.list("a/c") == ["a/c/d.bin"]
+    assert s.stored_sha256("a/c/d.bin") == sha256_bytes(b"world")
+    assert s.stored_sha256("a/b.bin") == sha256_bytes(b"hello")
+    child = s.child("a")
+    assert child.get_bytes("c/d.bin") == b"world" and child.uri == s.uri + "/a"
+    s.put_bytes("a/b.bin", b"replaced")
+    assert s.get_bytes("a/b.bin") == b"replaced"
+    with pytest.raises(StoreError, match="does not exist"):
+        s.get_bytes("missing.bin")
+    s.delete_prefix("a")
+    assert s.list() == ["z.json"]
+
+
+def test_local_writes_are_atomic_and_leave_no_temp_files(tmp_path):
+    s = LocalStore(tmp_path)
+    s.put_bytes("x/y.bin", b"1" * 1000)
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["y.bin"]
+
+
+def test_uris():
+    assert isinstance(open_store("s3://bucket/a/b/"), S3Store)
+    assert open_store("s3://bucket/a/b/").uri == "s3://bucket/a/b"
+    assert isinstance(open_store("file:///tmp/x"), LocalStore) and open_store("file:///tmp/x").uri == "/tmp/x"
+    with pytest.raises(StoreError, match="unsupported store URI"):
+        open_store("gs://bucket/x")
+
+
+class _Flaky:
+    """A stand-in minio client whose put_object fails ``failures`` times first."""
+
+    def __init__(self, failures, exc):
+        self.failures, self.exc, self.calls = failures, exc, 0
+
+    def bucket_exists(self, bucket):
+        return True
+
+    def put_object(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc
+        return None
+
+
+def _use_client(monkeypatch, client):
+    monkeypatch.setenv("JETLIB_S3_ENDPOINT", "http://user:hunter2@127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKEYTHATMUSTNOTLEAK")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SECRETTHATMUSTNOTLEAK")
+    monkeypatch.setattr(store_mod, "_client", lambda *a: client)
+    monkeypatch.setattr(store_mod.time, "sleep", lambda s: None)
+
+
+def test_transient_errors_are_retried(monkeypatch):
+    from minio.error import ServerError
+
+    client = _Flaky(2, ServerError("busy", 503))
+    _use_client(monkeypatch, client)
+    S3Store("s3://b/p").put_bytes("k", b"v")
+    assert client.calls == 3
+
+
+def test_retries_give_up_with_one_line_and_no_secret(monkeypatch):
+    from urllib3.exceptions import ProtocolError
+
+    monkeypatch.setenv("JETLIB_S3_RETRIES", "3")
+    client = _Flaky(99, ProtocolError("Connection aborted.", ConnectionResetError()))
+    _use_client(monkeypatch, client)
+    with pytest.raises(StoreError) as e:
+        S3Store("s3://b/p").put_bytes("k", b"v")
+    msg = str(e.value)
+    assert client.calls == 3 and "after 3 attempts" in msg and "http://127.0.0.1:9" in msg
+    for secret in ("hunter2", "user:", "AKEYTHATMUSTNOTLEAK", "SECRETTHATMUSTNOTLEAK"):
+        assert secret not in msg
+
+
+def test_access_denied_is_not_retried(monkeypatch):
+    from minio.error import S3Error
+
+    denied = S3Error(None, "AccessDenied", "Access Denied.", "/b/p/k", "req", "host")
+    client = _Flaky(99, denied)
+    _use_client(monkeypatch, client)
+    with pytest.raises(StoreError, match="access denied to s3://b/p/k"):
+        S3Store("s3://b/p").put_bytes("k", b"v")
+    assert client.calls == 1
+
+
+def test_missing_endpoint(monkeypatch):
+    monkeypatch.delenv("JETLIB_S3_ENDPOINT", raising=False)
+    with pytest.raises(StoreError, match="need JETLIB_S3_ENDPOINT"):
+        S3Store("s3://b/p").exists("k")
+
+
+@pytest.mark.s3
+def test_missing_bucket_is_created(s3_env):
+    s = open_store(s3_env)
+    assert s.list() == []  # no bucket yet: an empty listing, not an error
+    s.put_bytes("k", b"v")
+    assert s.list() == ["k"]
