@@ -1,0 +1,187 @@
+"""``jetlib <step>``: one subcommand per pipeline step.
+
+Every step is runnable on a laptop, in ``docker run``, under ``torchrun -m jetlib``
+and inside a KFP component, with the same flags. Results a program wants (a URI,
+a JSON summary) go to stdout; progress and logs go to stderr. A user error is one
+line on stderr and a non-zero exit (2 bad input or flag, 3 store); ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from jetlib import __version__
+from jetlib.errors import JetlibError
+
+DEFAULT_STORE = "jetstore"  # the embedded default: a folder in the working directory
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line, not a usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- argument types -------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def fraction_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions must be in (0, 1], got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def image_size(text: str) -> int | None:
+    return None if text == "any" else positive_int(text)
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+def _simulate(args) -> None:
+    from jetlib.data.simulate import SimConfig, simulate
+
+    cfg = SimConfig(n_jets=args.n_jets, seed=args.seed, pt_min=args.pt_min, pt_max=args.pt_max,
+                    max_abs_y=args.max_abs_y, jet_r=args.jet_r, chunk_jets=args.chunk_jets)
+    summary = simulate(cfg, args.out, workers=args.workers)
+    print(json.dumps({"out": str(args.out), **summary}))
+
+
+def _ingest(args) -> None:
+    from jetlib.data.ingest import IngestConfig, ingest
+    from jetlib.data.splits import SplitConfig
+
+    split = SplitConfig(test_fraction=args.test_fraction, val_fraction=args.val_fraction,
+                        label_fractions=args.fractions, seed=args.split_seed)
+    cfg = IngestConfig(split=split, shard_rows=args.shard_rows, row_group_rows=args.row_group_rows,
+                       image_size=args.image_size, memory_mb=args.memory_mb)
+    print(ingest(args.source, args.store, name=args.name, cfg=cfg))
+
+
+def _inspect(args) -> None:
+    from jetlib.data.manifest import format_manifest, open_dataset
+
+    ds = open_dataset(args.dataset)
+    print(json.dumps(ds.manifest, indent=1) if args.json else format_manifest(ds))
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="generate quark/gluon jet images with Pythia 8 + FastJet",
+                       description="Generate quark (Z+q) and gluon (Z+g) jets with Pythia 8 and FastJet and "
+                       "write 125x125 Tracks/ECAL/HCAL images in the public quark/gluon HDF5 layout.")
+    p.add_argument("--n-jets", type=positive_int, default=1000, help="total jets, half quark half gluon")
+    p.add_argument("--seed", type=int, default=0, help="seeds generation and row order (default 0)")
+    p.add_argument("--out", required=True, help="output file, .h5")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--pt-min", type=float, default=500.0, help="leading-jet pT window, GeV (default 500)")
+    p.add_argument("--pt-max", type=float, default=550.0, help="(default 550)")
+    p.add_argument("--max-abs-y", type=float, default=1.7, help="leading-jet |rapidity| cut (default 1.7)")
+    p.add_argument("--jet-r", type=float, default=0.4, help="anti-kT radius (default 0.4)")
+    p.add_argument("--chunk-jets", type=positive_int, default=100,
+                   help="jets per class per task: the unit of parallelism and seeding (default 100)")
+    p.set_defaults(func=_simulate)
+
+
+def _add_ingest(sub) -> None:
+    p = sub.add_parser("ingest", help="validate an HDF5 file and commit it to the store as sparse shards",
+                       description="Validate SOURCE.h5 and write it to the store as sparse Parquet shards with "
+                       "train/val/test splits, nested label-fraction subsets and train statistics. Prints the "
+                       "dataset URI. Re-running on the same file is a no-op that prints the same URI.")
+    p.add_argument("source", help="HDF5 file (X_jets/y/m0/pt or jet/Y/m/pT layout)")
+    p.add_argument("--store", default=os.environ.get("JETLIB_STORE", DEFAULT_STORE),
+                   help="local folder or s3://bucket/prefix (default $JETLIB_STORE or ./jetstore)")
+    p.add_argument("--name", help="dataset name (default: the file's stem)")
+    p.add_argument("--test-fraction", type=fraction, default=0.2, help="held-out test share (default 0.2)")
+    p.add_argument("--val-fraction", type=fraction, default=0.1,
+                   help="validation share, carved from train (default 0.1)")
+    p.add_argument("--fractions", type=fraction_list, default=(0.01, 0.1, 0.25, 0.5, 1.0),
+                   help="nested label-fraction subsets of train (default 0.01,0.1,0.25,0.5,1)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the splits (default 0)")
+    p.add_argument("--shard-rows", type=positive_int, default=1024, help="jets per shard (default 1024)")
+    p.add_argument("--row-group-rows", type=positive_int, default=256,
+                   help="jets per Parquet row group, the loader's unit (default 256)")
+    p.add_argument("--image-size", type=image_size, default=125,
+                   help="required image side in pixels, or 'any' (default 125)")
+    p.add_argument("--memory-mb", type=positive_int, default=1024,
+                   help="RAM for the shuffle before spilling to local disk (default 1024)")
+    p.set_defaults(func=_ingest)
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="show a dataset's manifest", description="Show a committed dataset.")
+    p.add_argument("dataset", help="dataset URI, as printed by jetlib ingest")
+    p.add_argument("--json", action="store_true", help="print the raw manifest")
+    p.set_defaults(func=_inspect)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser = _Parser(prog="jetlib", parents=[common],
+                     description="Self-supervised learning for jet images: one subcommand per pipeline step.")
+    parser.add_argument("--version", action="version", version=f"jetlib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<step>", parser_class=_Parser, required=True)
+    for add in (_add_simulate, _add_ingest, _add_inspect):
+        add(sub)
+    for p in sub.choices.values():  # --debug works after the step name too
+        p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s",
+                        stream=sys.stderr, force=True)
+    for noisy in ("urllib3", "botocore", "matplotlib", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    prog = f"jetlib {args.command}"
+    try:
+        args.func(args)
+    except JetlibError as e:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `jetlib inspect ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:  # a bug, not bad input: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+

@@ -1,0 +1,156 @@
+"""The dataset manifest, and a handle to a committed dataset in a store.
+
+A dataset lives at ``<store>/datasets/<name>-<id>/``: shards under ``train/``,
+``val/``, ``test/`` and ``manifest.json``, written last. A prefix without a
+manifest is not a dataset (an ingest is running there, or was killed), and every
+reader here refuses it. The manifest records, for each shard, its row count,
+byte size and sha256; :meth:`Dataset.read_shard` verifies the hash on every read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from jetlib.data.store import Store, open_store, sha256_bytes
+from jetlib.errors import ConfigError, DataError, StoreError
+
+MANIFEST = "manifest.json"
+FORMAT = "jetlib.dataset/1"
+CLASS_NAMES = {0: "gluon", 1: "quark"}
+
+
+@dataclass
+class Dataset:
+    """A committed dataset: its store and its manifest."""
+
+    store: Store
+    manifest: dict
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.manifest["labelled"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        im = self.manifest["image"]
+        return im["channels"], im["height"], im["width"]
+
+    @property
+    def fractions(self) -> list[float]:
+        return [s["fraction"] for s in self.manifest["subsets"]]
+
+    def _subset(self, fraction: float) -> dict:
+        for s in self.manifest["subsets"]:
+            if abs(s["fraction"] - fraction) < 1e-9:
+                return s
+        have = ", ".join(f"{f:g}" for f in self.fractions)
+        raise ConfigError(f"label fraction {fraction:g} is not a subset of {self.uri} (it has {have}; "
+                          f"re-ingest with --fractions to add one)")
+
+    def shards(self, split: str, fraction: float | None = None) -> list[dict]:
+        """Shard records of ``split``; for train, ``fraction`` selects a nested subset (tiers 0..j)."""
+        if split not in self.manifest["splits"]:
+            raise ConfigError(f"unknown split {split!r}: expected train, val or test")
+        shards = self.manifest["splits"][split]["shards"]
+        if fraction is None or fraction == 1.0:
+            return list(shards)
+        if split != "train":
+            raise ConfigError("label fractions select subsets of the train split only")
+        tiers = self._subset(fraction)["tiers"]
+        return [s for s in shards if s["tier"] < tiers]
+
+    def rows(self, split: str, fraction: float | None = None) -> int:
+        return sum(s["rows"] for s in self.shards(split, fraction))
+
+    def read_shard(self, shard: dict) -> bytes:
+        """The bytes of one shard, verified against the manifest's sha256."""
+        data = self.store.get_bytes(shard["key"])
+        if sha256_bytes(data) != shard["sha256"]:
+            raise DataError(f"{self.store.key_uri(shard['key'])}: checksum mismatch (the shard changed "
+                            f"or is corrupt; re-ingest the dataset)")
+        return data
+
+    def channel_scale(self) -> np.ndarray:
+        """Per-channel 1/std of train pixels (zeros included): the loader's default normalisation."""
+        std = np.asarray(self.manifest["stats"]["channels"]["std"], dtype=np.float64)
+        return (1.0 / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def open_dataset(uri: str) -> Dataset:
+    """Open the committed dataset at ``uri`` or raise a one-line error."""
+    store = open_store(uri)
+    try:
+        raw = store.get_bytes(MANIFEST)
+    except StoreError as e:
+        if "does not exist" not in str(e):
+            raise
+        raise DataError(f"no dataset at {store.uri}: {MANIFEST} is missing (not a dataset, or its ingest "
+                        f"did not finish)") from None
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{store.key_uri(MANIFEST)} is not valid JSON ({e.msg})") from None
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{store.key_uri(MANIFEST)} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return Dataset(store, manifest)
+
+
+def _counts(counts: dict) -> str:
+    return " / ".join(f"{CLASS_NAMES.get(int(k), k)} {v:,}" for k, v in sorted(counts.items(), reverse=True))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.1f} kB"
+
+
+def format_manifest(ds: Dataset) -> str:
+    """The manifest as a person wants to read it (``jetlib inspect``)."""
+    m = ds.manifest
+    src, im, st = m["source"], m["image"], m["stats"]
+    created = datetime.fromisoformat(m["created"]).strftime("%Y-%m-%d %H:%M UTC")
+    layout = f"layout '{src['layout']}', channel-{src['channel_axis']}, {src['dtype']}"
+    if src.get("chunks"):
+        layout += f", chunks {'x'.join(map(str, src['chunks']))}"
+    if src.get("compression"):
+        layout += f", {src['compression']}"
+    splits = m["splits"]
+    lines = [
+        f"dataset   {m['name']}",
+        f"uri       {ds.uri}",
+        f"created   {created} by jetlib {m['jetlib_version']}",
+        f"source    {src['path']} ({_mb(src['bytes'])}, sha256 {src['sha256'][:16]}...)",
+        f"          {layout}",
+        f"images    {im['channels']} x {im['height']} x {im['width']}: {', '.join(im['channel_names'])}"
+        f" ({im['value_dtype']} values)",
+        f"labels    {'y, m0, pt' if m['labelled'] else 'none (unlabelled: pretraining only)'}",
+        f"jets      {src['n_jets']:,} = train {splits['train']['rows']:,} + val {splits['val']['rows']:,}"
+        f" + test {splits['test']['rows']:,}  (split seed {m['config']['split']['seed']})",
+    ]
+    if m["labelled"]:
+        for name in ("train", "val", "test"):
+            lines.append(f"  {name:<7} {_counts(splits[name]['class_counts'])}")
+    lines.append("subsets   " + "   ".join(
+        f"{s['fraction']:.0%}: {s['rows']:,}" for s in m["subsets"]) + "   (nested, class-balanced)")
+    n_shards = sum(len(s["shards"]) for s in splits.values())
+    b = m["bytes"]
+    lines.append(f"storage   {n_shards} shards, {_mb(b['shards'])}; dense float32 would be "
+                 f"{_mb(b['dense_float32'])} ({b['dense_float32'] / max(b['shards'], 1):.1f}x larger)")
+    ch = st["channels"]
+    lines.append("pixels    (train)   " + "".join(f"{h:>11}" for h in ("mean", "std", "max", "non-zero")))
+    for i, name in enumerate(im["channel_names"]):
+        lines.append(f"  {name:<17} {ch['mean'][i]:>11.4g}{ch['std'][i]:>11.4g}{ch['max'][i]:>11.4g}"
+                     f"{ch['nonzero_fraction'][i]:>11.2%}")
+    for key, label in (("m0", "jet mass"), ("pt", "jet pT")):
+        if key in st:
+            s = st[key]
+            lines.append(f"{key:<9} (train)   mean {s['mean']:.1f} GeV, std {s['std']:.1f}, "
+                         f"range {s['min']:.1f} to {s['max']:.1f} GeV  [{label}]")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+from jetlib.data.ingest import IngestConfig, ingest
+from jetlib.data.loader import JetLoader
+from jetlib.data.manifest import open_dataset
+from jetlib.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def dataset(make_h5, tmp_path):
+    path, src = make_h5(n=120)
+    uri = ingest(path, str(tmp_path / "s"), cfg=IngestConfig(shard_rows=16, row_group_rows=4))
+    return open_dataset(uri), src
+
+
+def jets(loader):
+    return [b.jet.tolist() for b in loader]
+
+
+def test_shuffle_is_a_function_of_seed_and_epoch(dataset):
+    ds, _ = dataset
+    a, b = JetLoader(ds, batch_size=8, seed=1), JetLoader(ds, batch_size=8, seed=1)
+    assert jets(a) == jets(b)
+    first = jets(a)
+    a.set_epoch(1)
+    assert jets(a) != first
+    b.set_epoch(1)
+    assert jets(a) == jets(b)
+    assert jets(JetLoader(ds, batch_size=8, seed=2)) != first
+
+
+def test_every_row_once_per_epoch_without_drop_last(dataset):
+    ds, _ = dataset
+    loader = JetLoader(ds, "train", batch_size=7, shuffle=True, drop_last=False)
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        got = sum(jets(loader), [])
+        assert sorted(got) == sorted(set(got)) and len(got) == ds.rows("train")
+    assert len(loader) == -(-ds.rows("train") // 7)
+
+
+def test_drop_last_yields_only_full_batches(dataset):
+    ds, _ = dataset
+    loader = JetLoader(ds, batch_size=10)
+    sizes = [len(b) for b in loader]
+    assert sizes == [10] * (ds.rows("train") // 10) and len(loader) == len(sizes)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_read_disjoint_parts_with_equal_batch_counts(dataset, world):
+    ds, _ = dataset
+    per_rank = []
+    for rank in range(world):
+        loader = JetLoader(ds, batch_size=5, seed=3, rank=rank, world_size=world)
+        loader.set_epoch(2)
+        per_rank.append(sum(jets(loader), []))
+    assert len({len(r) for r in per_rank}) == 1 and len(per_rank[0]) > 0
+    flat = sum(per_rank, [])
+    assert len(flat) == len(set(flat)), "ranks must not share rows"
+    # without drop_last the ranks together cover the split exactly once
+    cover = sum((sum(jets(JetLoader(ds, "val", batch_size=5, rank=r, world_size=world, shuffle=True,
+                                    drop_last=False)), []) for r in range(world)), [])
+    assert sorted(cover) == sorted(set(cover)) and len(cover) == ds.rows("val")
+
+
+def test_tiny_subset_is_still_shared_between_ranks(dataset):
+    ds, _ = dataset
+    n = ds.rows("train", 0.1)
+    assert n < 4 * 4  # fewer rows than pieces wanted for 4 ranks
+    loaders = [JetLoader(ds, fraction=0.1, batch_size=1, rank=r, world_size=4) for r in range(4)]
+    assert all(len(x) >= 1 for x in loaders)
+
+
+def test_subset_rows_are_class_balanced(dataset):
+    ds, _ = dataset
+    for f in (0.1, 0.25, 0.5):
+        loader = JetLoader(ds, fraction=f, batch_size=1000, drop_last=False)
+        y = torch.cat([b.y for b in loader])
+        assert len(y) == ds.rows("train", f) and (y == 1).sum() == (y == 0).sum()
+    small = set(sum(jets(JetLoader(ds, fraction=0.1, batch_size=64, drop_last=False)), []))
+    big = set(sum(jets(JetLoader(ds, fraction=0.5, batch_size=64, drop_last=False)), []))
+    assert small < big
+
+
+def test_scale_normalisation_divides_by_train_std(dataset):
+    ds, src = dataset
+    raw = next(iter(JetLoader(ds, "test", batch_size=8, normalize="none")))
+    scaled = next(iter(JetLoader(ds, "test", batch_size=8)))
+    assert torch.equal(raw.jet, scaled.jet)
+    std = torch.tensor(ds.manifest["stats"]["channels"]["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    torch.testing.assert_close(scaled.x * std, raw.x, rtol=1e-6, atol=0)
+    assert torch.equal(raw.x == 0, scaled.x == 0)
+    np.testing.assert_array_equal(raw.x.numpy(), src["images"][raw.jet.numpy()])
+    assert raw.x.dtype == torch.float32 and raw.x.shape == (8, 3, 125, 125) and raw.y.dtype == torch.int64
+
+
+def test_unknown_fraction_lists_the_available_ones(dataset):
+    ds, _ = dataset
+    with pytest.raises(ConfigError, match="0.01, 0.1, 0.25, 0.5, 1"):
+        JetLoader(ds, fraction=0.3)
+    with pytest.raises(ConfigError, match="normalize"):
+        JetLoader(ds, normalize="zscore")
+
+
+def test_corrupt_shard_raises_from_the_prefetch_thread(dataset):
+    ds, _ = dataset
+    loader = JetLoader(ds, "test", batch_size=4, shuffle=False)
+    path = ds.store.root / ds.shards("test")[0]["key"]
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DataError, match="checksum mismatch"):
+        list(loader)
+
+
+def test_breaking_early_does_not_hang(dataset):
+    ds, _ = dataset
+    loader = JetLoader(ds, batch_size=2, prefetch=1)
+    for i, _ in enumerate(loader):
+        if i == 1:
+            break
+    assert len(list(loader)) == len(loader)
