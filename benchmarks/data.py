@@ -1,0 +1,143 @@
+"""Data-layer benchmark: storage size and loading speed, against their baselines, in one run.
+
+Prints one JSON line:
+
+* ``compression``: dense float32 bytes / sparse shard bytes of the ingested dataset
+  (goal: at least 30x);
+* ``speedup``: jetlib loader jets/s / a naive ``torch.utils.data.Dataset`` that reads
+  one jet per ``__getitem__`` from the HDF5 file with h5py, batched and shuffled by a
+  ``DataLoader`` (goal: at least 20x). Both produce the same batches: float32
+  ``(B, C, H, W)`` divided by the train std per channel, with y, m0, pt; both run
+  on the same simulated file on the same machine, one after the other.
+
+The simulated file is cached under ``.cache/bench/`` (simulation takes ~1 min for
+1,000 jets on 2 cores). Usage::
+
+    python benchmarks/data.py [--n-jets 1000] [--batch-size 256] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jetlib.data.ingest import ingest  # noqa: E402
+from jetlib.data.loader import JetLoader  # noqa: E402
+from jetlib.data.manifest import open_dataset  # noqa: E402
+from jetlib.data.simulate import SimConfig, simulate  # noqa: E402
+
+
+def simulated_file(n_jets: int, seed: int) -> Path:
+    path = ROOT / ".cache" / "bench" / f"sim-{n_jets}-{seed}.h5"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        simulate(SimConfig(n_jets=n_jets, seed=seed), path)
+    return path
+
+
+class NaiveH5Dataset(torch.utils.data.Dataset):
+    """What the study's code does: one jet per __getitem__, straight from h5py."""
+
+    def __init__(self, path, rows, scale):
+        self.path, self.rows, self.scale, self.f = path, rows, torch.as_tensor(scale).view(-1, 1, 1), None
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if self.f is None:
+            self.f = h5py.File(self.path, "r")
+        r = int(self.rows[i])
+        x = torch.from_numpy(self.f["X_jets"][r]).permute(2, 0, 1).float() * self.scale
+        return x, int(self.f["y"][r]), float(self.f["m0"][r]), float(self.f["pt"][r])
+
+
+def rate(batches, seconds: float, warmup: int = 1) -> float:
+    """Jets/s over whole passes of ``batches()`` until ``seconds`` have elapsed (after ``warmup`` batches)."""
+    n, t0, seen = 0, None, 0
+    while True:
+        for b in batches():
+            seen += 1
+            if seen == warmup:
+                t0 = time.perf_counter()
+                continue
+            if t0 is not None:
+                n += len(b[0]) if isinstance(b, (list, tuple)) else len(b)
+                if time.perf_counter() - t0 > seconds:
+                    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-jets", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--seconds", type=float, default=20.0, help="timing window per contender")
+    args = ap.parse_args()
+    os.environ.setdefault("JETLIB_PROGRESS", "0")
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    src = simulated_file(args.n_jets, args.seed)
+    with tempfile.TemporaryDirectory() as store:
+        t = time.perf_counter()
+        ds = open_dataset(ingest(src, store))
+        ingest_s = time.perf_counter() - t
+        b = ds.manifest["bytes"]
+        train = [int(j) for s in ds.shards("train") for j in _jets(ds, s)]
+        bs = min(args.batch_size, len(train))
+
+        loader = JetLoader(ds, "train", batch_size=bs, seed=0)
+        epochs = iter(range(10**9))
+
+        def ours():
+            loader.set_epoch(next(epochs))
+            return loader
+
+        fast = rate(ours, args.seconds)
+        naive_ds = NaiveH5Dataset(src, np.array(train), ds.channel_scale())
+        slow = rate(lambda: torch.utils.data.DataLoader(naive_ds, batch_size=bs, shuffle=True, drop_last=True),
+                    args.seconds)
+    result = {
+        "benchmark": "data",
+        "jets": args.n_jets,
+        "train_jets": len(train),
+        "source_file_bytes": src.stat().st_size,
+        "dense_float32_bytes": b["dense_float32"],
+        "shard_bytes": b["shards"],
+        "compression": round(b["dense_float32"] / b["shards"], 2),
+        "compression_goal": 30,
+        "ingest_s": round(ingest_s, 2),
+        "batch_size": bs,
+        "loader_jets_per_s": round(fast, 1),
+        "naive_jets_per_s": round(slow, 1),
+        "speedup": round(fast / slow, 2),
+        "speedup_goal": 20,
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result))
+
+
+def _jets(ds, shard):
+    from jetlib.data.shards import parquet_file
+
+    return parquet_file(ds.read_shard(shard)).read(columns=["jet"]).column("jet").to_numpy()
+
+
+if __name__ == "__main__":
+    main()
