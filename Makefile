@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
 
-test: $(STAMP) ## run the whole test suite (tiny generated data; ~2 min on 2 cores)
+test: $(STAMP) ## run the whole test suite (tiny generated data; ~1 min on 2 cores)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## run the tests not marked slow
@@ -31,12 +31,14 @@ lint: $(STAMP) ## ruff over the package, tests and benchmarks
 	$(BIN)/ruff check jetlib tests benchmarks
 
 bench: $(STAMP) ## run every benchmark; each prints one JSON line
-	@for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	@for b in $(filter-out benchmarks/common.py,$(wildcard benchmarks/*.py)); do $(BIN)/python $$b || exit 1; done
 
-demo: $(STAMP) ## run the main job on embedded defaults: simulate jets, ingest them into demo/store, show the dataset
+demo: $(STAMP) ## run the main job on embedded defaults: simulate, ingest into demo/store, inspect, pretrain
 	@mkdir -p $(DEMO_DIR)
 	@test -f $(DEMO_DIR)/jets.h5 || $(BIN)/jetlib simulate --n-jets $(DEMO_JETS) --seed 0 --out $(DEMO_DIR)/jets.h5 >/dev/null
-	@uri=$$($(BIN)/jetlib ingest $(DEMO_DIR)/jets.h5 --store $(DEMO_DIR)/store) && $(BIN)/jetlib inspect $$uri
+	@uri=$$($(BIN)/jetlib ingest $(DEMO_DIR)/jets.h5 --store $(DEMO_DIR)/store) && $(BIN)/jetlib inspect $$uri && \
+	$(BIN)/jetlib pretrain --data $$uri --out $(DEMO_DIR)/store/runs/demo/pretrain --preset cpu >/dev/null && \
+	echo "pretrained encoder: $(DEMO_DIR)/store/runs/demo/pretrain/encoder.pt (metrics.json beside it)"
 
 clean: ## remove the demo output and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) .cache .pytest_cache .ruff_cache

@@ -33,19 +33,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import simulated_file, timed  # noqa: E402
 
 from jetlib.data.ingest import ingest  # noqa: E402
 from jetlib.data.loader import JetLoader  # noqa: E402
 from jetlib.data.manifest import open_dataset  # noqa: E402
-from jetlib.data.simulate import SimConfig, simulate  # noqa: E402
-
-
-def simulated_file(n_jets: int, seed: int) -> Path:
-    path = ROOT / ".cache" / "bench" / f"sim-{n_jets}-{seed}.h5"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        simulate(SimConfig(n_jets=n_jets, seed=seed), path)
-    return path
 
 
 class NaiveH5Dataset(torch.utils.data.Dataset):
@@ -63,21 +57,6 @@ class NaiveH5Dataset(torch.utils.data.Dataset):
         r = int(self.rows[i])
         x = torch.from_numpy(self.f["X_jets"][r]).permute(2, 0, 1).float() * self.scale
         return x, int(self.f["y"][r]), float(self.f["m0"][r]), float(self.f["pt"][r])
-
-
-def rate(batches, seconds: float, warmup: int = 1) -> float:
-    """Jets/s over whole passes of ``batches()`` until ``seconds`` have elapsed (after ``warmup`` batches)."""
-    n, t0, seen = 0, None, 0
-    while True:
-        for b in batches():
-            seen += 1
-            if seen == warmup:
-                t0 = time.perf_counter()
-                continue
-            if t0 is not None:
-                n += len(b[0]) if isinstance(b, (list, tuple)) else len(b)
-                if time.perf_counter() - t0 > seconds:
-                    return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -104,12 +83,12 @@ def main() -> None:
 
         def ours():
             loader.set_epoch(next(epochs))
-            return loader
+            return (len(b) for b in loader)
 
-        fast = rate(ours, args.seconds)
+        fast = timed(ours, args.seconds)
         naive_ds = NaiveH5Dataset(src, np.array(train), ds.channel_scale())
-        slow = rate(lambda: torch.utils.data.DataLoader(naive_ds, batch_size=bs, shuffle=True, drop_last=True),
-                    args.seconds)
+        naive = torch.utils.data.DataLoader(naive_ds, batch_size=bs, shuffle=True, drop_last=True)
+        slow = timed(lambda: (len(b[0]) for b in naive), args.seconds)
     result = {
         "benchmark": "data",
         "jets": args.n_jets,

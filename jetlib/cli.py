@@ -93,6 +93,58 @@ def _inspect(args) -> None:
     print(json.dumps(ds.manifest, indent=1) if args.json else format_manifest(ds))
 
 
+def _pretrain(args) -> None:
+    from jetlib.config import parse_sets
+    from jetlib.pretrain import make_config, pretrain
+
+    values = {k: v for k, v in {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
+                                "lr": args.lr, "seed": args.seed, "compile": args.compile or None}.items()
+              if v is not None}
+    cfg = make_config(_preset(args.preset), **values, **parse_sets(args.set))
+    final = pretrain(args.data, args.out, cfg, device=args.device)
+    if _rank() == 0:  # the process group is gone by now: ask torchrun's environment
+        print(json.dumps({"out": args.out, **final}))
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
+def _preset(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _add_training_flags(p, presets: tuple[str, ...]) -> None:
+    """Flags every training step shares."""
+    p.add_argument("--preset", default="auto", choices=("auto", *presets),
+                   help="named settings: tiny (tests), cpu (a laptop), gpu (the study); auto picks gpu when "
+                        "CUDA is visible, else cpu")
+    p.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
+    p.add_argument("--batch-size", type=positive_int, help="override the preset's (global) batch size")
+    p.add_argument("--lr", type=float, help="override the preset's learning rate")
+    p.add_argument("--seed", type=int, help="override the seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (cuda if visible, else cpu), cpu, cuda")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override any config field, e.g. --set model.widths=8,8,16,16,32,32,64 (repeatable)")
+
+
+def _add_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", help="SimCLR pretraining of the ResNet-15 encoder (1 CPU to N GPUs)",
+                       description="Pretrain a ResNet-15 jet encoder with SimCLR on the train split (labels "
+                       "ignored). Runs alone or under torchrun --nproc_per_node N -m jetlib pretrain. Re-running "
+                       "the same command resumes from the newest checkpoint in --out.")
+    p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
+    p.add_argument("--out", required=True, help="output folder or s3:// URI for checkpoints, metrics, encoder")
+    p.add_argument("--augment", choices=("seed", "physics"), help="augmentation preset (default seed)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    _add_training_flags(p, ("tiny", "cpu", "gpu"))
+    p.set_defaults(func=_pretrain)
+
+
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="generate quark/gluon jet images with Pythia 8 + FastJet",
                        description="Generate quark (Z+q) and gluon (Z+g) jets with Pythia 8 and FastJet and "
@@ -149,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Self-supervised learning for jet images: one subcommand per pipeline step.")
     parser.add_argument("--version", action="version", version=f"jetlib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<step>", parser_class=_Parser, required=True)
-    for add in (_add_simulate, _add_ingest, _add_inspect):
+    for add in (_add_simulate, _add_ingest, _add_inspect, _add_pretrain):
         add(sub)
     for p in sub.choices.values():  # --debug works after the step name too
         p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -159,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s",
-                        stream=sys.stderr, force=True)
+    quiet = _rank() > 0  # under torchrun, only rank 0 talks
+    level = logging.DEBUG if args.debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("urllib3", "botocore", "matplotlib", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     prog = f"jetlib {args.command}"

@@ -25,3 +25,9 @@ class StoreError(JetlibError):
 
 class ConfigError(JetlibError):
     """A flag, preset or configuration value is invalid."""
+
+
+class TrainingError(JetlibError):
+    """Training cannot go on (a non-finite loss); the newest checkpoint is still good."""
+
+    exit_code = 4

@@ -10,9 +10,9 @@ import sys
 from tqdm.auto import tqdm
 
 
-def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", **kwargs):
+def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool = False, **kwargs):
     """Wrap ``iterable`` (or make a manual bar when it is None) in a tqdm bar on stderr."""
-    disabled = os.environ.get("JETLIB_PROGRESS", "1") == "0"
+    disabled = disable or os.environ.get("JETLIB_PROGRESS", "1") == "0"
     interactive = sys.stderr.isatty()
     return tqdm(
         iterable,

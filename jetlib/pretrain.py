@@ -1,0 +1,308 @@
+"""``jetlib pretrain``: SimCLR pretraining of the ResNet-15 encoder, one CPU process to many GPUs.
+
+The same command runs alone or under ``torchrun --nproc_per_node N -m jetlib pretrain``
+(DDP: NCCL on GPU, gloo on CPU). Labels are never read for training; they only feed
+the k-NN monitor when the dataset has them.
+
+Outputs in ``--out`` (a store URI), main rank only:
+
+``checkpoints/``  every epoch (see :mod:`jetlib.checkpoint`); a re-run of the same
+                  command resumes from the newest and ends bit-for-bit where an
+                  uninterrupted run would (on CPU)
+``metrics.json``  per epoch: loss, temperature, learning rate, jets/s, k-NN accuracy
+``encoder.pt``    the encoder's weights and config, for fine-tuning
+``run.json``      written last: the commit, with the encoder's sha256
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+
+import torch
+from torch import nn
+
+from jetlib import __version__, dist
+from jetlib.augment import PRESETS as AUGMENT_PRESETS
+from jetlib.augment import AugmentConfig, two_views
+from jetlib.checkpoint import Checkpoints, rng_state, save_object, seed_everything, set_rng_state
+from jetlib.config import resolve
+from jetlib.data.loader import JetLoader
+from jetlib.data.manifest import Dataset, open_dataset
+from jetlib.data.store import open_store
+from jetlib.errors import ConfigError, TrainingError
+from jetlib.losses import InfoNCELoss
+from jetlib.models.heads import ProjectionHead
+from jetlib.models.resnet import ResNet, ResNetConfig
+from jetlib.monitor import knn_accuracy
+from jetlib.progress import progress
+
+log = logging.getLogger(__name__)
+RUN_FORMAT = "jetlib.pretrain/1"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    preset: str = "gpu"  # the named preset these values started from
+    epochs: int = 100
+    batch_size: int = 256  # global batch: split evenly over the ranks
+    lr: float = 1e-3  # AdamW peak learning rate
+    weight_decay: float = 1e-4  # AdamW, on weights only (not norms, biases, temperature)
+    warmup_epochs: int = 10  # linear warmup, then cosine decay to zero (per step)
+    temperature: float = 0.07  # initial InfoNCE temperature (learned)
+    proj_hidden: int = 512  # projector hidden width
+    proj_dim: int = 128  # projector output: where the loss is computed
+    augment: str = "seed"  # augmentation preset: seed | physics
+    model: ResNetConfig = field(default_factory=ResNetConfig)
+    seed: int = 0  # seeds init, augmentations (offset per rank) and the data order
+    normalize: str = "scale"  # loader normalisation
+    max_steps_per_epoch: int = 0  # 0 = the whole train split each epoch
+    monitor_bank: int = 2000  # k-NN monitor: labelled train jets in the bank
+    monitor_val: int = 1000  # k-NN monitor: validation jets scored
+    knn_k: int = 20
+    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | off
+    channels_last: str = "auto"  # auto (on CUDA only) | on | off
+    compile: bool = False  # torch.compile the model
+    keep_every: int = 0  # also keep every Nth epoch's checkpoint (0: only the newest)
+
+    def __post_init__(self):
+        if self.augment not in AUGMENT_PRESETS:
+            raise ConfigError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)}, got {self.augment!r}")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ConfigError("need epochs >= 1, batch size >= 2 and a positive learning rate")
+        if self.amp not in ("auto", "bf16", "off") or self.channels_last not in ("auto", "on", "off"):
+            raise ConfigError("amp must be auto|bf16|off and channels_last auto|on|off")
+
+
+TINY_MODEL = ResNetConfig(stem_width=4, widths=(4, 4, 8, 8, 8, 8, 16), groups=2, dropout=0.1)
+CPU_MODEL = ResNetConfig(stem_width=16, widths=(16, 16, 32, 32, 64, 64, 128), groups=8, dropout=0.1)
+
+PRESETS = {
+    # seconds on tiny generated data, yet two epochs so that resuming is exercised
+    "tiny": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "model": TINY_MODEL, "proj_hidden": 16,
+             "proj_dim": 8, "monitor_bank": 64, "monitor_val": 32, "knn_k": 5},
+    # a laptop run in minutes: a narrower ResNet-15 (405k parameters)
+    "cpu": {"epochs": 10, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL, "proj_hidden": 256,
+            "monitor_bank": 1000, "monitor_val": 500},
+    # the full study
+    "gpu": {},
+}
+
+
+def make_config(preset: str = "gpu", **values) -> PretrainConfig:
+    return resolve(PretrainConfig(), PRESETS, preset, values)
+
+
+class SimCLR(nn.Module):
+    """Encoder + projector + loss in one module, so DDP syncs the temperature with the weights."""
+
+    def __init__(self, encoder: ResNet, proj_hidden: int, proj_dim: int, temperature: float):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = ProjectionHead(encoder.num_features, proj_hidden, proj_dim)
+        self.loss = InfoNCELoss(temperature)
+
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        b = v1.shape[0]
+        z = self.projector(self.encoder.forward_features(torch.cat([v1, v2])))  # (2B, D): one pass
+        return self.loss(z[:b], z[b:])
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to zero at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress_ = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for _name, p in model.named_parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)  # norms, biases and the temperature: no decay
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but no GPU is visible to PyTorch")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, amp: str):
+    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    if not use:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: PretrainConfig, step: int,
+                    total_steps: int, warmup_steps: int, steps: int, autocast, channels_last: bool,
+                    epoch: int) -> tuple[dict, int]:
+    """One pass; returns (averaged stats, next step). Stops loudly on a non-finite loss."""
+    aug = AugmentConfig(cfg.augment)
+    model.train()
+    losses = torch.zeros((), device=loader.device)
+    t0 = time.perf_counter()
+    bar = progress(total=steps, desc=f"epoch {epoch}", unit="step", disable=not dist.is_main())
+    n = 0
+    for batch in loader:
+        if n == steps:
+            break
+        lr = lr_at(step, total_steps, warmup_steps, cfg.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
+        v1, v2 = two_views(x, aug)  # (B, C, H, W) each, fp32
+        with autocast():
+            loss = model(v1, v2)
+        finite = dist.all_reduce_min(torch.isfinite(loss.detach()).float())
+        if finite.item() == 0:
+            raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}: lower --lr or "
+                                f"check the data; the newest checkpoint is still good")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses += loss.detach()
+        step += 1
+        n += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    mean_loss = dist.all_reduce_mean(losses / n)
+    return {"loss": float(mean_loss), "lr": lr, "steps": n, "seconds": seconds,
+            "jets_per_s": n * loader.batch_size * dist.world_size() / seconds}, step
+
+
+def _unwrap(model: nn.Module) -> SimCLR:
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def _check_resumable(saved: dict, cfg: PretrainConfig, data_id: str, where: str) -> None:
+    if saved["config"] != asdict(cfg) or saved["dataset"] != data_id:
+        diff = [k for k in asdict(cfg) if saved["config"].get(k) != asdict(cfg)[k]]
+        what = f"settings {', '.join(diff)}" if diff else "dataset"
+        raise ConfigError(f"{where} holds a run with different {what}: resume with the same command, "
+                          f"or choose a new --out")
+
+
+def pretrain(data: str | Dataset, out: str, cfg: PretrainConfig, device: str = "auto") -> dict:
+    """Run (or resume) pretraining; returns the final epoch's metrics."""
+    dev = dist.setup(resolve_device(device))
+    try:
+        return _pretrain(data, out, cfg, dev)
+    finally:
+        dist.cleanup()
+
+
+def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
+    ds = data if isinstance(data, Dataset) else open_dataset(data)
+    world, rank = dist.world_size(), dist.rank()
+    if cfg.batch_size % world:
+        raise ConfigError(f"global batch {cfg.batch_size} does not split evenly over {world} ranks")
+    model_cfg = replace(cfg.model, in_channels=ds.image_shape[0])
+    store = open_store(out)
+    if dist.is_main():
+        store.check_writable()
+    ckpts = Checkpoints(store.child("checkpoints"), cfg.keep_every)
+
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    model = SimCLR(ResNet(model_cfg), cfg.proj_hidden, cfg.proj_dim, cfg.temperature).to(device)
+    # Not on CPU by default: oneDNN's AVX2 1x1 weight-gradient kernel (the stride-2 shortcuts) can spin
+    # forever in channels_last with torch 2.14.1 (seen with the tiny preset).
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    loader = JetLoader(ds, "train", batch_size=cfg.batch_size // world, device=device, seed=cfg.seed,
+                       normalize=cfg.normalize)
+    steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
+    if steps == 0:
+        raise ConfigError(f"batch size {cfg.batch_size} is larger than the train split ({loader.rows} jets)")
+    total_steps, warmup_steps = cfg.epochs * steps, cfg.warmup_epochs * steps
+
+    history, start, step = [], 0, 0
+    saved = ckpts.latest(map_location=device)
+    if saved is not None:
+        _check_resumable(saved, cfg, ds.manifest["id"], store.uri)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history, start, step = saved["history"], saved["epoch"] + 1, saved["step"]
+        set_rng_state(saved["rng"])
+        log.info("resuming %s from epoch %d", store.uri, saved["epoch"])
+    else:
+        torch.manual_seed(cfg.seed + 1_000_003 * rank)  # augmentations differ across ranks
+    if dist.is_main():
+        n_params = sum(p.numel() for p in _unwrap(model).encoder.parameters())
+        log.info("pretraining %s (%d encoder parameters) on %s x %d, %d jets, %d steps/epoch, augment=%s",
+                 cfg.preset, n_params, device, world, loader.rows, steps, cfg.augment)
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    autocast = autocast_for(device, cfg.amp)
+    monitor = ds.labelled and cfg.monitor_bank > 0
+    if monitor and dist.is_main():
+        bank = JetLoader(ds, "train", batch_size=256, device=device, shuffle=False, normalize=cfg.normalize,
+                         rank=0, world_size=1)
+        val = JetLoader(ds, "val", batch_size=256, device=device, shuffle=False, normalize=cfg.normalize,
+                        rank=0, world_size=1)
+
+    for epoch in range(start, cfg.epochs):
+        loader.set_epoch(epoch)
+        stats, step = train_one_epoch(net, loader, optimizer, cfg, step, total_steps, warmup_steps, steps,
+                                      autocast, channels_last, epoch)
+        stats = {"epoch": epoch, **stats, "temperature": _unwrap(model).loss.temperature}
+        if dist.is_main():
+            if monitor:
+                stats["knn_accuracy"] = knn_accuracy(_unwrap(model).encoder, bank, val, cfg.monitor_bank,
+                                                     cfg.monitor_val, cfg.knn_k, autocast)
+            history.append(stats)
+            ckpts.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": epoch, "step": step, "rng": rng_state(), "config": asdict(cfg),
+                        "dataset": ds.manifest["id"], "history": history}, epoch)
+            _write_metrics(store, cfg, ds, history)
+            log.info("epoch %d: loss %.4f, T %.4f, lr %.2e, %.0f jets/s%s", epoch, stats["loss"],
+                     stats["temperature"], stats["lr"], stats["jets_per_s"],
+                     f", k-NN acc {stats['knn_accuracy']:.3f}" if "knn_accuracy" in stats else "")
+        else:
+            history.append(stats)
+        dist.barrier()
+
+    final = history[-1] if history else {}
+    if dist.is_main():
+        _finish(store, cfg, ds, model_cfg, _unwrap(model), history)
+    dist.barrier()
+    return final
+
+
+def _write_metrics(store, cfg, ds, history) -> None:
+    doc = {"step": "pretrain", "config": asdict(cfg), "dataset": {"uri": ds.uri, "id": ds.manifest["id"]},
+           "epochs": history}
+    store.put_bytes("metrics.json", json.dumps(doc, indent=1).encode())
+
+
+def _finish(store, cfg, ds, model_cfg, model: SimCLR, history) -> None:
+    encoder = {"arch": "resnet", "config": model_cfg.to_dict(), "state_dict": model.encoder.state_dict(),
+               "normalize": cfg.normalize, "channel_names": ds.manifest["image"]["channel_names"],
+               "dataset": ds.manifest["id"], "pretrain": asdict(cfg)}
+    record = save_object(store, "encoder.pt", encoder)
+    _write_metrics(store, cfg, ds, history)
+    run = {"format": RUN_FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+           "jetlib_version": __version__, "dataset": {"uri": ds.uri, "id": ds.manifest["id"]},
+           "encoder": record, "final": history[-1] if history else {}, "config": asdict(cfg),
+           "world_size": dist.world_size(), "torch": torch.__version__, "host": os.uname().nodename}
+    store.put_bytes("run.json", json.dumps(run, indent=1).encode())
+    log.info("encoder written to %s", store.key_uri("encoder.pt"))

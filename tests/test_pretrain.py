@@ -1,0 +1,141 @@
+import json
+import math
+
+import pytest
+import torch
+
+from jetlib import pretrain as pt
+from jetlib.checkpoint import load_object
+from jetlib.data.ingest import IngestConfig, ingest
+from jetlib.data.store import open_store
+from jetlib.errors import ConfigError, TrainingError
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from tests.conftest import write_h5
+
+    d = tmp_path_factory.mktemp("pre")
+    write_h5(d / "jets.h5", n=80)
+    return ingest(d / "jets.h5", str(d / "store"), cfg=IngestConfig(shard_rows=16, row_group_rows=8))
+
+
+def tiny(**kw):
+    return pt.make_config("tiny", **kw)
+
+
+def encoder_state(out):
+    return load_object(open_store(out), "encoder.pt")["state_dict"]
+
+
+def test_tiny_run_writes_everything(dataset, tmp_path):
+    out = str(tmp_path / "run")
+    final = pt.pretrain(dataset, out, tiny(), device="cpu")
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert run["format"] == "jetlib.pretrain/1" and run["final"] == final
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    for e in metrics["epochs"]:
+        assert {"loss", "temperature", "lr", "jets_per_s", "knn_accuracy"} <= set(e)
+        assert math.isfinite(e["loss"]) and 0 <= e["knn_accuracy"] <= 1
+    assert metrics["config"]["preset"] == "tiny" and metrics["config"]["model"]["widths"] == [4, 4, 8, 8, 8, 8, 16]
+    blob = load_object(open_store(out), "encoder.pt", run["encoder"]["sha256"])
+    assert blob["config"]["in_channels"] == 3 and blob["arch"] == "resnet"
+    ptr = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
+    assert ptr["epoch"] == 1 and [p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")] == [
+        "epoch-0001.pt"]
+
+
+def test_killed_run_resumes_to_identical_weights(dataset, tmp_path, monkeypatch):
+    cfg = tiny(epochs=3)
+    pt.pretrain(dataset, str(tmp_path / "straight"), cfg, device="cpu")
+
+    real = pt.train_one_epoch
+
+    def killed_in_epoch_2(*args, **kwargs):
+        if args[-1] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pt, "train_one_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        pt.pretrain(dataset, str(tmp_path / "resumed"), cfg, device="cpu")
+    assert not (tmp_path / "resumed" / "run.json").exists()
+    monkeypatch.setattr(pt, "train_one_epoch", real)
+    pt.pretrain(dataset, str(tmp_path / "resumed"), cfg, device="cpu")
+
+    a, b = encoder_state(str(tmp_path / "straight")), encoder_state(str(tmp_path / "resumed"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # bitwise on CPU
+    ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())["epochs"]
+    mb = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["epochs"]
+    assert [e["loss"] for e in ma] == [e["loss"] for e in mb]
+
+
+def test_resuming_with_other_settings_is_refused(dataset, tmp_path):
+    pt.pretrain(dataset, str(tmp_path / "r"), tiny(), device="cpu")
+    with pytest.raises(ConfigError, match="different settings lr"):
+        pt.pretrain(dataset, str(tmp_path / "r"), tiny(lr=0.5), device="cpu")
+
+
+def test_non_finite_loss_stops_with_one_line(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(pt.InfoNCELoss, "forward", lambda self, a, b: (a.sum() + b.sum()) * float("nan"))
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 0, step 0"):
+        pt.pretrain(dataset, str(tmp_path / "nan"), tiny(), device="cpu")
+
+
+def test_learning_rate_schedule():
+    peak, warm, total = 1e-3, 10, 100
+    lrs = [pt.lr_at(s, total, warm, peak) for s in range(total)]
+    assert lrs[0] == pytest.approx(peak / warm) and lrs[warm - 1] == pytest.approx(peak)
+    assert all(a < b for a, b in zip(lrs[:warm - 1], lrs[1:warm], strict=False))  # rising
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:], strict=False))  # then falling
+    assert lrs[55] == pytest.approx(peak / 2) and pt.lr_at(total, total, warm, peak) == 0
+
+
+def test_presets_and_overrides():
+    cfg = pt.make_config("cpu", lr="0.01", **{"model.dropout": "0.0"})
+    assert cfg.preset == "cpu" and cfg.lr == 0.01 and cfg.model.dropout == 0.0
+    assert cfg.model.widths[-1] == 128 and pt.make_config("gpu").model.widths[-1] == 512
+    assert pt.make_config("gpu").batch_size == 256 and pt.make_config("gpu").epochs == 100
+    with pytest.raises(ConfigError, match="unknown setting 'learning_rate'"):
+        pt.make_config("cpu", learning_rate="1")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        pt.make_config("laptop")
+
+
+def test_batch_larger_than_the_data(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="larger than the train split"):
+        pt.pretrain(dataset, str(tmp_path / "big"), tiny(batch_size=4096), device="cpu")
+
+
+def test_physics_augmentation_and_cli(dataset, tmp_path):
+    r = run_cli("pretrain", "--data", dataset, "--out", tmp_path / "cli", "--preset", "tiny", "--augment",
+                "physics", "--epochs", "2", "--set", "monitor_bank=0")
+    assert r.returncode == 0, r.stderr
+    final = json.loads(r.stdout)
+    assert final["epoch"] == 1 and "knn_accuracy" not in final
+    cfg = json.loads((tmp_path / "cli" / "run.json").read_text())["config"]
+    assert cfg["augment"] == "physics" and cfg["monitor_bank"] == 0
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_same_command_under_torchrun(dataset, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(free_port()), "-m", "jetlib", "pretrain", "--data", dataset, "--out", str(tmp_path / "ddp"),
+           "--preset", "tiny", "--device", "cpu"]
+    env = {**os.environ, "JETLIB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert run["world_size"] == 2 and run["final"]["epoch"] == 1
+    assert len(r.stdout.strip().splitlines()) == 1  # only rank 0 prints the result
