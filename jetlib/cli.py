@@ -94,13 +94,10 @@ def _inspect(args) -> None:
 
 
 def _pretrain(args) -> None:
-    from jetlib.config import parse_sets
     from jetlib.pretrain import make_config, pretrain
 
-    values = {k: v for k, v in {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
-                                "lr": args.lr, "seed": args.seed, "compile": args.compile or None}.items()
-              if v is not None}
-    cfg = make_config(_preset(args.preset), **values, **parse_sets(args.set))
+    cfg = make_config(_preset(args.preset), **_overrides(args, augment=args.augment, lr=args.lr,
+                                                           compile=args.compile or None))
     final = pretrain(args.data, args.out, cfg, device=args.device)
     if _rank() == 0:  # the process group is gone by now: ask torchrun's environment
         print(json.dumps({"out": args.out, **final}))
@@ -143,6 +140,81 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     _add_training_flags(p, ("tiny", "cpu", "gpu"))
     p.set_defaults(func=_pretrain)
+
+
+def _overrides(args, **extra) -> dict:
+    """Explicit training flags (those given) plus --set, for config.resolve."""
+    from jetlib.config import parse_sets
+
+    values = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, **extra}
+    return {**{k: v for k, v in values.items() if v is not None}, **parse_sets(args.set)}
+
+
+def _finetune(args) -> None:
+    from jetlib.finetune import finetune, make_config
+
+    cfg = make_config(_preset(args.preset), **_overrides(args, task=args.task, mode=args.mode, lr=args.lr,
+                                                           label_fraction=args.label_fraction,
+                                                           augment=args.augment))
+    run = finetune(args.data, args.out, cfg, init=args.init, device=args.device)
+    print(json.dumps({"out": args.out, **run["training"]}))
+
+
+def _baseline(args) -> None:
+    from jetlib.baseline import baseline, make_config
+
+    cfg = make_config(_preset(args.preset), **_overrides(args, max_lr=args.lr, label_fraction=args.label_fraction))
+    run = baseline(args.data, args.out, cfg, device=args.device)
+    print(json.dumps({"out": args.out, **run["training"]}))
+
+
+def _evaluate(args) -> None:
+    from jetlib.evaluate import evaluate
+
+    result = evaluate(args.data, args.model, args.out, device=args.device, batch_size=args.batch_size)
+    print(json.dumps({"task": result["task"], "mode": result["mode"], "label_fraction": result["label_fraction"],
+                      "seed": result["seed"], **{k: v for k, v in result["scalars"].items() if v is not None}}))
+
+
+def _add_subset_flags(p) -> None:
+    p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
+    p.add_argument("--label-fraction", type=float, default=1.0, help="one of the dataset's subsets (default 1)")
+    p.add_argument("--out", required=True, help="output folder or s3:// URI")
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="classification or mass regression on a pretrained or fresh encoder",
+                       description="Train a quark/gluon classifier (--task cls) or jet-mass regressor (--task reg) "
+                       "on a label-fraction subset: --mode finetune (encoder from --init, trained end to end), "
+                       "linear (encoder from --init, frozen) or scratch (random init). Re-running resumes.")
+    _add_subset_flags(p)
+    p.add_argument("--task", required=True, choices=("cls", "reg"))
+    p.add_argument("--mode", required=True, choices=("finetune", "linear", "scratch"))
+    p.add_argument("--init", help="pretraining output (jetlib pretrain --out); needed by finetune and linear")
+    p.add_argument("--augment", choices=("none", "seed", "physics"), help="mild augmentation (default none)")
+    _add_training_flags(p, ("tiny", "cpu", "gpu"))
+    p.set_defaults(func=_finetune)
+
+
+def _add_baseline(sub) -> None:
+    p = sub.add_parser("baseline", help="the supervised VGG + squeeze-excitation baseline",
+                       description="Train the supervised VGG baseline (SE blocks, ensemble of heads, class-weighted "
+                       "BCE, OneCycleLR, mixup) on a label-fraction subset. Re-running resumes.")
+    _add_subset_flags(p)
+    _add_training_flags(p, ("tiny", "cpu", "gpu"))
+    p.set_defaults(func=_baseline)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a trained model on the test split",
+                       description="Score a model (jetlib finetune or baseline --out) on the dataset's test split "
+                       "and write <out>/<task>-<mode>-f<fraction>-s<seed>.json.")
+    p.add_argument("--data", required=True, help="dataset URI (the one the model was trained on)")
+    p.add_argument("--model", required=True, help="the training step's output folder or s3:// URI")
+    p.add_argument("--out", required=True, help="results folder or s3:// URI")
+    p.add_argument("--batch-size", type=positive_int, default=512)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=_evaluate)
 
 
 def _add_simulate(sub) -> None:
@@ -201,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Self-supervised learning for jet images: one subcommand per pipeline step.")
     parser.add_argument("--version", action="version", version=f"jetlib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<step>", parser_class=_Parser, required=True)
-    for add in (_add_simulate, _add_ingest, _add_inspect, _add_pretrain):
+    for add in (_add_simulate, _add_ingest, _add_inspect, _add_pretrain, _add_finetune, _add_baseline, _add_evaluate):
         add(sub)
     for p in sub.choices.values():  # --debug works after the step name too
         p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

@@ -101,8 +101,8 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for block in self.blocks:  # zero-init the last norm: each block starts as the identity
-            nn.init.zeros_(block.norm2.weight)
+        # No zero-init of each block's last norm (Goyal et al. 2017): on ~98%-empty jet images it left
+        # every jet with nearly the same embedding and SimCLR's loss at chance for ~50 steps longer.
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))  # (B, C_last, h, w)

@@ -1,0 +1,95 @@
+"""``jetlib evaluate``: score a trained model on the held-out test split, one JSON result per model.
+
+Every model (fine-tuned, linear, scratch, VGG) is scored on the same test split of
+the same dataset, and every result file has the same keys, so that runs compare
+in a table and in the Kubeflow UI:
+
+``scalars``         the numbers a table shows, identical keys for every run: classification
+                    ones are null for regression runs and vice versa
+``classification``  accuracy, F1, ROC AUC, ROC curve, confusion matrix, background rejection
+``regression``      MSE, RMSE, MAE (GeV), R^2, relative resolution, bias in bins of true mass
+``resources``       parameters, peak memory, training time and jets/s, evaluation jets/s
+``config``          the model's full training configuration
+
+The file is ``<out>/<task>-<mode>-f<fraction>-s<seed>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from jetlib import baseline, finetune
+from jetlib.checkpoint import load_object
+from jetlib.data.loader import JetLoader
+from jetlib.data.manifest import Dataset, open_dataset
+from jetlib.data.store import open_store
+from jetlib.errors import ConfigError, DataError
+from jetlib.metrics import classification, regression
+from jetlib.pretrain import autocast_for, resolve_device
+
+log = logging.getLogger(__name__)
+RESULT_FORMAT = "jetlib.result/1"
+SCALAR_KEYS = ("accuracy", "f1", "roc_auc", "rejection_at_eps_s_0.5", "rejection_at_eps_s_0.3",
+               "mse", "rmse", "mae", "r2", "relative_resolution")
+
+
+def result_name(task: str, mode: str, fraction: float, seed: int) -> str:
+    return f"{task}-{mode}-f{fraction:g}-s{seed}.json"
+
+
+def load_model(model_uri: str, device):
+    """(network with its best weights, model blob, run record) from a training step's output."""
+    store = open_store(model_uri)
+    try:
+        run = json.loads(store.get_bytes("run.json"))
+    except Exception as e:
+        raise ConfigError(f"--model {model_uri}: no finished training run there (run.json: {e})") from None
+    blob = load_object(store, run["model"]["key"], run["model"]["sha256"])
+    build = {"resnet": finetune.build_model, "vgg": baseline.build_model}[blob["kind"]]
+    model = build(blob)
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device), blob, run
+
+
+def evaluate(data: str | Dataset, model_uri: str, out: str | None, device: str = "auto",
+             batch_size: int = 512) -> dict:
+    """Score the model at ``model_uri`` on the test split; writes and returns the result."""
+    dev = resolve_device(device)
+    ds = data if isinstance(data, Dataset) else open_dataset(data)
+    model, blob, run = load_model(model_uri, dev)
+    if blob["dataset"] != ds.manifest["id"]:
+        raise DataError(f"the model was trained on dataset {blob['dataset']}, not {ds.manifest['id']} "
+                        f"({ds.uri}): scores on other data are not comparable")
+    autocast = autocast_for(dev, run["config"].get("amp", "auto"))
+    test = JetLoader(ds, "test", batch_size=batch_size, device=dev, shuffle=False, normalize=blob["normalize"])
+    t0 = time.perf_counter()
+    if blob["kind"] == "vgg":
+        p = baseline.predict(model, test, autocast)
+    else:
+        target = (blob["target"]["mean"], blob["target"]["std"])
+        p = finetune.predict(model, test, blob["task"], autocast, target)
+    seconds = time.perf_counter() - t0
+    cls = classification(p["y"], p["out"]) if blob["task"] == "cls" else None
+    reg = regression(p["m0"], p["out"]) if blob["task"] == "reg" else None
+    scalars = {k: (cls or {}).get(k, (reg or {}).get(k)) for k in SCALAR_KEYS}
+    result = {
+        "format": RESULT_FORMAT,
+        "task": blob["task"], "mode": blob["mode"], "label_fraction": blob["label_fraction"], "seed": blob["seed"],
+        "model": {"uri": model_uri, "sha256": run["model"]["sha256"], "kind": blob["kind"]},
+        "dataset": {"uri": ds.uri, "id": ds.manifest["id"], "split": "test", "jets": len(p["out"])},
+        "scalars": scalars,
+        "classification": cls,
+        "regression": reg,
+        "resources": {**run["resources"], "train_seconds": run["training"]["train_seconds"],
+                      "train_jets_per_s": run["training"]["train_jets_per_s"],
+                      "eval_jets_per_s": len(p["out"]) / max(seconds, 1e-9)},
+        "training": run["training"],
+        "config": run["config"],
+    }
+    if out is not None:
+        name = result_name(blob["task"], blob["mode"], blob["label_fraction"], blob["seed"])
+        open_store(out).put_bytes(name, json.dumps(result, indent=1).encode())
+        log.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items() if v is not None))
+    return result

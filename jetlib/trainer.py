@@ -1,0 +1,174 @@
+"""The epoch loop the supervised steps share: validation, early stopping, the best checkpoint, resume.
+
+``jetlib finetune`` and ``jetlib baseline`` differ in their model, loss and schedule,
+which they pass in as ``train_epoch`` / ``validate`` callables; what happens around
+them is here, once:
+
+* after every epoch the validation metrics decide whether this is the best epoch so
+  far (its weights are kept) and whether patience has run out;
+* every epoch is checkpointed (model, optimizer, scheduler, RNG, history, best weights,
+  patience counter); re-running the same command resumes and ends where an
+  uninterrupted run would;
+* at the end ``model.pt`` (the best weights), ``metrics.json`` and ``run.json`` (last,
+  with ``model.pt``'s sha256) are written.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import torch
+from torch import nn
+
+from jetlib import __version__
+from jetlib.checkpoint import Checkpoints, rng_state, save_object, set_rng_state
+from jetlib.data.store import Store
+from jetlib.errors import ConfigError
+
+log = logging.getLogger(__name__)
+RUN_FORMAT = "jetlib.model/1"
+
+
+@dataclass(frozen=True)
+class Stopping:
+    monitor: str  # validation key that picks the best epoch, e.g. "val_accuracy"
+    higher_is_better: bool
+    patience: int  # epochs without improvement before stopping
+
+    def better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_state: dict
+    best_epoch: int
+    best_value: float
+    stopped_early: bool
+    train_seconds: float
+    train_jets: int
+    extra: dict = field(default_factory=dict)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated on CUDA; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
+
+
+def prepare(data, out: str, device: str, seed: int, step: str):
+    """(device, labelled dataset, writable output store) for a supervised step, with every seed set."""
+    from jetlib.checkpoint import seed_everything
+    from jetlib.data.manifest import Dataset, open_dataset
+    from jetlib.data.store import open_store
+    from jetlib.pretrain import resolve_device
+
+    dev = resolve_device(device)
+    ds = data if isinstance(data, Dataset) else open_dataset(data)
+    if not ds.labelled:
+        raise ConfigError(f"{ds.uri} has no labels: {step} needs a labelled dataset")
+    store = open_store(out)
+    store.check_writable()
+    seed_everything(seed)
+    return dev, ds, store
+
+
+def place(model: nn.Module, dev: torch.device, channels_last: str) -> tuple[nn.Module, bool]:
+    """Move ``model`` to ``dev`` (channels_last when asked, or auto on CUDA); resets the peak-memory gauge."""
+    on = channels_last == "on" or (channels_last == "auto" and dev.type == "cuda")
+    model = model.to(dev)
+    if on:
+        model = model.to(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    return model, on
+
+
+def resources(model: nn.Module, dev: torch.device, train_jets: int) -> dict:
+    return {"trainable_parameters": trainable_parameters(model),
+            "total_parameters": sum(p.numel() for p in model.parameters()),
+            "peak_memory_mb": peak_memory_mb(dev), "device": str(dev), "train_jets": train_jets}
+
+
+def fit(store: Store, model: nn.Module, optimizer, scheduler, stopping: Stopping, epochs: int,
+        train_epoch: Callable[[int], dict], validate: Callable[[], dict], config: dict, dataset_id: str,
+        after_validation: Callable[[dict], None] | None = None) -> FitResult:
+    """Train up to ``epochs``; ``train_epoch(epoch)`` returns stats including ``jets``."""
+    ckpts = Checkpoints(store.child("checkpoints"))
+    history, start, best_state, best_epoch, best_value, bad, seconds, jets = [], 0, None, -1, None, 0, 0.0, 0
+    saved = ckpts.latest()
+    if saved is not None:
+        if saved["config"] != config or saved["dataset"] != dataset_id:
+            raise ConfigError(f"{store.uri} holds a run with other settings: resume with the same command, or "
+                              f"choose a new --out")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+        history, start = saved["history"], saved["epoch"] + 1
+        best_state, best_epoch, best_value, bad = (saved["best_state"], saved["best_epoch"], saved["best_value"],
+                                                   saved["bad_epochs"])
+        seconds, jets = saved["train_seconds"], saved["train_jets"]
+        log.info("resuming %s after epoch %d", store.uri, saved["epoch"])
+    stopped = bad >= stopping.patience
+    for epoch in range(start, epochs):
+        if stopped:
+            break
+        t0 = time.perf_counter()
+        stats = train_epoch(epoch)
+        seconds += time.perf_counter() - t0
+        jets += stats.get("jets", 0)
+        val = validate()
+        if after_validation is not None:
+            after_validation(val)
+        value = val[stopping.monitor]
+        improved = stopping.better(value, best_value)
+        if improved:
+            best_state, best_epoch, best_value, bad = copy.deepcopy(model.state_dict()), epoch, value, 0
+        else:
+            bad += 1
+        stopped = bad >= stopping.patience
+        row = {"epoch": epoch, **stats, **val, "lr": optimizer.param_groups[0]["lr"], "best": improved}
+        history.append(row)
+        ckpts.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch,
+                    "rng": rng_state(), "history": history, "best_state": best_state, "best_epoch": best_epoch,
+                    "best_value": best_value, "bad_epochs": bad, "config": config, "dataset": dataset_id,
+                    "train_seconds": seconds, "train_jets": jets}, epoch)
+        log.info("epoch %d: %s%s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                                     if isinstance(v, float)), " *" if improved else "")
+    return FitResult(history, best_state, best_epoch, best_value, stopped, seconds, jets)
+
+
+def write_outputs(store: Store, blob: dict, result: FitResult, config: dict, dataset: dict,
+                  resources: dict) -> dict:
+    """``model.pt`` (best weights), ``metrics.json``, then ``run.json``; returns run.json's content."""
+    record = save_object(store, "model.pt", {**blob, "state_dict": result.best_state})
+    training = {"best_epoch": result.best_epoch, "best_value": result.best_value,
+                "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+                "train_seconds": result.train_seconds,
+                "train_jets_per_s": result.train_jets / max(result.train_seconds, 1e-9)}
+    store.put_bytes("metrics.json", json.dumps({"config": config, "dataset": dataset, "training": training,
+                                                "epochs": result.history}, indent=1).encode())
+    run = {"format": RUN_FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+           "jetlib_version": __version__, "model": record, "kind": blob["kind"], "task": blob["task"],
+           "mode": blob["mode"], "label_fraction": blob["label_fraction"], "seed": blob["seed"],
+           "dataset": dataset, "training": training, "resources": resources, "config": config}
+    store.put_bytes("run.json", json.dumps(run, indent=1).encode())
+    return run
