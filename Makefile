@@ -33,12 +33,17 @@ lint: $(STAMP) ## ruff over the package, tests and benchmarks
 bench: $(STAMP) ## run every benchmark; each prints one JSON line
 	@for b in $(filter-out benchmarks/common.py,$(wildcard benchmarks/*.py)); do $(BIN)/python $$b || exit 1; done
 
-demo: $(STAMP) ## run the main job on embedded defaults: simulate, ingest into demo/store, inspect, pretrain
+demo: $(STAMP) ## run the main job on embedded defaults: simulate, ingest, pretrain, fine-tune vs scratch, evaluate
 	@mkdir -p $(DEMO_DIR)
 	@test -f $(DEMO_DIR)/jets.h5 || $(BIN)/jetlib simulate --n-jets $(DEMO_JETS) --seed 0 --out $(DEMO_DIR)/jets.h5 >/dev/null
-	@uri=$$($(BIN)/jetlib ingest $(DEMO_DIR)/jets.h5 --store $(DEMO_DIR)/store) && $(BIN)/jetlib inspect $$uri && \
-	$(BIN)/jetlib pretrain --data $$uri --out $(DEMO_DIR)/store/runs/demo/pretrain --preset cpu >/dev/null && \
-	echo "pretrained encoder: $(DEMO_DIR)/store/runs/demo/pretrain/encoder.pt (metrics.json beside it)"
+	@set -e; runs=$(DEMO_DIR)/store/runs/demo; \
+	uri=$$($(BIN)/jetlib ingest $(DEMO_DIR)/jets.h5 --store $(DEMO_DIR)/store); $(BIN)/jetlib inspect $$uri; \
+	$(BIN)/jetlib pretrain --data $$uri --out $$runs/pretrain --preset cpu >/dev/null; \
+	for mode in finetune scratch; do \
+	  $(BIN)/jetlib finetune --data $$uri --task cls --mode $$mode --init $$runs/pretrain --label-fraction 0.5 \
+	    --preset cpu --out $$runs/cls-$$mode-f0.5-s0 >/dev/null; \
+	  $(BIN)/jetlib evaluate --data $$uri --model $$runs/cls-$$mode-f0.5-s0 --out $$runs/results; \
+	done; echo "results: $$runs/results"
 
 clean: ## remove the demo output and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) .cache .pytest_cache .ruff_cache

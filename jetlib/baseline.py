@@ -26,6 +26,7 @@ from jetlib.errors import ConfigError
 from jetlib.metrics import roc_auc
 from jetlib.models.vgg import VGG, VGGConfig
 from jetlib.pretrain import autocast_for
+from jetlib.progress import progress
 from jetlib.trainer import Stopping, fit, place, prepare, resources, trainable_parameters, write_outputs
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
         model.train()
         train.set_epoch(epoch)
         total, n = 0.0, 0
-        for batch in train:
+        for batch in progress(train, total=len(train), desc=f"epoch {epoch}", unit="batch", leave=False):
             x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
             y = batch.y.float()
             if mix is not None and len(batch) > 1:

@@ -80,15 +80,6 @@ def all_reduce_min(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def broadcast_object(obj, src: int = 0):
-    """``obj`` from rank ``src`` on every rank."""
-    if not is_initialized():
-        return obj
-    box = [obj]
-    td.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward returns, to each rank, the gradient of its own slice
     summed over every rank's loss. Without the sum, gradients that other ranks' losses

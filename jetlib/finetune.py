@@ -45,6 +45,7 @@ from jetlib.metrics import roc_auc
 from jetlib.models.heads import ClassifierHead, RegressionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
 from jetlib.pretrain import CPU_MODEL, TINY_MODEL, autocast_for
+from jetlib.progress import progress
 from jetlib.trainer import Stopping, fit, place, prepare, resources, trainable_parameters, write_outputs
 from jetlib.weights import load_adapted
 
@@ -235,7 +236,7 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
         model.train()
         train.set_epoch(epoch)
         total, n = 0.0, 0
-        for batch in train:
+        for batch in progress(train, total=len(train), desc=f"epoch {epoch}", unit="batch", leave=False):
             x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
             if cfg.augment != "none":
                 x = augment(x, aug)

@@ -39,7 +39,7 @@ import torch
 from jetlib import dist
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.shards import SparseRows, decode, parquet_file
-from jetlib.data.store import LocalStore, _atomic_write, sha256_bytes
+from jetlib.data.store import LocalStore, atomic_write, sha256_bytes
 from jetlib.errors import ConfigError, DataError
 
 NORMALIZE = ("scale", "none")
@@ -108,10 +108,10 @@ class ShardReader:
                 if sha256_bytes(data) != sha:  # a damaged cache entry is refetched, not trusted
                     path.unlink()
                     data = self.ds.read_shard(shard)
-                    _atomic_write(path, data)
+                    atomic_write(path, data)
             else:
                 data = self.ds.read_shard(shard)
-                _atomic_write(path, data)
+                atomic_write(path, data)
         with self.lock:
             self.lru[sha] = data
             self.held += len(data)

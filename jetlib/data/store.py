@@ -94,7 +94,7 @@ class Store(ABC):
 
     def get_file(self, key: str, path: str | os.PathLike) -> None:
         """Copy an object to a local file, atomically."""
-        _atomic_write(Path(path), self.get_bytes(key))
+        atomic_write(Path(path), self.get_bytes(key))
 
     def key_uri(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}" if key else self.uri
@@ -103,7 +103,8 @@ class Store(ABC):
         return f"{type(self).__name__}({self.uri!r})"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -129,7 +130,7 @@ class LocalStore(Store):
 
     def put_bytes(self, key, data, *, sha256=None):
         try:
-            _atomic_write(self._path(key), data)
+            atomic_write(self._path(key), data)
         except OSError as e:
             raise StoreError(f"cannot write {self.key_uri(key)}: {e.strerror or e}") from e
 
@@ -395,12 +396,3 @@ def open_store(uri: str | os.PathLike) -> Store:
     if "://" in text and not text.startswith("file://"):
         raise StoreError(f"unsupported store URI {text!r}: use a local folder or s3://bucket/prefix")
     return LocalStore(text.removeprefix("file://"))
-
-
-def split_uri(uri: str) -> tuple[Store, str]:
-    """(store holding the parent, last path component) of ``uri``."""
-    text = os.fspath(uri).rstrip("/")
-    parent, _, name = text.rpartition("/")
-    if not name:
-        raise StoreError(f"{uri!r} does not name an object")
-    return open_store(parent or "."), name
