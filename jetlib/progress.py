@@ -10,7 +10,8 @@ import sys
 from tqdm.auto import tqdm
 
 
-def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool = False, **kwargs):
+def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool = False,
+             leave: bool = True, **kwargs):
     """Wrap ``iterable`` (or make a manual bar when it is None) in a tqdm bar on stderr."""
     disabled = disable or os.environ.get("JETLIB_PROGRESS", "1") == "0"
     interactive = sys.stderr.isatty()
@@ -23,6 +24,6 @@ def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", dis
         disable=disabled,
         mininterval=0.2 if interactive else 30.0,
         dynamic_ncols=interactive,
-        leave=True,
+        leave=leave,
         **kwargs,
     )
