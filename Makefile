@@ -8,7 +8,7 @@ DEMO_DIR ?= demo
 DEMO_JETS ?= 400
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench demo clean
+.PHONY: help install test test-fast lint bench study demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
 
-test: $(STAMP) ## run the whole test suite (tiny generated data; ~1 min on 2 cores)
+test: $(STAMP) ## run the whole test suite (tiny generated data; ~2 min on 2 cores)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## run the tests not marked slow
@@ -30,8 +30,12 @@ test-fast: $(STAMP) ## run the tests not marked slow
 lint: $(STAMP) ## ruff over the package, tests and benchmarks
 	$(BIN)/ruff check jetlib tests benchmarks
 
-bench: $(STAMP) ## run every benchmark; each prints one JSON line
-	@for b in $(filter-out benchmarks/common.py,$(wildcard benchmarks/*.py)); do $(BIN)/python $$b || exit 1; done
+bench: $(STAMP) ## run the data and pretraining benchmarks; each prints one JSON line
+	$(BIN)/python benchmarks/data.py
+	$(BIN)/python benchmarks/pretrain.py
+
+study: $(STAMP) ## pretrain + every mode at 1% and 10% labels x 3 seeds on 8,000 simulated jets (~1.5 h on 2 cores)
+	$(BIN)/python benchmarks/study.py
 
 demo: $(STAMP) ## run the main job on embedded defaults: simulate, ingest, pretrain, fine-tune vs scratch, evaluate
 	@mkdir -p $(DEMO_DIR)
