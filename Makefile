@@ -34,7 +34,7 @@ bench: $(STAMP) ## run the data and pretraining benchmarks; each prints one JSON
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/pretrain.py
 
-study: $(STAMP) ## pretrain + every mode at 1% and 10% labels x 3 seeds on 8,000 simulated jets (~1.5 h on 2 cores)
+study: $(STAMP) ## pretrain + every mode at 1% and 10% labels x 3 seeds on 8,000 simulated jets (~1.6 h on 2 cores)
 	$(BIN)/python benchmarks/study.py
 
 demo: $(STAMP) ## run the main job on embedded defaults: simulate, ingest, pretrain, fine-tune vs scratch, evaluate
