@@ -23,11 +23,19 @@ from jetlib.config import resolve
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset
 from jetlib.errors import ConfigError
-from jetlib.metrics import roc_auc
 from jetlib.models.vgg import VGG, VGGConfig
 from jetlib.pretrain import autocast_for
-from jetlib.progress import progress
-from jetlib.trainer import Stopping, fit, place, prepare, resources, trainable_parameters, write_outputs
+from jetlib.trainer import (
+    Stopping,
+    classification_scores,
+    fit,
+    place,
+    prepare,
+    resources,
+    train_epoch,
+    trainable_parameters,
+    write_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +107,7 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
                       shuffle=True, drop_last=False, seed=cfg.seed, normalize=cfg.normalize)
     val = JetLoader(ds, "val", batch_size=cfg.eval_batch_size, device=dev, shuffle=False,
                     normalize=cfg.normalize)
-    counts = next(s for s in ds.manifest["subsets"] if abs(s["fraction"] - cfg.label_fraction) < 1e-9)
-    counts = counts["class_counts"]
+    counts = ds.subset(cfg.label_fraction)["class_counts"]
     pos_weight = torch.tensor(counts.get("0", 1) / max(counts.get("1", 1), 1), device=dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr,
@@ -109,37 +116,31 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
     log.info("VGG baseline on %d labelled jets (fraction %g), seed %d, %d parameters", train.rows,
              cfg.label_fraction, cfg.seed, trainable_parameters(model))
 
-    def train_epoch(epoch: int) -> dict:
-        model.train()
-        train.set_epoch(epoch)
-        total, n = 0.0, 0
-        for batch in progress(train, total=len(train), desc=f"epoch {epoch}", unit="batch", leave=False):
-            x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
-            y = batch.y.float()
-            if mix is not None and len(batch) > 1:
-                lam = mix.sample().to(dev)
-                perm = torch.randperm(len(batch), device=dev)
-                x, y = lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
-            with autocast():
-                logits = model.forward_heads(model.forward_features(x)).float()  # (K, B)
-            loss = sum(F.binary_cross_entropy_with_logits(lg, y, pos_weight=pos_weight) for lg in logits)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler.last_epoch + 1 < scheduler.total_steps:
-                scheduler.step()
-            total += loss.item() * len(batch)
-            n += len(batch)
-        return {"train_loss": total / max(n, 1), "jets": n}
+    def step(batch, x):
+        y = batch.y.float()
+        if mix is not None and len(batch) > 1:
+            lam = mix.sample().to(dev)
+            perm = torch.randperm(len(batch), device=dev)
+            x, y = lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+        with autocast():
+            logits = model.forward_heads(model.forward_features(x)).float()  # (K, B)
+        loss = sum(F.binary_cross_entropy_with_logits(lg, y, pos_weight=pos_weight) for lg in logits)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler.last_epoch + 1 < scheduler.total_steps:
+            scheduler.step()
+        return loss
+
+    def one_epoch(epoch: int) -> dict:
+        return train_epoch(model, train, epoch, channels_last, step)
 
     def validate() -> dict:
-        p = predict(model, val, autocast)
-        return {"val_loss": p["loss"], "val_accuracy": float(((p["out"] >= 0.5) == p["y"]).mean()),
-                "val_auc": roc_auc(p["y"], p["out"])}
+        return classification_scores(predict(model, val, autocast))
 
     config = asdict(cfg)
     result = fit(store, model, optimizer, scheduler, Stopping("val_accuracy", True, cfg.patience), cfg.epochs,
-                 train_epoch, validate, config, ds.manifest["id"])
+                 one_epoch, validate, config, ds.manifest["id"])
     blob = {"kind": "vgg", "task": "cls", "mode": "vgg", "label_fraction": cfg.label_fraction, "seed": cfg.seed,
             "vgg_config": model_cfg.to_dict(), "normalize": cfg.normalize, "dataset": ds.manifest["id"]}
     return write_outputs(store, blob, result, config, {"uri": ds.uri, "id": ds.manifest["id"]},

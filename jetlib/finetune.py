@@ -41,12 +41,20 @@ from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset
 from jetlib.data.store import open_store
 from jetlib.errors import ConfigError
-from jetlib.metrics import roc_auc
 from jetlib.models.heads import ClassifierHead, RegressionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
 from jetlib.pretrain import CPU_MODEL, TINY_MODEL, autocast_for
-from jetlib.progress import progress
-from jetlib.trainer import Stopping, fit, place, prepare, resources, trainable_parameters, write_outputs
+from jetlib.trainer import (
+    Stopping,
+    classification_scores,
+    fit,
+    place,
+    prepare,
+    resources,
+    train_epoch,
+    trainable_parameters,
+    write_outputs,
+)
 from jetlib.weights import load_adapted
 
 log = logging.getLogger(__name__)
@@ -232,33 +240,29 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
     log.info("%s %s on %d labelled jets (fraction %g), seed %d, %d trainable parameters", cfg.task, cfg.mode,
              train.rows, cfg.label_fraction, cfg.seed, trainable_parameters(model))
 
-    def train_epoch(epoch: int) -> dict:
-        model.train()
-        train.set_epoch(epoch)
-        total, n = 0.0, 0
-        for batch in progress(train, total=len(train), desc=f"epoch {epoch}", unit="batch", leave=False):
-            x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
-            if cfg.augment != "none":
-                x = augment(x, aug)
-            target_ = batch.y if cfg.task == "cls" else (batch.m0 - target[0]) / target[1]
-            with autocast():
-                loss = _loss(cfg.task, model(x), target_)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.task == "reg":
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            total += loss.item() * len(batch)
-            n += len(batch)
+    def step(batch, x):
+        if cfg.augment != "none":
+            x = augment(x, aug)
+        target_ = batch.y if cfg.task == "cls" else (batch.m0 - target[0]) / target[1]
+        with autocast():
+            loss = _loss(cfg.task, model(x), target_)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.task == "reg":
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        return loss
+
+    def one_epoch(epoch: int) -> dict:
+        stats = train_epoch(model, train, epoch, channels_last, step)
         if cfg.task == "reg":
             scheduler.step()
-        return {"train_loss": total / max(n, 1), "jets": n}
+        return stats
 
     def validate() -> dict:
         p = predict(model, val, cfg.task, autocast, target)
         if cfg.task == "cls":
-            return {"val_loss": p["loss"], "val_accuracy": float(((p["out"] >= 0.5) == p["y"]).mean()),
-                    "val_auc": roc_auc(p["y"], p["out"])}
+            return classification_scores(p)
         err = p["out"] - p["m0"]
         return {"val_loss": p["loss"], "val_mae": float(np.abs(err).mean()),
                 "val_rmse": float(np.sqrt((err**2).mean()))}
@@ -268,7 +272,7 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
             scheduler.step(val_stats["val_accuracy"])
 
     config = {**asdict(cfg), "init": origin.get("init")}
-    result = fit(store, model, optimizer, scheduler, stopping, cfg.epochs, train_epoch, validate, config,
+    result = fit(store, model, optimizer, scheduler, stopping, cfg.epochs, one_epoch, validate, config,
                  ds.manifest["id"], after_validation)
     blob = {"kind": "resnet", "task": cfg.task, "mode": cfg.mode, "label_fraction": cfg.label_fraction,
             "seed": cfg.seed, "encoder_config": encoder.cfg.to_dict(), "head": head_cfg, "normalize": normalize,

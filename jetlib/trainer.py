@@ -29,8 +29,11 @@ from torch import nn
 
 from jetlib import __version__
 from jetlib.checkpoint import Checkpoints, rng_state, save_object, set_rng_state
+from jetlib.data.loader import Batch, JetLoader
 from jetlib.data.store import Store
 from jetlib.errors import ConfigError
+from jetlib.metrics import roc_auc
+from jetlib.progress import progress
 
 log = logging.getLogger(__name__)
 RUN_FORMAT = "jetlib.model/1"
@@ -103,6 +106,27 @@ def resources(model: nn.Module, dev: torch.device, train_jets: int) -> dict:
     return {"trainable_parameters": trainable_parameters(model),
             "total_parameters": sum(p.numel() for p in model.parameters()),
             "peak_memory_mb": peak_memory_mb(dev), "device": str(dev), "train_jets": train_jets}
+
+
+def train_epoch(model: nn.Module, loader: JetLoader, epoch: int, channels_last: bool,
+                step: Callable[[Batch, torch.Tensor], torch.Tensor]) -> dict:
+    """One training epoch with a progress bar; ``step(batch, x)`` computes, back-propagates and applies
+    one batch's loss and returns it. Returns the jet-weighted mean loss and the jets seen."""
+    model.train()
+    loader.set_epoch(epoch)
+    total, n = 0.0, 0
+    for batch in progress(loader, total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False):
+        x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
+        loss = step(batch, x)
+        total += loss.item() * len(batch)
+        n += len(batch)
+    return {"train_loss": total / max(n, 1), "jets": n}
+
+
+def classification_scores(pred: dict) -> dict:
+    """Validation loss, accuracy at 0.5 and AUC from ``{"loss", "out" (probabilities), "y"}``."""
+    return {"val_loss": pred["loss"], "val_accuracy": float(((pred["out"] >= 0.5) == pred["y"]).mean()),
+            "val_auc": roc_auc(pred["y"], pred["out"])}
 
 
 def fit(store: Store, model: nn.Module, optimizer, scheduler, stopping: Stopping, epochs: int,

@@ -47,7 +47,8 @@ class Dataset:
     def fractions(self) -> list[float]:
         return [s["fraction"] for s in self.manifest["subsets"]]
 
-    def _subset(self, fraction: float) -> dict:
+    def subset(self, fraction: float) -> dict:
+        """The manifest record of the nested label-fraction subset ``fraction`` (tiers, class counts)."""
         for s in self.manifest["subsets"]:
             if abs(s["fraction"] - fraction) < 1e-9:
                 return s
@@ -64,7 +65,7 @@ class Dataset:
             return list(shards)
         if split != "train":
             raise ConfigError("label fractions select subsets of the train split only")
-        tiers = self._subset(fraction)["tiers"]
+        tiers = self.subset(fraction)["tiers"]
         return [s for s in shards if s["tier"] < tiers]
 
     def rows(self, split: str, fraction: float | None = None) -> int:
