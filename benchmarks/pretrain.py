@@ -41,8 +41,9 @@ from common import simulated_file, timed  # noqa: E402
 from jetlib.augment import AugmentConfig, two_views  # noqa: E402
 from jetlib.data.ingest import ingest  # noqa: E402
 from jetlib.data.loader import JetLoader  # noqa: E402
+from jetlib.device import autocast_for  # noqa: E402
 from jetlib.models.resnet import ResNet  # noqa: E402
-from jetlib.pretrain import SimCLR, autocast_for, make_config, param_groups  # noqa: E402
+from jetlib.pretrain import SimCLR, make_config, param_groups  # noqa: E402
 
 
 class ContrastiveH5(torch.utils.data.Dataset):

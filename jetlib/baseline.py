@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from jetlib.config import resolve
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset
+from jetlib.device import autocast_for
 from jetlib.errors import ConfigError
 from jetlib.models.vgg import VGG, VGGConfig
-from jetlib.pretrain import autocast_for
 from jetlib.trainer import (
     Stopping,
     classification_scores,

@@ -25,9 +25,9 @@ from jetlib.checkpoint import load_object
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
+from jetlib.device import autocast_for, resolve_device
 from jetlib.errors import ConfigError, DataError
 from jetlib.metrics import classification, regression
-from jetlib.pretrain import autocast_for, resolve_device
 
 log = logging.getLogger(__name__)
 RESULT_FORMAT = "jetlib.result/1"

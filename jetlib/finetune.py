@@ -40,10 +40,11 @@ from jetlib.config import resolve
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset
 from jetlib.data.store import open_store
+from jetlib.device import autocast_for
 from jetlib.errors import ConfigError
 from jetlib.models.heads import ClassifierHead, RegressionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
-from jetlib.pretrain import CPU_MODEL, TINY_MODEL, autocast_for
+from jetlib.pretrain import CPU_MODEL, TINY_MODEL
 from jetlib.trainer import (
     Stopping,
     classification_scores,

@@ -16,7 +16,6 @@ Outputs in ``--out`` (a store URI), main rank only:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from jetlib.config import resolve
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
+from jetlib.device import autocast_for, resolve_device
 from jetlib.errors import ConfigError, TrainingError
 from jetlib.losses import InfoNCELoss
 from jetlib.models.heads import ProjectionHead
@@ -127,21 +127,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for _name, p in model.named_parameters():
         (decay if p.ndim > 1 else no_decay).append(p)  # norms, biases and the temperature: no decay
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda, but no GPU is visible to PyTorch")
-    return torch.device(name)
-
-
-def autocast_for(device: torch.device, amp: str):
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    if not use:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: PretrainConfig, step: int,

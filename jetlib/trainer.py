@@ -28,9 +28,11 @@ import torch
 from torch import nn
 
 from jetlib import __version__
-from jetlib.checkpoint import Checkpoints, rng_state, save_object, set_rng_state
+from jetlib.checkpoint import Checkpoints, rng_state, save_object, seed_everything, set_rng_state
 from jetlib.data.loader import Batch, JetLoader
-from jetlib.data.store import Store
+from jetlib.data.manifest import Dataset, open_dataset
+from jetlib.data.store import Store, open_store
+from jetlib.device import resolve_device
 from jetlib.errors import ConfigError
 from jetlib.metrics import roc_auc
 from jetlib.progress import progress
@@ -76,11 +78,6 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def prepare(data, out: str, device: str, seed: int, step: str):
     """(device, labelled dataset, writable output store) for a supervised step, with every seed set."""
-    from jetlib.checkpoint import seed_everything
-    from jetlib.data.manifest import Dataset, open_dataset
-    from jetlib.data.store import open_store
-    from jetlib.pretrain import resolve_device
-
     dev = resolve_device(device)
     ds = data if isinstance(data, Dataset) else open_dataset(data)
     if not ds.labelled:
