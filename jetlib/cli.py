@@ -266,12 +266,18 @@ def _add_inspect(sub) -> None:
     p.set_defaults(func=_inspect)
 
 
+def _version_line() -> str:
+    from jetlib.provenance import git_commit
+
+    return f"jetlib {__version__} (git {git_commit() or 'unknown'})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser = _Parser(prog="jetlib", parents=[common],
                      description="Self-supervised learning for jet images: one subcommand per pipeline step.")
-    parser.add_argument("--version", action="version", version=f"jetlib {__version__}")
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="<step>", parser_class=_Parser, required=True)
     for add in (_add_simulate, _add_ingest, _add_inspect, _add_pretrain, _add_finetune, _add_baseline, _add_evaluate):
         add(sub)
