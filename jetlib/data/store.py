@@ -79,10 +79,15 @@ class Store(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
-        """All keys below ``prefix``, recursively, sorted, relative to this store."""
+        """Keys at or below ``prefix``, recursively, sorted, relative to this store.
+
+        ``prefix`` is a path: ``"a/b"`` lists the key ``a/b`` itself and everything under
+        ``a/b/``, never ``a/bc``; names starting with ``.`` (temporary files) are left out.
+        """
 
     @abstractmethod
-    def delete_prefix(self, prefix: str = "") -> None: ...
+    def delete_prefix(self, prefix: str = "") -> None:
+        """Delete what :meth:`list` lists for ``prefix``: one key, or everything below a folder."""
 
     @abstractmethod
     def check_writable(self) -> None:
@@ -101,6 +106,11 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
+
+
+def _hidden(key: str) -> bool:
+    """Temporary and probe objects (a name starting with ``.``) are not listed by either store."""
+    return key.rsplit("/", 1)[-1].startswith(".")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -150,14 +160,16 @@ class LocalStore(Store):
         return sha256_file(path) if path.is_file() else None
 
     def list(self, prefix=""):
-        base = self._path(prefix)
+        base = self._path(prefix.strip("/"))
+        if base.is_file():  # a key is its own one-element listing, as on S3
+            return [] if base.name.startswith(".") else [base.relative_to(self.root).as_posix()]
         if not base.is_dir():
             return []
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
-        return sorted(k for k in keys if not Path(k).name.startswith("."))
+        return sorted(k for k in keys if not _hidden(k))
 
     def delete_prefix(self, prefix=""):
-        target = self._path(prefix)
+        target = self._path(prefix.strip("/"))
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
@@ -353,8 +365,7 @@ class S3Store(Store):
     def list(self, prefix=""):
         from minio.error import S3Error
 
-        base = self._name(prefix)
-        base = f"{base}/" if base and not base.endswith("/") else base
+        base = self._name(prefix.strip("/"))
         strip = len(self.prefix) + 1 if self.prefix else 0
 
         def listing():
@@ -365,7 +376,11 @@ class S3Store(Store):
                     return []
                 raise
 
-        return sorted(n[strip:] for n in self._call(self.key_uri(prefix), listing))
+        # S3 prefixes are plain string prefixes: keep ``base`` itself (a key) and what lies below
+        # ``base/`` (a folder), never a sibling such as ``base-old`` (issue 11: "a/b" must not list "a/bc").
+        names = self._call(self.key_uri(prefix), listing)
+        inside = [n for n in names if not base or n == base or n.startswith(f"{base}/")]
+        return sorted(k for k in (n[strip:] for n in inside) if not _hidden(k))
 
     def delete_prefix(self, prefix=""):
         from minio.deleteobjects import DeleteObject

@@ -35,6 +35,41 @@ def test_contract(any_store):
     assert s.list() == ["z.json"]
 
 
+def test_keys_and_prefixes_mean_the_same_on_both_stores(any_store):
+    s = any_store
+    for key in ("ck/epoch-0001.pt", "ck/epoch-0001.pt.old", "ck/epoch-0002.pt", "ck/sub/x.bin", "ckpt.json"):
+        s.put_bytes(key, key.encode())
+    # a key lists itself; a folder lists what is below it, never a sibling sharing the string prefix
+    assert s.list("ck/epoch-0001.pt") == ["ck/epoch-0001.pt"]
+    assert s.list("ck/sub/") == s.list("ck/sub") == ["ck/sub/x.bin"]
+    assert s.list("ck") == ["ck/epoch-0001.pt", "ck/epoch-0001.pt.old", "ck/epoch-0002.pt", "ck/sub/x.bin"]
+    assert s.list("ck/epoch") == [] and s.list("nothing") == []
+    s.delete_prefix("ck/epoch-0001.pt")  # one object
+    assert s.list() == ["ck/epoch-0001.pt.old", "ck/epoch-0002.pt", "ck/sub/x.bin", "ckpt.json"]
+    s.delete_prefix("ck/sub")  # a prefix
+    assert s.list() == ["ck/epoch-0001.pt.old", "ck/epoch-0002.pt", "ckpt.json"]
+    s.delete_prefix("ck/epoch")  # not a folder: deletes nothing
+    assert len(s.list()) == 3
+    assert s.child("ck").list() == ["epoch-0001.pt.old", "epoch-0002.pt"]
+    s.delete_prefix("")
+    assert s.list() == []
+
+
+def test_checkpoints_keep_only_the_newest_on_both_stores(any_store):
+    from jetlib.checkpoint import Checkpoints
+
+    ckpts = Checkpoints(any_store.child("checkpoints"))
+    for epoch in range(4):
+        ckpts.save({"epoch": epoch}, epoch)
+    assert any_store.list() == ["checkpoints/epoch-0003.pt", "checkpoints/latest.json"]
+    assert ckpts.latest()["epoch"] == 3
+    kept = Checkpoints(any_store.child("kept"), keep_every=2)
+    for epoch in range(4):
+        kept.save({"epoch": epoch}, epoch)
+    assert any_store.list("kept") == ["kept/epoch-0000.pt", "kept/epoch-0002.pt", "kept/epoch-0003.pt",
+                                      "kept/latest.json"]
+
+
 def test_local_writes_are_atomic_and_leave_no_temp_files(tmp_path):
     s = LocalStore(tmp_path)
     s.put_bytes("x/y.bin", b"1" * 1000)
