@@ -217,6 +217,25 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=_evaluate)
 
 
+def _report(args) -> None:
+    from jetlib.report import build_report
+
+    report = build_report(args.run, args.out)
+    out = report.out_uri.rstrip("/")
+    print(json.dumps({"html": f"{out}/report.html", "markdown": f"{out}/report.md", "summary": f"{out}/summary.json",
+                      "headline": report.headline, "missing": len(report.missing)}))
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="turn a study run folder into report.html, report.md and summary.json",
+                       description="Walk a run folder (local or s3://) for pretraining runs, training runs and "
+                       "result files, whatever their subfolder names, and write one self-contained page "
+                       "(report.html), its Markdown twin (report.md) and flat summary metrics (summary.json).")
+    p.add_argument("--run", required=True, help="the run folder or s3:// URI")
+    p.add_argument("--out", help="where to write the report (default: RUN/report)")
+    p.set_defaults(func=_report)
+
+
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="generate quark/gluon jet images with Pythia 8 + FastJet",
                        description="Generate quark (Z+q) and gluon (Z+g) jets with Pythia 8 and FastJet and "
@@ -279,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Self-supervised learning for jet images: one subcommand per pipeline step.")
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="<step>", parser_class=_Parser, required=True)
-    for add in (_add_simulate, _add_ingest, _add_inspect, _add_pretrain, _add_finetune, _add_baseline, _add_evaluate):
+    for add in (_add_simulate, _add_ingest, _add_inspect, _add_pretrain, _add_finetune, _add_baseline, _add_evaluate,
+                _add_report):
         add(sub)
     for p in sub.choices.values():  # --debug works after the step name too
         p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

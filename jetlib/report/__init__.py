@@ -1,0 +1,105 @@
+"""``jetlib report``: a study run folder becomes one page a physicist reads, its Markdown twin and summary metrics.
+
+    report = build_report("s3://jets/study/runs/exp1")     # or a local folder
+    report.summary["cls_auc_finetune_f0.1_mean"]
+
+Walks the run folder by file content (:mod:`~jetlib.report.collect`), pools seeds
+(:mod:`~jetlib.report.stats`), draws figures (:mod:`~jetlib.report.figures`, test-split
+numbers from :mod:`~jetlib.report.inference`) and writes into ``out`` (default ``RUN/report/``):
+
+``report.html``   self-contained (inline CSS, ``data:`` images, no script, nothing fetched), ≤ 2 MB
+``report.md``     the same text and tables, no images or raw HTML (Kubeflow's Markdown viewer)
+``summary.json``  flat ``{key: float}`` with stable keys, for Kubeflow's Metrics and Compare Runs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from jetlib import __version__
+from jetlib.data.manifest import open_dataset
+from jetlib.data.store import open_store
+from jetlib.errors import JetlibError
+from jetlib.report import inference, sections, views
+from jetlib.report.collect import collect, dataset_uris
+from jetlib.report.missing import missing
+from jetlib.report.render import to_html, to_markdown
+from jetlib.report.stats import aggregate, comparisons, headline, spread_source, summary
+
+log = logging.getLogger(__name__)
+HTML_LIMIT = 2_000_000  # bytes: the Kubeflow UI renders the page whole in an iframe
+MARKDOWN_LIMIT = 400_000  # characters: the Kubeflow UI cuts Markdown there
+
+
+@dataclass
+class Report:
+    html: str  # the whole self-contained page
+    markdown: str  # tables and text only
+    summary: dict[str, float]  # flat stable keys, finite floats only
+    out_uri: str  # where report.html, report.md, summary.json were written ("" when not written)
+    missing: list[str] = field(default_factory=list)  # one line per gap in the run
+    headline: list[str] = field(default_factory=list)  # the headline sentences
+
+
+def build_report(run: str, out: str | None = None, *, write: bool = True, max_jets: int = inference.MAX_JETS) -> Report:
+    """Build the report of the run folder ``run``; write it into ``out`` (default ``run/report``).
+
+    Raises:
+        ConfigError: ``run`` holds no study outputs (exit 2).
+        StoreError: the store cannot be reached (exit 3).
+    """
+    study = collect(run)
+    cells = aggregate(study.results)
+    notes: list[str] = []
+    ds = manifest = portrait = None
+    uris = dataset_uris(study)
+    if uris:
+        try:
+            ds = open_dataset(uris[0])
+            manifest = ds.manifest
+            portrait = inference.portrait(ds, max_jets)
+        except JetlibError as e:
+            notes.append(f"dataset {uris[0]}: {e} (data, encoder and regression figures are not shown)")
+            ds = None
+    if len(uris) > 1:
+        notes.append(f"results come from {len(uris)} datasets ({', '.join(uris)}): the data section shows "
+                     f"the first; scores on different test splits do not compare")
+    spread = spread_source(study.results)
+    parts = [
+        sections.headline_section(cells, spread),
+        sections.metrics_section(cells, study.results),
+        sections.classification_section(study.results),
+        views.regression_section(study, ds, notes),
+        views.learning_section(study),
+        views.data_section(ds, portrait, notes),
+        views.encoder_section(study, ds, portrait, notes),
+        sections.resources_section(study, cells),
+    ]
+    gaps = missing(study) + notes
+    parts += [sections.provenance_section(study, manifest), sections.missing_section(gaps)]
+    parts = [p for p in parts if p is not None]
+    title = "jetlib study report: does self-supervised pretraining help?"
+    n_cmp = len(comparisons(cells))
+    subtitle = (f"run {study.uri} · {len(study.results)} results, {len(study.pretrains)} pretraining and "
+                f"{len(study.trainings)} training runs, {n_cmp} comparisons · error bars over {spread} · "
+                f"built {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by jetlib {__version__}")
+    html = to_html(title, subtitle, parts)
+    markdown = to_markdown(title, subtitle, parts)
+    if len(markdown) > MARKDOWN_LIMIT:
+        markdown = markdown[: MARKDOWN_LIMIT - 200] + "\n\n*(truncated: the full text is in report.html)*\n"
+    if len(html.encode()) > HTML_LIMIT:
+        log.warning("report.html is %.1f MB, over the %.0f MB the Kubeflow UI shows comfortably",
+                    len(html.encode()) / 1e6, HTML_LIMIT / 1e6)
+    flat = summary(cells)
+    out_uri = ""
+    if write:
+        target = open_store(out) if out else open_store(run).child("report")
+        # summary and Markdown first, the page last: a report.html means the report is whole
+        target.put_bytes("summary.json", json.dumps(flat, indent=1, sort_keys=True, allow_nan=False).encode())
+        target.put_bytes("report.md", markdown.encode())
+        target.put_bytes("report.html", html.encode())
+        out_uri = target.uri
+    return Report(html, markdown, flat, out_uri, gaps, headline(cells))

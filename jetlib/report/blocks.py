@@ -1,0 +1,52 @@
+"""The report as a format-neutral list of sections and blocks, rendered to HTML and to Markdown.
+
+Both renderings walk the same blocks, so the Markdown twin says exactly what the page
+says, less the figures (the Kubeflow UI renders Markdown without images or raw HTML).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    uri: str  # data: URI
+    alt: str
+    caption: str = ""
+
+
+@dataclass
+class Para:
+    text: str
+    strong: bool = False
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Pre:
+    text: str
+    summary: str = ""  # when set, shown folded (HTML <details>) under this summary
+    markdown: bool = True  # False: HTML only (long configs would crowd the Markdown twin)
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list = field(default_factory=list)
+
+    def add(self, *blocks) -> Section:
+        self.blocks.extend(b for b in blocks if b is not None)
+        return self

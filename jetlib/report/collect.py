@@ -1,0 +1,128 @@
+"""Walk a run folder (local or ``s3://``) and sort what it holds by file content, not by name.
+
+A study run folder holds, at any depth and under any subfolder names:
+
+* pretraining outputs: a folder whose ``run.json`` has ``format`` ``jetlib.pretrain/1``
+  (with ``metrics.json`` and ``encoder.pt``);
+* training outputs (fine-tuning, scratch, VGG): ``run.json`` with ``format`` ``jetlib.model/1``
+  (with ``metrics.json`` and ``model.pt``);
+* result files: any ``*.json`` whose ``format`` is ``jetlib.result/1``.
+
+A folder holding ``checkpoints/`` or ``metrics.json`` but no ``run.json`` is a step that
+started and did not finish: it is recorded as such, for the "what is missing" section.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from dataclasses import dataclass, field
+
+from jetlib.data.store import Store, open_store
+from jetlib.errors import ConfigError, StoreError
+
+log = logging.getLogger(__name__)
+
+RESULT_FORMAT = "jetlib.result/1"
+PRETRAIN_FORMAT = "jetlib.pretrain/1"
+MODEL_FORMAT = "jetlib.model/1"
+# Folders whose JSON files are never study outputs; skipping them keeps an S3 walk to a few reads.
+_SKIP_DIRS = {"checkpoints", "report", "datasets"}
+
+
+@dataclass
+class Step:
+    """A pretraining or training step's output folder."""
+
+    uri: str  # the folder
+    run: dict | None  # run.json (None: the step did not finish)
+    metrics: dict | None  # metrics.json, when present
+    artifacts: set[str] = field(default_factory=set)  # file names directly in the folder
+
+
+@dataclass
+class Study:
+    """Everything a run folder holds, sorted by kind."""
+
+    uri: str
+    results: list[dict]  # result files, each with an added "_uri"
+    pretrains: list[Step]
+    trainings: list[Step]
+    unfinished: list[Step]  # folders with checkpoints or metrics but no run.json
+    unreadable: list[str]  # "<uri>: <reason>" for JSON files that could not be read
+
+    @property
+    def fractions(self) -> list[float]:
+        return sorted({float(r["label_fraction"]) for r in self.results})
+
+
+def _read_json(store: Store, key: str) -> dict | None:
+    """The JSON object at ``key``, or None when it is not a JSON object (store errors propagate)."""
+    try:
+        doc = json.loads(store.get_bytes(key))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def collect(run_uri: str) -> Study:
+    """Read every study output below ``run_uri``.
+
+    Raises:
+        StoreError: the store cannot be reached or read (exit 3).
+        ConfigError: the folder holds no pretraining run, training run or result file (exit 2).
+    """
+    store = open_store(run_uri)
+    keys = store.list()
+    if not keys:
+        raise ConfigError(f"--run {store.uri}: nothing there (an empty or missing folder is not a study run)")
+    by_dir: dict[str, set[str]] = {}
+    for key in keys:
+        parts = key.split("/")
+        if _SKIP_DIRS & set(parts[:-1]):
+            continue
+        by_dir.setdefault(posixpath.dirname(key), set()).add(parts[-1])
+    results, pretrains, trainings, unfinished, unreadable = [], [], [], [], []
+    for folder, names in sorted(by_dir.items()):
+        here = store.child(folder) if folder else store
+        has_checkpoints = any(k.startswith(f"{folder}/checkpoints/" if folder else "checkpoints/") for k in keys)
+        docs = {}
+        for name in sorted(n for n in names if n.endswith(".json")):
+            try:
+                doc = _read_json(here, name)
+            except StoreError as e:
+                if "does not exist" in str(e):  # removed while we walked
+                    continue
+                raise
+            if doc is None:
+                unreadable.append(f"{here.key_uri(name)}: not a JSON object")
+            else:
+                docs[name] = doc
+        for name, doc in docs.items():
+            if doc.get("format") == RESULT_FORMAT:
+                results.append({**doc, "_uri": here.key_uri(name)})
+        run = docs.get("run.json")
+        step = Step(here.uri, run, docs.get("metrics.json"), set(names))
+        if run is not None and run.get("format") == PRETRAIN_FORMAT:
+            pretrains.append(step)
+        elif run is not None and run.get("format") == MODEL_FORMAT:
+            trainings.append(step)
+        elif run is None and (has_checkpoints or "metrics.json" in names):
+            unfinished.append(step)
+    if not (results or pretrains or trainings or unfinished):
+        raise ConfigError(f"--run {store.uri}: no study outputs there (no result files, no training or "
+                          f"pretraining run.json); point --run at a pipeline run folder")
+    log.info("%s: %d results, %d pretraining runs, %d training runs, %d unfinished", store.uri, len(results),
+             len(pretrains), len(trainings), len(unfinished))
+    return Study(store.uri, results, pretrains, trainings, unfinished, unreadable)
+
+
+def dataset_uris(study: Study) -> list[str]:
+    """The datasets the study used, most used first."""
+    counts: dict[str, int] = {}
+    for doc in [r.get("dataset") for r in study.results] + [s.run.get("dataset") for s in
+                                                               study.pretrains + study.trainings]:
+        if isinstance(doc, dict) and doc.get("uri"):
+            counts[doc["uri"]] = counts.get(doc["uri"], 0) + 1
+    return sorted(counts, key=lambda u: -counts[u])

@@ -1,0 +1,229 @@
+"""Numbers of the report: means and spreads over seeds, comparisons, and the verdict wording.
+
+Every number on the page comes from here, and so does every sentence of the headline:
+the wording is a function of the statistics, never fixed prose.
+
+Spread. For each (task, mode, label fraction) the results of all seeds are pooled: the
+fine-tuning seeds and, when results carry ``origin.pretrain_seed`` (several pretraining
+runs), the pretraining seeds too. ``std`` is the sample standard deviation (ddof = 1) of
+that pool; with one result it is undefined. A comparison of two modes uses the difference
+of their means, ``delta``, and its standard error ``sigma = sqrt(s_a^2/n_a + s_b^2/n_b)``.
+
+Verdict (``delta`` signed so that positive means the pretrained encoder is better):
+``|delta| <= sigma``: no significant difference; ``sigma < |delta| <= 2 sigma``: a hint of
+a gain (or loss); ``|delta| > 2 sigma``: a gain (or loss). With one seed on either side
+there is no spread and the verdict says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# name -> (task, key in result["scalars"], label, higher is better, format)
+METRICS = {
+    "auc": ("cls", "roc_auc", "ROC AUC", True, ".3f"),
+    "rej50": ("cls", "rejection_at_eps_s_0.5", "1/εB at εS = 0.5", True, ".2f"),
+    "rej30": ("cls", "rejection_at_eps_s_0.3", "1/εB at εS = 0.3", True, ".2f"),
+    "acc": ("cls", "accuracy", "accuracy", True, ".3f"),
+    "f1": ("cls", "f1", "F1", True, ".3f"),
+    "mae": ("reg", "mae", "mass MAE (GeV)", False, ".2f"),
+    "rmse": ("reg", "rmse", "mass RMSE (GeV)", False, ".2f"),
+    "r2": ("reg", "r2", "R²", True, ".3f"),
+    "res": ("reg", "relative_resolution", "relative resolution σ(Δm/m)", False, ".3f"),
+}
+HEADLINE_METRICS = ("auc", "rej50", "mae")
+MODE_ORDER = ("finetune", "linear", "scratch", "vgg")
+MODE_LABEL = {"finetune": "fine-tuned (pretrained)", "linear": "linear probe (pretrained, frozen)",
+              "scratch": "same network from scratch", "vgg": "VGG + SE baseline"}
+PRETRAINED = ("finetune", "linear")
+BASELINES = ("scratch", "vgg")
+
+
+def fmt_fraction(f: float) -> str:
+    return f"{f:.0%}" if f * 100 == round(f * 100) else f"{f:.2%}"
+
+
+def order_modes(modes) -> list[str]:
+    return sorted(set(modes), key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else 99, m))
+
+
+def pretrain_seed(result: dict):
+    origin = result.get("origin") or {}
+    return origin.get("pretrain_seed") if isinstance(origin, dict) else None
+
+
+def undefined_reason(result: dict, key: str) -> str:
+    """Why a scalar is null or not finite, from whatever the result file says."""
+    for where in (result.get("reasons"), result.get("undefined"), (result.get("scalars") or {}).get("reasons"),
+                  (result.get("classification") or {}).get("reasons"), (result.get("regression") or {}).get("reasons")):
+        if isinstance(where, dict) and where.get(key):
+            return str(where[key])
+    value = (result.get("scalars") or {}).get(key)
+    if isinstance(value, float) and math.isinf(value):
+        return "no background jet passes the cut" if key.startswith("rejection") else "infinite"
+    return "not defined for this run"
+
+
+@dataclass
+class Agg:
+    """One (task, mode, fraction) cell of a metric, over seeds."""
+
+    values: list[float] = field(default_factory=list)  # finite values, one per result
+    seeds: list[tuple] = field(default_factory=list)  # (pretrain seed or None, seed) per value
+    undefined: list[str] = field(default_factory=list)  # "seed 1: reason" for null / non-finite values
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.values)) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else None
+
+
+def aggregate(results: list[dict]) -> dict[tuple[str, str, str, float], Agg]:
+    """{(metric, task, mode, fraction): Agg} over every result file."""
+    cells: dict[tuple[str, str, str, float], Agg] = {}
+    for r in results:
+        for name, (task, key, *_) in METRICS.items():
+            if r.get("task") != task:
+                continue
+            cell = cells.setdefault((name, task, r["mode"], float(r["label_fraction"])), Agg())
+            value = (r.get("scalars") or {}).get(key)
+            seed = (pretrain_seed(r), r.get("seed"))
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                cell.values.append(float(value))
+                cell.seeds.append(seed)
+            else:
+                cell.undefined.append(f"seed {r.get('seed')}: {undefined_reason(r, key)}")
+    return cells
+
+
+def spread_source(results: list[dict]) -> str:
+    """Which seeds the error bars are over, in words."""
+    seeds = {r.get("seed") for r in results}
+    pseeds = {pretrain_seed(r) for r in results if r.get("mode") in PRETRAINED} - {None}
+    text = f"{len(seeds)} fine-tuning seed{'s' if len(seeds) != 1 else ''}"
+    if len(pseeds) > 1:
+        text += f" and {len(pseeds)} pretraining seeds (pretrained modes pool both)"
+    return text
+
+
+@dataclass
+class Comparison:
+    metric: str
+    fraction: float
+    mode: str  # the pretrained mode
+    base: str  # the baseline it is compared with
+    a: Agg
+    b: Agg
+
+    @property
+    def gain(self) -> float:
+        """Difference of means, positive when the pretrained mode is better."""
+        higher = METRICS[self.metric][3]
+        delta = self.a.mean - self.b.mean
+        return delta if higher else -delta
+
+    @property
+    def sigma(self) -> float | None:
+        if self.a.std is None or self.b.std is None:
+            return None
+        return math.sqrt(self.a.std**2 / self.a.n + self.b.std**2 / self.b.n)
+
+    @property
+    def verdict(self) -> str:
+        """One of: gain, hint of a gain, no significant difference, hint of a loss, loss, no error bar."""
+        sigma = self.sigma
+        if sigma is None:
+            return "no error bar"
+        if abs(self.gain) <= sigma:
+            return "no significant difference"
+        word = "gain" if self.gain > 0 else "loss"
+        return word if abs(self.gain) > 2 * sigma else f"hint of a {word}"
+
+    def text(self) -> str:
+        fmt = METRICS[self.metric][4]
+        sigma = self.sigma
+        delta = self.a.mean - self.b.mean
+        return f"{delta:+{fmt}}" + (f" ± {sigma:{fmt}}" if sigma is not None else " (one seed, no error bar)")
+
+
+def comparisons(cells: dict, metrics=HEADLINE_METRICS, modes=("finetune",)) -> list[Comparison]:
+    """Every (metric, fraction, pretrained mode, baseline) pair for which both sides have values."""
+    out = []
+    rank = {m: i for i, m in enumerate(metrics)}
+    for (name, _task, mode, fraction), a in sorted(cells.items(), key=lambda kv: (rank.get(kv[0][0], 99), kv[0][3])):
+        if name not in metrics or mode not in modes or not a.n:
+            continue
+        for base in BASELINES:
+            b = cells.get((name, _task, base, fraction))
+            if b is not None and b.n:
+                out.append(Comparison(name, fraction, mode, base, a, b))
+    return out
+
+
+def _fractions(cs: list[Comparison]) -> str:
+    items = [fmt_fraction(c.fraction) for c in cs]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def headline(cells: dict) -> list[str]:
+    """The headline sentences, one per (metric, baseline), worded from the verdicts."""
+    sentences = []
+    cs = comparisons(cells)
+    for name in HEADLINE_METRICS:
+        label, higher = METRICS[name][2], METRICS[name][3]
+        for base in BASELINES:
+            group = [c for c in cs if c.metric == name and c.base == base]
+            if not group:
+                continue
+            parts = []
+            for verdict, phrase in VERDICT_PHRASES.items():
+                sel = [c for c in group if c.verdict == verdict]
+                if not sel:
+                    continue
+                nums = "; ".join(f"Δ = {c.text()}" + (f" at {fmt_fraction(c.fraction)}" if len(sel) > 1 else "")
+                                 for c in sel)
+                parts.append(f"{phrase} at {_fractions(sel)} of the labels ({nums})")
+            better = "higher" if higher else "lower"
+            sentences.append(f"{label} ({better} is better), fine-tuned pretrained encoder vs the {MODE_LABEL[base]}: "
+                             + "; ".join(parts) + ".")
+    return sentences
+
+
+VERDICT_PHRASES = {
+    "gain": "pretraining helps",
+    "hint of a gain": "a hint of a gain (1–2σ)",
+    "no significant difference": "no significant difference",
+    "hint of a loss": "a hint of a loss (1–2σ)",
+    "loss": "pretraining is a loss",
+    "no error bar": "not judged, one seed only",
+}
+
+
+def summary(cells: dict) -> dict[str, float]:
+    """Flat, stable keys for the Kubeflow UI: ``<task>_<metric>_<mode>_f<fraction>_<mean|std>`` and gains."""
+    out: dict[str, float] = {}
+    for (name, task, mode, fraction), agg in sorted(cells.items()):
+        stem = f"{task}_{name}_{mode}_f{fraction:g}"
+        for stat in ("mean", "std"):
+            value = getattr(agg, stat)
+            if value is not None and math.isfinite(value):
+                out[f"{stem}_{stat}"] = float(value)
+        if agg.n:
+            out[f"{stem}_n"] = float(agg.n)
+    for c in comparisons(cells):
+        task = METRICS[c.metric][0]
+        stem = f"{task}_{c.metric}_gain_{c.mode}_vs_{c.base}_f{c.fraction:g}"
+        out[stem] = float(c.gain)
+        if c.sigma is not None and math.isfinite(c.sigma):
+            out[f"{stem}_sigma"] = float(c.sigma)
+    return out
