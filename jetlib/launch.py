@@ -1,0 +1,262 @@
+"""Multi-node SimCLR pretraining on Kubernetes: submit, stream node 0's log, wait, read the result back.
+
+The pretrain KFP component calls :func:`launch_pretrain` when a run asks for more than one node.
+Every node runs the same ``jetlib pretrain`` under ``torchrun``; they share the dataset, the
+checkpoints and the output through the object store (``--out`` must be ``s3://``), so rank 0 writes
+the one ``encoder.pt`` and ``run.json``, and a job re-submitted after a preemption resumes from the
+newest checkpoint there.
+
+Two backends:
+
+``trainjob`` (default)
+    A Kubeflow Trainer v2 ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``) on the stock
+    ``torch-distributed`` ClusterTrainingRuntime, created through the ``kubeflow`` SDK's
+    ``TrainerClient`` with a ``CustomTrainerContainer``, a ``TrainerCommand`` and a ``RuntimePatch``
+    (shared memory, /tmp, node selector, tolerations, the credentials Secret, non-root read-only
+    containers). The Trainer injects the ``PET_*`` variables ``torchrun`` reads (nodes, node rank,
+    master address); ``--nproc-per-node`` is given explicitly.
+``pytorchjob``
+    A ``kubeflow.org/v1`` ``PyTorchJob`` for clusters that still run the Training Operator v1,
+    which sets the same ``PET_*`` variables.
+
+The job name is derived from ``--out`` (:func:`job_name`), so submitting the same step twice
+attaches to a running job instead of starting a second one, and re-submits a failed one.
+
+Credentials never appear in a job body: workers read ``JETLIB_S3_ENDPOINT``,
+``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` from the Secret by reference (``secretKeyRef``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from jetlib.errors import ConfigError, TrainingError
+
+BACKENDS = ("trainjob", "pytorchjob")
+RUNTIME = "torch-distributed"  # Kubeflow Trainer's stock ClusterTrainingRuntime
+SECRET_KEYS = ("JETLIB_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+RUN_FORMAT = "jetlib.pretrain/1"
+UID = 1000  # the images' non-root user (images/Dockerfile)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything a multi-node pretraining job is made from (validated by :meth:`check`)."""
+
+    data: str  # dataset URI (s3://...) every node reads
+    out: str  # output URI (s3://...) every node shares; rank 0 writes run.json
+    nodes: int  # pods, one torchrun agent each
+    gpus_per_node: int  # 0: CPU pods, one process each
+    image: str  # a jetlib image, never a :latest tag
+    preset: str  # tiny | cpu | gpu
+    augment: str  # seed | physics
+    extra_args: tuple[str, ...] = ()  # more `jetlib pretrain` flags, e.g. ("--epochs", "5")
+    secret: str | None = "jetlib-s3"  # Secret holding SECRET_KEYS; None: none mounted
+    namespace: str = "default"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict, ...] = ()
+    shm_size: str = "2Gi"  # /dev/shm for the data loader and gloo/NCCL
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first unusable field."""
+        if self.nodes < 1:
+            raise ConfigError(f"nodes must be >= 1, got {self.nodes}")
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"gpus_per_node must be >= 0, got {self.gpus_per_node}")
+        for name in ("data", "out"):
+            uri = getattr(self, name)
+            if not uri.startswith("s3://"):
+                raise ConfigError(f"{name} {uri!r}: nodes share data and output through the store, "
+                                  "so a multi-node run needs an s3:// URI")
+        if not self.image or self.image.endswith(":latest") or ":" not in self.image.rsplit("/", 1)[-1]:
+            raise ConfigError(f"image {self.image!r}: give an explicit, non-latest tag (e.g. jetlib:0.1.0)")
+
+
+def job_name(out: str) -> str:
+    """A stable, DNS-safe job name for one output URI, e.g. ``jetlib-pretrain-3f2a9c01d4``."""
+    return "jetlib-pretrain-" + hashlib.sha256(out.encode()).hexdigest()[:10]
+
+
+def trainer_command(req: JobRequest) -> list[str]:
+    """The command every node runs; torchrun takes nodes, node rank and master from ``PET_*``."""
+    return ["python", "-m", "torch.distributed.run", "--nproc-per-node", str(max(1, req.gpus_per_node)),
+            "-m", "jetlib", "pretrain", "--data", req.data, "--out", req.out,
+            "--preset", req.preset, "--augment", req.augment, *req.extra_args]
+
+
+def secret_env(secret: str | None) -> list[dict]:
+    """Environment variables filled from the Secret by reference: the body never holds a value."""
+    if not secret:
+        return []
+    return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}} for k in SECRET_KEYS]
+
+
+def pod_parts(req: JobRequest) -> dict:
+    """Volumes, mounts and security settings shared by both backends (camelCase API dicts)."""
+    return {
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": req.shm_size}},
+                    {"name": "tmp", "emptyDir": {}}],
+        "mounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
+        "pod_security": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID},
+        # The image writes only under /tmp (HOME caches, torch compile cache): the root stays read-only.
+        "container_security": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                               "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+def pytorchjob_body(req: JobRequest, name: str) -> dict:
+    """A ``kubeflow.org/v1`` PyTorchJob: one Master and ``nodes - 1`` Workers running the same command."""
+    parts = pod_parts(req)
+    container = {"name": "pytorch", "image": req.image, "imagePullPolicy": "IfNotPresent",
+                 "command": trainer_command(req), "env": secret_env(req.secret),
+                 "volumeMounts": parts["mounts"], "securityContext": parts["container_security"]}
+    if req.gpus_per_node:
+        container["resources"] = {"limits": {"nvidia.com/gpu": req.gpus_per_node}}
+    pod = {"containers": [container], "volumes": parts["volumes"], "securityContext": parts["pod_security"]}
+    if req.node_selector:
+        pod["nodeSelector"] = dict(req.node_selector)
+    if req.tolerations:
+        pod["tolerations"] = list(req.tolerations)
+    # Never restart a rank in place: a resubmission resumes the whole job from the checkpoint.
+    replica = {"restartPolicy": "Never", "template": {"metadata": {"labels": {"app": "jetlib-pretrain"}},
+                                                      "spec": pod}}
+    specs = {"Master": {"replicas": 1, **replica}}
+    if req.nodes > 1:
+        specs["Worker"] = {"replicas": req.nodes - 1, **replica}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "metadata": {"name": name, "namespace": req.namespace, "labels": {"app": "jetlib-pretrain"}},
+            "spec": {"nprocPerNode": str(max(1, req.gpus_per_node)),
+                     "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "None"},
+                     "pytorchReplicaSpecs": specs}}
+
+
+def trainjob_options(req: JobRequest, name: str) -> list:
+    """``TrainerClient.train`` options: name, labels, command and the pod/container patch."""
+    from kubeflow.trainer.options.common import Name
+    from kubeflow.trainer.options.kubernetes import (
+        ContainerPatch,
+        JobSetSpecPatch,
+        JobSetTemplatePatch,
+        JobSpecPatch,
+        JobTemplatePatch,
+        Labels,
+        PodSpecPatch,
+        PodTemplatePatch,
+        ReplicatedJobPatch,
+        RuntimePatch,
+        TrainerCommand,
+        TrainingRuntimeSpecPatch,
+    )
+
+    parts = pod_parts(req)
+    # The stock torch-distributed runtime has one replicated job and one container, both named "node".
+    container = ContainerPatch(name="node", env=secret_env(req.secret) or None, volume_mounts=parts["mounts"],
+                               security_context=parts["container_security"])
+    pod = PodSpecPatch(volumes=parts["volumes"], containers=[container], security_context=parts["pod_security"],
+                       node_selector=dict(req.node_selector) or None, tolerations=list(req.tolerations) or None)
+    patch = RuntimePatch(training_runtime_spec=TrainingRuntimeSpecPatch(template=JobSetTemplatePatch(
+        spec=JobSetSpecPatch(replicated_jobs=[ReplicatedJobPatch(name="node", template=JobTemplatePatch(
+            spec=JobSpecPatch(template=PodTemplatePatch(spec=pod))))]))))
+    return [Name(name), Labels({"app": "jetlib-pretrain"}), TrainerCommand(trainer_command(req)), patch]
+
+
+def trainer(req: JobRequest):
+    """The SDK's ``CustomTrainerContainer`` for this request."""
+    from kubeflow.trainer import CustomTrainerContainer
+
+    return CustomTrainerContainer(image=req.image, num_nodes=req.nodes,
+                                  resources_per_node={"gpu": req.gpus_per_node} if req.gpus_per_node else None)
+
+
+class Cancelled(BaseException):
+    """SIGTERM arrived (the KFP step was cancelled): the job is deleted on the way out."""
+
+
+def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, image: str, preset: str,
+                    augment: str, extra_args: list[str] | tuple[str, ...] = (), secret: str | None,
+                    namespace: str | None = None, backend: str = "trainjob", timeout_s: float = 7 * 24 * 3600,
+                    node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None,
+                    poll_s: float = 10.0, grace_s: float = 300.0) -> dict:
+    """Run ``jetlib pretrain`` on ``nodes`` pods and return its ``run.json``.
+
+    Submits the job (or attaches to the running one for the same ``out``), prints node 0's log
+    as it comes, waits at most ``timeout_s`` seconds, and reads the finished run back from
+    ``out``. On a timeout, a failure, SIGTERM or Ctrl-C the job is deleted.
+
+    Args:
+        data, out: ``s3://`` URIs shared by every node.
+        nodes, gpus_per_node: pods, and GPUs (= processes) per pod; 0 GPUs runs one CPU process.
+        image: a jetlib image with an explicit tag.
+        preset, augment, extra_args: passed to ``jetlib pretrain``.
+        secret: name of the Secret with the store credentials (keys: ``SECRET_KEYS``).
+        namespace: default: the pod's own namespace in a cluster, else the kubeconfig's.
+        backend: ``trainjob`` (Kubeflow Trainer v2) or ``pytorchjob`` (Training Operator v1).
+        timeout_s: wall-clock limit for the whole job.
+        node_selector, tolerations: scheduling constraints for every pod.
+        poll_s: seconds between status polls.
+        grace_s: how long a pod may stay in ImagePullBackOff / CreateContainerConfigError before
+            the launch fails with that reason.
+
+    Returns:
+        dict: the pretraining ``run.json`` (format ``jetlib.pretrain/1``).
+
+    Raises:
+        ConfigError: a bad argument, missing runtime, or the service account lacks RBAC (exit 2).
+        TrainingError: the job failed, timed out or was cancelled (exit 4), with the reason.
+        StoreError: the finished run cannot be read back (exit 3).
+    """
+    from jetlib.launch_watch import Cluster, wait_for
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if timeout_s <= 0:
+        raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
+    cluster = Cluster.connect(namespace)
+    req = JobRequest(data=data, out=out, nodes=nodes, gpus_per_node=gpus_per_node, image=image, preset=preset,
+                     augment=augment, extra_args=tuple(extra_args), secret=secret, namespace=cluster.namespace,
+                     node_selector=dict(node_selector or {}), tolerations=tuple(tolerations or ()))
+    req.check()
+    name = job_name(out)
+    job = cluster.job(backend, name)
+    previous = _install_sigterm()
+    done = False
+    try:
+        job.submit(req)
+        wait_for(job, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s, poll_s=poll_s, grace_s=grace_s)
+        done = True
+    except BaseException as e:
+        if not done:
+            job.delete_quietly()
+        if isinstance(e, Cancelled | KeyboardInterrupt):
+            raise TrainingError(f"{job.kind} {req.namespace}/{name} cancelled; deleted it") from None
+        raise
+    finally:
+        _restore_sigterm(previous)
+    return _read_result(out)
+
+
+def _read_result(out: str) -> dict:
+    from jetlib.checkpoint import read_run
+
+    _, run = read_run(out, "encoder", formats=(RUN_FORMAT,), flag="--out")
+    return run
+
+
+def _install_sigterm():
+    """Turn SIGTERM (what Kubernetes sends a cancelled step) into :class:`Cancelled` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def cancel(signum, frame):
+        raise Cancelled()
+
+    return signal.signal(signal.SIGTERM, cancel)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,313 @@
+"""The Kubernetes side of :mod:`jetlib.launch`: connect, submit, watch, explain, stream logs, delete.
+
+One small handle class per backend (:class:`TrainJobHandle`, :class:`PyTorchJobHandle`) knows its
+resource, its pods' labels and its node-0 container; :func:`wait_for` is the single watch loop over
+either. Failure reasons are read from the pods (:func:`pod_problem`) so that the one line a user
+sees says *why* (image pull, OOM-killed, unschedulable, missing Secret), not just "Failed".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from jetlib.errors import ConfigError, TrainingError
+
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# Waiting reasons that do not clear by themselves; they fail the launch after grace_s.
+STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+         "CreateContainerConfigError", "CreateContainerError"}
+RBAC_HINT = "grant it with manifests/base/rbac (Role jetlib-launcher)"
+MAX_API_ERRORS = 5  # consecutive failed polls tolerated (API server restarts, network blips)
+
+
+def _api_error(e: Exception, what: str, namespace: str) -> Exception:
+    """A JetlibError for an API failure: RBAC denials say which verb; others name the status."""
+    status = getattr(e, "status", None)
+    if status == 403:
+        return ConfigError(f"RBAC denied: this service account cannot {what} in namespace {namespace}; {RBAC_HINT}")
+    if status == 401:
+        return ConfigError(f"Kubernetes API refused the credentials (401) to {what}")
+    reason = getattr(e, "reason", None) or type(e).__name__
+    return TrainingError(f"Kubernetes API error while trying to {what} in namespace {namespace}: "
+                         f"{status or ''} {reason}".replace("  ", " "))
+
+
+class Cluster:
+    """An API client configuration plus the namespace jobs go to."""
+
+    def __init__(self, configuration, namespace: str):
+        from kubernetes import client
+
+        self.configuration = configuration
+        self.namespace = namespace
+        api = client.ApiClient(configuration)
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    @classmethod
+    def connect(cls, namespace: str | None = None) -> Cluster:
+        """In a pod: its service account and namespace; elsewhere: ``$KUBECONFIG`` / ``~/.kube/config``."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        try:
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config(client_configuration=cfg)
+                default_ns = SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.exists() else "default"
+            else:
+                # The client reads $KUBECONFIG once, at import; read it now so a changed one counts.
+                path = os.environ.get("KUBECONFIG") or None
+                config.load_kube_config(config_file=path, client_configuration=cfg)
+                _, active = config.list_kube_config_contexts(config_file=path)
+                default_ns = (active or {}).get("context", {}).get("namespace") or "default"
+        except config.ConfigException as e:
+            raise ConfigError(f"no Kubernetes configuration (in-cluster or kubeconfig): {e}") from None
+        return cls(cfg, namespace or default_ns)
+
+    def job(self, backend: str, name: str):
+        return (TrainJobHandle if backend == "trainjob" else PyTorchJobHandle)(self, name)
+
+
+class _Handle:
+    """What the watch loop needs from a job; subclasses fill in the resource specifics."""
+
+    kind = group = version = plural = ""
+    pod_selector = ""
+    container = ""
+
+    def __init__(self, cluster: Cluster, name: str):
+        self.cluster, self.name = cluster, name
+        self.ref = f"{self.kind} {cluster.namespace}/{name}"
+
+    def get(self) -> dict | None:
+        """The job object, or None if there is none."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.cluster.custom.get_namespaced_custom_object(
+                self.group, self.version, self.cluster.namespace, self.plural, self.name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise _api_error(e, f"get {self.plural}.{self.group}", self.cluster.namespace) from None
+
+    def state(self, obj: dict | None = None) -> tuple[str, str]:
+        """("Complete" | "Failed" | "Running" | "Gone", message) from the job's conditions."""
+        obj = self.get() if obj is None else obj
+        if obj is None:
+            return "Gone", "the job was deleted"
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c.get("status") == "True" and c.get("type") in self.terminal:
+                detail = ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
+                return self.terminal[c["type"]], detail
+        return "Running", ""
+
+    def pods(self) -> list:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.cluster.core.list_namespaced_pod(
+                self.cluster.namespace, label_selector=self.pod_selector.format(name=self.name)).items
+        except ApiException as e:
+            raise _api_error(e, "list pods", self.cluster.namespace) from None
+
+    def submit(self, req) -> None:
+        """Create the job; attach to a running or finished one of the same name; replace a failed one."""
+        existing = self.get()
+        if existing is not None:
+            state, _ = self.state(existing)
+            if state != "Failed":
+                print(f"{self.ref} exists ({state.lower()}): attaching to it", file=sys.stderr, flush=True)
+                return
+            print(f"{self.ref} failed before: re-submitting; it resumes from the newest checkpoint in {req.out}",
+                  file=sys.stderr, flush=True)
+            self.delete()
+            self._wait_gone(120.0)
+        self.create(req)
+        print(f"submitted {self.ref}: {req.nodes} node(s) x {max(1, req.gpus_per_node)} process(es), "
+              f"image {req.image}", file=sys.stderr, flush=True)
+
+    def _wait_gone(self, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while self.get() is not None:
+            if time.monotonic() > end:
+                raise TrainingError(f"{self.ref} still exists {timeout_s:g} s after deleting it")
+            time.sleep(0.5)
+
+    def delete(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.cluster.custom.delete_namespaced_custom_object(
+                self.group, self.version, self.cluster.namespace, self.plural, self.name,
+                propagation_policy="Foreground")
+        except ApiException as e:
+            if e.status != 404:
+                raise _api_error(e, f"delete {self.plural}.{self.group}", self.cluster.namespace) from None
+
+    def delete_quietly(self) -> None:
+        """Best effort on the way out (cancel, timeout); says what happened in one line."""
+        try:
+            self.delete()
+            print(f"deleted {self.ref}", file=sys.stderr, flush=True)
+        except Exception as e:  # the original error matters more than a failed cleanup
+            print(f"could not delete {self.ref}: {e}", file=sys.stderr, flush=True)
+
+    def node0(self, pods: list):
+        for pod in pods:
+            if self.is_node0(pod.metadata.labels or {}):
+                return pod
+        return None
+
+
+class TrainJobHandle(_Handle):
+    kind, group, version, plural = "TrainJob", "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+    pod_selector = "jobset.sigs.k8s.io/jobset-name={name}"
+    container = "node"
+    terminal = {"Complete": "Complete", "Failed": "Failed"}
+
+    def is_node0(self, labels: dict) -> bool:
+        return (labels.get("jobset.sigs.k8s.io/replicatedjob-name") == "node"
+                and labels.get("batch.kubernetes.io/job-completion-index") == "0")
+
+    def create(self, req) -> None:
+        """Through the kubeflow SDK: TrainerClient.train(CustomTrainerContainer, options)."""
+        from kubeflow.common.types import KubernetesBackendConfig
+        from kubeflow.trainer import TrainerClient
+        from kubernetes.client.exceptions import ApiException
+
+        from jetlib.launch import RUNTIME, trainer, trainjob_options
+
+        client = TrainerClient(KubernetesBackendConfig(namespace=self.cluster.namespace,
+                                                       client_configuration=self.cluster.configuration))
+        try:
+            client.train(runtime=RUNTIME, trainer=trainer(req), options=trainjob_options(req, self.name))
+        except (RuntimeError, TimeoutError) as e:
+            cause = e.__cause__
+            if isinstance(cause, ApiException) and cause.status == 404 and "runtime" in str(e).lower():
+                raise ConfigError(f"no ClusterTrainingRuntime {RUNTIME!r}: install Kubeflow Trainer v2.3.0 "
+                                  "(make kind-up, or its manifests) or use backend='pytorchjob'") from None
+            if isinstance(cause, ApiException):
+                what = "read trainingruntimes" if "untime" in str(e) else "create trainjobs.trainer.kubeflow.org"
+                raise _api_error(cause, what, self.cluster.namespace) from None
+            raise TrainingError(f"could not create {self.ref}: {e}") from None
+
+
+class PyTorchJobHandle(_Handle):
+    kind, group, version, plural = "PyTorchJob", "kubeflow.org", "v1", "pytorchjobs"
+    pod_selector = "training.kubeflow.org/job-name={name}"
+    container = "pytorch"
+    terminal = {"Succeeded": "Complete", "Failed": "Failed"}
+
+    def is_node0(self, labels: dict) -> bool:
+        return (labels.get("training.kubeflow.org/replica-type", "").lower() == "master"
+                and labels.get("training.kubeflow.org/replica-index", "0") == "0")
+
+    def create(self, req) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from jetlib.launch import pytorchjob_body
+
+        try:
+            self.cluster.custom.create_namespaced_custom_object(
+                self.group, self.version, self.cluster.namespace, self.plural, pytorchjob_body(req, self.name))
+        except ApiException as e:
+            if e.status == 404:
+                raise ConfigError("no PyTorchJob resource (kubeflow.org/v1) on this cluster: install the "
+                                  "Training Operator v1 or use backend='trainjob'") from None
+            raise _api_error(e, f"create {self.plural}.{self.group}", self.cluster.namespace) from None
+
+
+def pod_problem(pod) -> tuple[str, bool] | None:
+    """(one line saying why a pod is not making progress, whether it never clears by itself), or None.
+
+    Reads what the kubelet and scheduler report: container waiting/terminated reasons
+    (image pull, OOM-killed, missing Secret) and the PodScheduled condition (unschedulable).
+    """
+    name = pod.metadata.name
+    status = pod.status
+    if status is None:
+        return None
+    for c in (status.init_container_statuses or []) + (status.container_statuses or []):
+        waiting = c.state.waiting if c.state else None
+        if waiting and waiting.reason in STUCK:
+            what = "image pull failed" if "Image" in waiting.reason else "container cannot start"
+            return f"pod {name}: {what} ({waiting.reason}) for {c.image}: {waiting.message or ''}".rstrip(": "), True
+        for term in (c.state.terminated if c.state else None, c.last_state.terminated if c.last_state else None):
+            if term and term.reason == "OOMKilled":
+                return (f"pod {name}: container {c.name} was OOM-killed (exit {term.exit_code}); "
+                        "raise the memory limit or lower --batch-size"), False
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+            return f"pod {name}: unschedulable: {cond.message or 'no node fits'}", False
+    return None
+
+
+def stream_logs(handle: _Handle, pod_name: str, prefix: str = "[node-0] ") -> threading.Thread:
+    """Copy a pod's log to stdout line by line, in a daemon thread, until the container ends."""
+
+    def run():
+        try:
+            resp = handle.cluster.core.read_namespaced_pod_log(
+                pod_name, handle.cluster.namespace, container=handle.container, follow=True,
+                _preload_content=False)
+            for line in resp:
+                print(prefix + line.decode(errors="replace").rstrip("\n"), flush=True)
+        except Exception as e:  # logs are a convenience: never fail the launch over them
+            print(f"log stream of {pod_name} ended: {e}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=run, name=f"logs-{pod_name}", daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(handle: _Handle, *, deadline: float, timeout_s: float, poll_s: float, grace_s: float) -> None:
+    """Poll until the job completes; raise TrainingError with the reason when it fails, stalls or times out."""
+    streams: dict[str, threading.Thread] = {}
+    first_seen: dict[tuple[str, str], float] = {}
+    last_problem = ""
+    errors = 0
+    while True:
+        try:
+            state, message = handle.state()
+            pods = handle.pods()
+            errors = 0
+        except TrainingError:
+            errors += 1  # transient API trouble: retry a few polls before giving up
+            if errors >= MAX_API_ERRORS:
+                raise
+            time.sleep(poll_s)
+            continue
+        node0 = handle.node0(pods)
+        if node0 is not None and node0.status and node0.status.phase in ("Running", "Succeeded", "Failed") \
+                and node0.metadata.name not in streams:
+            streams[node0.metadata.name] = stream_logs(handle, node0.metadata.name)
+        now = time.monotonic()
+        for pod in pods:
+            found = pod_problem(pod)
+            if found is None:
+                continue
+            line, stuck = found
+            key = (pod.metadata.name, line)
+            if key not in first_seen:
+                first_seen[key] = now
+                print(line, file=sys.stderr, flush=True)
+            last_problem = line
+            if stuck and now - first_seen[key] >= grace_s:
+                raise TrainingError(f"{handle.ref}: {line}")
+        if state in ("Complete", "Failed", "Gone"):
+            for t in streams.values():
+                t.join(timeout=30)  # let the last lines of node 0's log arrive
+        if state == "Complete":
+            return
+        if state in ("Failed", "Gone"):
+            why = "; ".join(x for x in (message, last_problem) if x)
+            raise TrainingError(f"{handle.ref} failed: {why or 'no reason reported'}")
+        if now >= deadline:
+            hint = f" (last problem: {last_problem})" if last_problem else ""
+            raise TrainingError(f"{handle.ref} did not finish within {timeout_s:g} s{hint}; deleting it")
+        time.sleep(max(0.0, min(poll_s, deadline - now)))
