@@ -18,7 +18,7 @@ class Table:
 
 @dataclass
 class Figure:
-    uri: str  # data: URI
+    uri: str | None  # data: URI; None: nothing to draw
     alt: str
     caption: str = ""
 
@@ -48,5 +48,6 @@ class Section:
     blocks: list = field(default_factory=list)
 
     def add(self, *blocks) -> Section:
-        self.blocks.extend(b for b in blocks if b is not None)
+        # a figure with nothing to draw (uri None) is left out rather than shown broken
+        self.blocks.extend(b for b in blocks if b is not None and not (isinstance(b, Figure) and b.uri is None))
         return self

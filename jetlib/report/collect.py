@@ -78,15 +78,19 @@ def collect(run_uri: str) -> Study:
     if not keys:
         raise ConfigError(f"--run {store.uri}: nothing there (an empty or missing folder is not a study run)")
     by_dir: dict[str, set[str]] = {}
+    with_checkpoints: set[str] = set()
     for key in keys:
         parts = key.split("/")
+        if "checkpoints" in parts[:-1]:  # the step folder above it exists, finished or not
+            folder = "/".join(parts[: parts.index("checkpoints")])
+            with_checkpoints.add(folder)
+            by_dir.setdefault(folder, set())
         if _SKIP_DIRS & set(parts[:-1]):
             continue
         by_dir.setdefault(posixpath.dirname(key), set()).add(parts[-1])
     results, pretrains, trainings, unfinished, unreadable = [], [], [], [], []
     for folder, names in sorted(by_dir.items()):
         here = store.child(folder) if folder else store
-        has_checkpoints = any(k.startswith(f"{folder}/checkpoints/" if folder else "checkpoints/") for k in keys)
         docs = {}
         for name in sorted(n for n in names if n.endswith(".json")):
             try:
@@ -108,7 +112,7 @@ def collect(run_uri: str) -> Study:
             pretrains.append(step)
         elif run is not None and run.get("format") == MODEL_FORMAT:
             trainings.append(step)
-        elif run is None and (has_checkpoints or "metrics.json" in names):
+        elif run is None and (folder in with_checkpoints or "metrics.json" in names):
             unfinished.append(step)
     if not (results or pretrains or trainings or unfinished):
         raise ConfigError(f"--run {store.uri}: no study outputs there (no result files, no training or "

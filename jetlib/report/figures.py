@@ -274,5 +274,6 @@ def regression_panels(preds: dict[str, dict[str, np.ndarray]], results: list[dic
     ax_sig.set_ylabel("resolution (half 68% width)")
     for ax in (ax_res, ax_bias, ax_sig):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return to_uri(fig)
