@@ -3,7 +3,7 @@
 Pretraining, then classification (finetune, scratch, VGG) and regression (finetune,
 scratch) at two label fractions and two seeds, each scored by ``jetlib evaluate``:
 the same layout the pipeline writes (``RUN/pretrain-s0/``, ``RUN/<task>-<mode>-f<f>-s<seed>-p0/``,
-``RUN/results/``). Images are 32x32 and every training runs 1 epoch.
+``RUN/results/``). Images are 24x24, pretraining runs 2 epochs and every supervised training 1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ SEEDS = (0, 1)
 GRID = (("cls", "finetune"), ("cls", "scratch"), ("cls", "vgg"), ("reg", "finetune"), ("reg", "scratch"))
 
 
-def make_tiny_run(root: Path, n_jets: int = 160, size: int = 32) -> tuple[str, str]:
+def make_tiny_run(root: Path, n_jets: int = 100, size: int = 24) -> tuple[str, str]:
     """Write the run under ``root / "run"``; returns (run folder, dataset URI)."""
     write_toy_h5(root / "toy.h5", n=n_jets, size=size)
     cfg = IngestConfig(split=SplitConfig(label_fractions=FRACTIONS), shard_rows=64, row_group_rows=16,
@@ -41,7 +41,7 @@ def make_tiny_run(root: Path, n_jets: int = 160, size: int = 32) -> tuple[str, s
                     cfg = bl.make_config("tiny", epochs=1, label_fraction=fraction, seed=seed)
                     bl.baseline(data, out, cfg, device="cpu")
                 else:
-                    cfg = ft.make_config("tiny", task=task, mode=mode, epochs=2, label_fraction=fraction,
+                    cfg = ft.make_config("tiny", task=task, mode=mode, epochs=1, label_fraction=fraction,
                                          seed=seed, lr=3e-3)
                     ft.finetune(data, out, cfg, init=pre if mode == "finetune" else None, device="cpu")
                 evaluate(data, out, str(run / "results"), device="cpu")
