@@ -79,7 +79,7 @@ def build_report(run: str, out: str | None = None, *, write: bool = True, max_je
         sections.resources_section(study, cells),
     ]
     gaps = missing(study) + notes
-    parts += [sections.provenance_section(study, manifest), sections.missing_section(gaps)]
+    parts += [sections.provenance_section(study, manifest, uris[0] if uris else None), sections.missing_section(gaps)]
     parts = [p for p in parts if p is not None]
     title = "jetlib study report: does self-supervised pretraining help?"
     n_cmp = len(comparisons(cells))

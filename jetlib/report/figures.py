@@ -13,7 +13,7 @@ import io
 import numpy as np
 from matplotlib.colors import LogNorm, SymLogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
 from jetlib.report.stats import METRICS, fmt_fraction, order_modes
 
@@ -54,7 +54,7 @@ def fraction_curves(cells: dict, metrics=("auc", "rej50", "mae")) -> str | None:
     present = [m for m in metrics if any(k[0] == m and a.n for k, a in cells.items())]
     if not present:
         return None
-    fig, axes = _fig(len(present))
+    fig, axes = _fig(len(present), w=3.8, h=2.9)
     for ax, name in zip(axes[0], present, strict=True):
         _, _, label, higher, _ = METRICS[name]
         for mode in order_modes(k[2] for k in cells if k[0] == name):
@@ -116,6 +116,7 @@ def pretrain_curves(steps: list) -> str | None:
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker=".", label=s.uri.rstrip("/").split("/")[-1], color=f"C{i}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -146,6 +147,7 @@ def training_curves(steps: list) -> str | None:
         axes[-1][j].set_xlabel("epoch", fontsize=8)
     for ax in axes.flat:
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     return to_uri(fig)
 

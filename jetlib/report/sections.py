@@ -150,18 +150,21 @@ def resources_section(study: Study, cells: dict) -> Section:
     return s
 
 
-def provenance_section(study: Study, manifest: dict | None) -> Section:
+def provenance_section(study: Study, manifest: dict | None, dataset_uri: str | None) -> Section:
     s = Section("provenance", "Provenance")
     items = []
     if manifest:
         src = manifest.get("source", {})
-        items.append(f"dataset {manifest.get('name')} (id {manifest.get('id')}), from {src.get('path')} "
-                     f"sha256 {src.get('sha256')}")
+        items.append(f"dataset {dataset_uri}: {manifest.get('name')} (id {manifest.get('id')}), ingested from "
+                     f"{src.get('path')} (sha256 {src.get('sha256')})")
     for st in study.pretrains:
         r = st.run
+        p = r.get("provenance") or {}
         items.append(f"pretraining {st.uri}: encoder sha256 {(r.get('encoder') or {}).get('sha256')}, jetlib "
-                     f"{r.get('jetlib_version')}, torch {r.get('torch')}, host {r.get('host')}, world size "
-                     f"{r.get('world_size')}, created {r.get('created')}")
+                     f"{p.get('jetlib') or r.get('jetlib_version')}, git commit {p.get('git_commit') or '—'}, torch "
+                     f"{(p.get('packages') or {}).get('torch') or r.get('torch')}, "
+                     f"host {p.get('host') or r.get('host')}, device {p.get('device') or '—'}, "
+                     f"world size {r.get('world_size')}, created {r.get('created')}")
     s.add(Bullets(items) if items else None)
     rows = []
     for r in sorted(study.results, key=lambda r: (r["task"], r["mode"], float(r["label_fraction"]),
