@@ -110,6 +110,15 @@ def test_spread_over_pretraining_seeds_is_pooled_and_said(tmp_path):
     assert not [m for m in report.missing if m.startswith("no result")]
 
 
+def test_a_copied_result_file_is_counted_once(tmp_path):
+    results = study({("cls", "finetune", 0.1): [0.7, 0.8], ("cls", "scratch", 0.1): [0.6, 0.7]})
+    write_results(tmp_path / "run" / "results", results)
+    write_results(tmp_path / "run" / "copy", results[:1])
+    report = build_report(str(tmp_path / "run"), write=False)
+    assert report.summary["cls_auc_finetune_f0.1_n"] == 2
+    assert report.summary["cls_auc_finetune_f0.1_mean"] == pytest.approx(0.75)
+
+
 def test_undefined_metrics_show_their_reason_not_a_number(tmp_path):
     results = study({("cls", "finetune", 0.1): [0.7, 0.8], ("cls", "scratch", 0.1): [0.6, 0.7]})
     for r in results:

@@ -89,6 +89,7 @@ def collect(run_uri: str) -> Study:
             continue
         by_dir.setdefault(posixpath.dirname(key), set()).add(parts[-1])
     results, pretrains, trainings, unfinished, unreadable = [], [], [], [], []
+    seen: dict[tuple, str] = {}  # (model sha256, dataset id) -> first result file
     for folder, names in sorted(by_dir.items()):
         here = store.child(folder) if folder else store
         docs = {}
@@ -105,6 +106,11 @@ def collect(run_uri: str) -> Study:
                 docs[name] = doc
         for name, doc in docs.items():
             if doc.get("format") == RESULT_FORMAT:
+                same = ((doc.get("model") or {}).get("sha256"), (doc.get("dataset") or {}).get("id"))
+                if same[0] and same in seen:  # a copy of a result already counted: pooling it twice fakes precision
+                    log.info("%s repeats %s; counted once", here.key_uri(name), seen[same])
+                    continue
+                seen[same] = here.key_uri(name)
                 results.append({**doc, "_uri": here.key_uri(name)})
         run = docs.get("run.json")
         step = Step(here.uri, run, docs.get("metrics.json"), set(names))
