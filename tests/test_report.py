@@ -38,9 +38,11 @@ def test_headline_calls_a_loss_a_loss_when_scratch_wins(tmp_path):
 
 def test_headline_flips_when_the_numbers_flip(tmp_path):
     run = make(tmp_path, {("cls", "finetune", 0.1): [0.80, 0.81, 0.79], ("cls", "scratch", 0.1): [0.70, 0.71, 0.69]})
-    text = sentence(build_report(str(run), write=False), "ROC AUC", "from scratch")
+    report = build_report(str(run), write=False)
+    text = sentence(report, "ROC AUC", "from scratch")
     assert "pretraining helps at 10% of the labels (Δ = +0.100 ± 0.008)" in text
     assert "loss" not in text
+    assert "In short, over 2 comparisons (metric × label fraction × baseline), pretraining helps in 2." in report.html
 
 
 def test_a_gain_smaller_than_its_spread_is_no_significant_difference(tmp_path):

@@ -22,6 +22,7 @@ from jetlib.report.stats import (
     fmt_fraction,
     headline,
     order_modes,
+    overview,
     pretrain_seed,
 )
 
@@ -45,8 +46,8 @@ def headline_section(cells: dict, spread: str) -> Section:
         s.add(Para("No comparison is possible yet: the run holds no fine-tuned result together with a "
                    "scratch or VGG result at the same label fraction.", strong=True))
         return s
-    for text in sentences:
-        s.add(Para(text, strong=True))
+    s.add(Para(overview(cells), strong=True))
+    s.add(Bullets(sentences))
     rows = []
     cs = comparisons(cells)
     for c in cs:

@@ -199,6 +199,18 @@ def headline(cells: dict) -> list[str]:
     return sentences
 
 
+def overview(cells: dict) -> str:
+    """One sentence counting the verdicts of every headline comparison."""
+    cs = comparisons(cells)
+    counts = {v: sum(c.verdict == v for c in cs) for v in VERDICT_PHRASES}
+    words = {"gain": "helps", "hint of a gain": "hints at a gain",
+             "no significant difference": "makes no significant difference", "hint of a loss": "hints at a loss",
+             "loss": "is a loss", "no error bar": "cannot be judged (one seed)"}
+    parts = [f"{words[v]} in {n}" for v, n in counts.items() if n]
+    return f"In short, over {len(cs)} comparisons (metric × label fraction × baseline), pretraining " + \
+        ", ".join(parts) + "."
+
+
 VERDICT_PHRASES = {
     "gain": "pretraining helps",
     "hint of a gain": "a hint of a gain (1–2σ)",
