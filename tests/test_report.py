@@ -125,8 +125,8 @@ def test_undefined_metrics_show_their_reason_not_a_number(tmp_path):
     results = study({("cls", "finetune", 0.1): [0.7, 0.8], ("cls", "scratch", 0.1): [0.6, 0.7]})
     for r in results:
         if r["mode"] == "scratch":
-            r["scalars"]["roc_auc"] = None
-            r["reasons"] = {"roc_auc": "one class in the test split"}
+            r["scalars"]["roc_auc"] = r["classification"]["roc_auc"] = None
+            r["classification"]["undefined"] = {"roc_auc": "one class in the test split"}
     write_results(tmp_path / "run", results)
     report = build_report(str(tmp_path / "run"), write=False)
     assert "undefined (seed 0: one class in the test split; seed 1: one class in the test split)" in report.html

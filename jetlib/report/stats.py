@@ -57,8 +57,9 @@ def pretrain_seed(result: dict):
 
 def undefined_reason(result: dict, key: str) -> str:
     """Why a scalar is null or not finite, from whatever the result file says."""
-    for where in (result.get("reasons"), result.get("undefined"), (result.get("scalars") or {}).get("reasons"),
-                  (result.get("classification") or {}).get("reasons"), (result.get("regression") or {}).get("reasons")):
+    cls, reg = result.get("classification") or {}, result.get("regression") or {}
+    # jetlib.metrics puts {metric: reason} under "undefined" of its section; older or other writers may not
+    for where in (cls.get("undefined"), reg.get("undefined"), result.get("undefined"), result.get("reasons")):
         if isinstance(where, dict) and where.get(key):
             return str(where[key])
     value = (result.get("scalars") or {}).get(key)
