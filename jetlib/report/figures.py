@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 
 import numpy as np
 from matplotlib.colors import LogNorm, SymLogNorm
@@ -265,8 +266,12 @@ def regression_panels(preds: dict[str, dict[str, np.ndarray]], results: list[dic
             continue
         k = min(len(b) for b in runs)
         x = np.mean([[b[i]["true_mean"] for i in range(k)] for b in runs], axis=0)
-        y = np.array([[b[i]["relative_bias"] for i in range(k)] for b in runs])
-        ax_bias.errorbar(x, y.mean(0), yerr=y.std(0, ddof=1) if len(runs) > 1 else None, marker="o", ms=3,
+        # an undefined bin (null) is left out of its mean rather than read as zero
+        y = np.array([[b[i].get("relative_bias") for i in range(k)] for b in runs], dtype=float)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(y, 0), np.nanstd(y, 0, ddof=1) if len(runs) > 1 else None
+        ax_bias.errorbar(x, mean, yerr=std, marker="o", ms=3,
                          capsize=2, color=_color(mode), label=f"{mode} ({len(runs)})")
     ax_bias.axhline(0, color="k", lw=0.8)
     ax_res.set_xlabel("predicted − true mass (GeV)")

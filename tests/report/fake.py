@@ -21,7 +21,8 @@ def fake_result(task: str, mode: str, fraction: float, seed: int, value: float, 
                "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}, "n": 100}
     else:
         bins = [{"lo": 10.0 * b, "hi": 10.0 * b + 10, "n": 10, "true_mean": 10.0 * b + 5, "bias": float(rng.normal()),
-                 "relative_bias": float(rng.normal()) / 10} for b in range(4)]
+                 "relative_bias": None if seed == 1 and b == 0 else float(rng.normal()) / 10}  # None: undefined
+                for b in range(4)]
         reg = {"mse": value**2, "rmse": value * 1.2, "mae": value, "r2": 0.5, "bias": 0.1, "relative_resolution": 0.2,
                "relative_resolution_68": 0.15, "relative_bias_median": 0.0, "bias_in_bins": bins, "n": 100}
     keys = ("accuracy", "f1", "roc_auc", "rejection_at_eps_s_0.5", "rejection_at_eps_s_0.3", "mse", "rmse", "mae",
