@@ -1,0 +1,17 @@
+"""The ONE place the components' container images come from.
+
+Read at import (that is, compile) time: ``JETLIB_IMAGE`` (default ``jetlib:<version>``, the CPU
+image) and ``JETLIB_CUDA_IMAGE`` (default ``jetlib-cuda:<version>``). The pipeline also exposes
+both as run parameters (``image``, ``cuda_image``), defaulting to these values, so a run can pick
+another tag without recompiling.
+"""
+
+import os
+
+from jetlib import __version__
+
+IMAGE = os.environ.get("JETLIB_IMAGE") or f"jetlib:{__version__}"
+CUDA_IMAGE = os.environ.get("JETLIB_CUDA_IMAGE") or f"jetlib-cuda:{__version__}"
+
+# Every component: the project's image already holds jetlib and kfp, so nothing is pip-installed at run time.
+COMPONENT = {"base_image": IMAGE, "install_kfp_package": False}

@@ -1,0 +1,1 @@
+"""The KFP pipeline (jet_ssl) and the local demo runner."""
