@@ -1,4 +1,4 @@
-"""Checkpoints in the store: written atomically, verified by sha256 when read, resumable.
+"""Checkpoints and finished runs in the store: written atomically, verified by sha256, loaded without code.
 
 A training step writes ``<out>/checkpoints/epoch-NNNN.pt`` and then the pointer
 ``<out>/checkpoints/latest.json`` (epoch, key, sha256, bytes); older checkpoint files
@@ -7,22 +7,34 @@ moment leaves a pointer to a whole, verifiable checkpoint. Only the main rank
 writes; every rank reads.
 
 A checkpoint holds what resuming bit-for-bit needs: the unwrapped model, the
-optimizer, the step and epoch, every RNG state (Python, NumPy, torch CPU and CUDA)
-and the resolved config, which must match the config of the run that resumes it.
+optimizer (and scheduler), the step and epoch, *every rank's* RNG states (Python,
+NumPy, torch CPU and CUDA; issue 11: restoring rank 0's state on every rank made all
+ranks draw the same augmentations) and the resolved config, which must match the
+config of the run that resumes it. :func:`resume` is the one place that reads it back,
+for pretraining and the supervised steps alike.
+
+Nothing executable is read back: every object is loaded with
+``torch.load(weights_only=True)``, so everything saved is tensors, plain containers,
+strings and numbers (RNG states included). A file that needs more is refused, since a
+sha256 stored in the same bucket proves nothing about who wrote it (issue 11, item 4).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import pickle
 import random
 
 import numpy as np
 import torch
 
-from jetlib.data.store import Store, sha256_bytes
-from jetlib.errors import DataError, StoreError
+from jetlib import dist
+from jetlib.data.store import Store, open_store, sha256_bytes
+from jetlib.errors import ConfigError, DataError, StoreError
 
+log = logging.getLogger(__name__)
 POINTER = "latest.json"
 
 
@@ -33,7 +45,7 @@ def to_bytes(obj) -> bytes:
 
 
 def save_object(store: Store, key: str, obj) -> dict:
-    """torch.save ``obj`` to ``key``; returns ``{"key", "sha256", "bytes"}``."""
+    """torch.save ``obj`` (tensors and plain data only) to ``key``; returns ``{"key", "sha256", "bytes"}``."""
     data = to_bytes(obj)
     sha = sha256_bytes(data)
     store.put_bytes(key, data, sha256=sha)
@@ -41,29 +53,83 @@ def save_object(store: Store, key: str, obj) -> dict:
 
 
 def load_object(store: Store, key: str, sha256: str | None = None, map_location="cpu"):
-    """Load ``key`` (written by :func:`save_object`), verifying ``sha256`` when given."""
+    """Load ``key`` (written by :func:`save_object`), verifying ``sha256`` when given.
+
+    Raises:
+        StoreError: the object cannot be read (exit 3).
+        DataError: checksum mismatch, or the file holds anything but tensors and plain data (exit 2).
+    """
     data = store.get_bytes(key)
     if sha256 is not None and sha256_bytes(data) != sha256:
         raise DataError(f"{store.key_uri(key)}: checksum mismatch (corrupt or replaced checkpoint)")
-    # Our own files, from our own store: they hold NumPy RNG state, which weights_only refuses.
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{store.key_uri(key)}: refused to load, it holds more than tensors and plain data "
+                        f"({first[:200]})") from None
+    except (RuntimeError, EOFError) as e:  # truncated or not a torch file at all
+        raise DataError(f"{store.key_uri(key)}: not a readable torch file ({type(e).__name__})") from None
+
+
+def read_run(uri: str, artifact: str, *, formats: tuple[str, ...], flag: str, map_location="cpu"):
+    """(artifact, run.json) of a finished step: ``run.json`` and the sha256-verified object it names.
+
+    Args:
+        uri: the step's output folder (a store URI).
+        artifact: the key in ``run.json`` that describes the object, e.g. ``"encoder"`` or ``"model"``.
+        formats: accepted ``run.json`` formats, e.g. ``("jetlib.pretrain/1",)``.
+        flag: the flag that named ``uri``, for the error line (``--init``, ``--model``).
+
+    Raises:
+        StoreError: the store cannot be read (exit 3).
+        ConfigError: ``uri`` holds no finished run of that kind (exit 2).
+        DataError: the object fails its checksum or holds code (exit 2).
+    """
+    store = open_store(uri)
+    if not store.exists("run.json"):
+        raise ConfigError(f"{flag} {uri}: no finished run there (no run.json)")
+    try:
+        run = json.loads(store.get_bytes("run.json"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{flag} {uri}: run.json is not JSON ({e})") from None
+    kinds = " or ".join(formats)
+    if not isinstance(run, dict) or run.get("format") not in formats:
+        got = run.get("format") if isinstance(run, dict) else type(run).__name__
+        raise ConfigError(f"{flag} {uri}: run.json is {got!r}, expected a {kinds} run")
+    record = run.get(artifact)
+    if not isinstance(record, dict) or not {"key", "sha256"} <= set(record):
+        raise ConfigError(f"{flag} {uri}: run.json names no {artifact} (key and sha256)")
+    return load_object(store, record["key"], record["sha256"], map_location), run
 
 
 def rng_state() -> dict:
+    """This process's RNG states as tensors and plain data (loadable with ``weights_only=True``)."""
+    version, keys, gauss = random.getstate()
+    kind, mt, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(keys), gauss],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(mt.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_states() -> list[dict]:
+    """Every rank's :func:`rng_state`, in rank order. A collective: call it on every rank."""
+    return dist.all_gather_object(rng_state())
 
 
 def seed_everything(seed: int) -> None:
@@ -71,6 +137,40 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def resume(ckpts: Checkpoints, *, config: dict, dataset_id: str, model, optimizer, scheduler=None,
+           map_location="cpu") -> dict | None:
+    """Restore the newest checkpoint into ``model``/``optimizer``/``scheduler`` and this rank's RNG.
+
+    The one resume of every training step: it refuses a checkpoint written with another
+    config or dataset, and restores the RNG state this rank saved (the checkpoint holds one
+    per rank, see :func:`rng_states`).
+
+    Returns:
+        the checkpoint (for the step's own counters: epoch, step, history, ...) or ``None``
+        when the run has not saved one yet.
+    """
+    saved = ckpts.latest(map_location=map_location)
+    if saved is None:
+        return None
+    where = ckpts.store.uri.removesuffix("/checkpoints")
+    if saved["config"] != config or saved["dataset"] != dataset_id:
+        diff = [k for k in config if saved["config"].get(k) != config[k]]
+        what = f"settings {', '.join(diff)}" if diff else "dataset"
+        raise ConfigError(f"{where} holds a run with different {what}: resume with the same command, "
+                          f"or choose a new --out")
+    world, rank = dist.world_size(), dist.rank()
+    if len(saved["rng"]) != world:
+        raise ConfigError(f"{where} was checkpointed by {len(saved['rng'])} processes, not {world}: resume "
+                          f"with the same number of processes, or choose a new --out")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"][rank])
+    log.info("resuming %s after epoch %d", where, saved["epoch"])
+    return saved
 
 
 class Checkpoints:

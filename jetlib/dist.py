@@ -7,15 +7,20 @@ collective is the identity, so one code path serves one CPU process and N GPUs.
 
 The process group comes from the environment ``torchrun`` sets (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): NCCL when the
-step runs on CUDA, gloo on CPU.
+step runs on CUDA, gloo on CPU. Collectives time out after ``JETLIB_DIST_TIMEOUT_S``
+seconds (default 1800), so a dead peer ends the survivors with an error instead of a
+hang that holds the GPUs forever.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
 import torch.distributed as td
+
+from jetlib.errors import ConfigError
 
 
 def is_initialized() -> bool:
@@ -43,13 +48,28 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", 1)) > 1
 
 
+DEFAULT_TIMEOUT_S = 1800
+
+
+def timeout() -> datetime.timedelta:
+    """How long a collective waits for the other ranks: ``JETLIB_DIST_TIMEOUT_S`` (default 1800 s)."""
+    raw = os.environ.get("JETLIB_DIST_TIMEOUT_S", str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"JETLIB_DIST_TIMEOUT_S must be a positive number of seconds, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def setup(device: torch.device) -> torch.device:
     """Join the process group torchrun describes, if any; returns this rank's device."""
     if device.type == "cuda":
         device = torch.device("cuda", local_rank())
         torch.cuda.set_device(device)
     if launched() and not is_initialized():
-        td.init_process_group("nccl" if device.type == "cuda" else "gloo",
+        td.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout(),
                               device_id=device if device.type == "cuda" else None)
     return device
 
@@ -70,6 +90,15 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     if is_initialized():
         td.all_reduce(out)
         out /= world_size()
+    return out
+
+
+def all_gather_object(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects); ``[obj]`` on one process."""
+    if not is_initialized():
+        return [obj]
+    out = [None] * world_size()
+    td.all_gather_object(out, obj)
     return out
 
 

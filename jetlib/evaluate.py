@@ -21,12 +21,12 @@ import logging
 import time
 
 from jetlib import baseline, finetune
-from jetlib.checkpoint import load_object
+from jetlib.checkpoint import read_run
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
 from jetlib.device import autocast_for, resolve_device
-from jetlib.errors import ConfigError, DataError
+from jetlib.errors import DataError
 from jetlib.metrics import classification, regression
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,7 @@ def result_name(task: str, mode: str, fraction: float, seed: int) -> str:
 
 def load_model(model_uri: str, device):
     """(network with its best weights, model blob, run record) from a training step's output."""
-    store = open_store(model_uri)
-    try:
-        run = json.loads(store.get_bytes("run.json"))
-    except Exception as e:
-        raise ConfigError(f"--model {model_uri}: no finished training run there (run.json: {e})") from None
-    blob = load_object(store, run["model"]["key"], run["model"]["sha256"])
+    blob, run = read_run(model_uri, "model", formats=("jetlib.model/1",), flag="--model")
     build = {"resnet": finetune.build_model, "vgg": baseline.build_model}[blob["kind"]]
     model = build(blob)
     model.load_state_dict(blob["state_dict"])

@@ -24,7 +24,6 @@ improvement. Writes ``model.pt`` (best weights), ``metrics.json`` and ``run.json
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 
@@ -35,11 +34,10 @@ from torch import nn
 
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, augment
-from jetlib.checkpoint import load_object
+from jetlib.checkpoint import read_run
 from jetlib.config import resolve
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset
-from jetlib.data.store import open_store
 from jetlib.device import autocast_for
 from jetlib.errors import ConfigError
 from jetlib.models.heads import ClassifierHead, RegressionHead
@@ -155,13 +153,7 @@ def build_model(blob: dict) -> Supervised:
 
 def load_pretrained(init: str) -> tuple[dict, dict]:
     """(encoder blob, run.json) of a pretraining run, the encoder verified against its sha256."""
-    store = open_store(init)
-    try:
-        run = json.loads(store.get_bytes("run.json"))
-    except Exception as e:
-        raise ConfigError(f"--init {init}: no finished pretraining run there (run.json: {e})") from None
-    record = run["encoder"]
-    return load_object(store, record["key"], record["sha256"]), run
+    return read_run(init, "encoder", formats=("jetlib.pretrain/1",), flag="--init")
 
 
 def _encoder(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[ResNet, list[str], str, dict]:

@@ -9,9 +9,12 @@ Outputs in ``--out`` (a store URI), main rank only:
 ``checkpoints/``  every epoch (see :mod:`jetlib.checkpoint`); a re-run of the same
                   command resumes from the newest and ends bit-for-bit where an
                   uninterrupted run would (on CPU)
-``metrics.json``  per epoch: loss, temperature, learning rate, jets/s, k-NN accuracy
+``metrics.json``  per epoch: loss, temperature, learning rate, jets/s, k-NN accuracy, and
+                  ``step_losses``: ``[[global_step, loss], ...]`` every ``log_interval`` steps
+                  (the loss of the global batch, averaged over ranks)
 ``encoder.pt``    the encoder's weights and config, for fine-tuning
-``run.json``      written last: the commit, with the encoder's sha256
+``run.json``      written last: the commit, with the encoder's sha256, the resolved config
+                  (augmentation parameters included) and the provenance (git commit, packages)
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import nn
 from jetlib import __version__, dist
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, two_views
-from jetlib.checkpoint import Checkpoints, rng_state, save_object, seed_everything, set_rng_state
+from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
 from jetlib.config import resolve
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
@@ -42,6 +45,7 @@ from jetlib.models.heads import ProjectionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
 from jetlib.monitor import knn_accuracy
 from jetlib.progress import progress
+from jetlib.provenance import provenance
 
 log = logging.getLogger(__name__)
 RUN_FORMAT = "jetlib.pretrain/1"
@@ -70,12 +74,15 @@ class PretrainConfig:
     channels_last: str = "auto"  # auto (on CUDA only) | on | off
     compile: bool = False  # torch.compile the model
     keep_every: int = 0  # also keep every Nth epoch's checkpoint (0: only the newest)
+    log_interval: int = 10  # read the loss back (a device sync) and record it every N steps
 
     def __post_init__(self):
         if self.augment not in AUGMENT_PRESETS:
             raise ConfigError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)}, got {self.augment!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ConfigError("need epochs >= 1, batch size >= 2 and a positive learning rate")
+        if self.log_interval < 1:
+            raise ConfigError(f"log_interval must be at least 1, got {self.log_interval}")
         if self.amp not in ("auto", "bf16", "off") or self.channels_last not in ("auto", "on", "off"):
             raise ConfigError("amp must be auto|bf16|off and channels_last auto|on|off")
 
@@ -86,7 +93,7 @@ CPU_MODEL = ResNetConfig(stem_width=16, widths=(16, 16, 32, 32, 64, 64, 128), gr
 PRESETS = {
     # seconds on tiny generated data, yet two epochs so that resuming is exercised
     "tiny": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "model": TINY_MODEL, "proj_hidden": 16,
-             "proj_dim": 8, "monitor_bank": 64, "monitor_val": 32, "knn_k": 5},
+             "proj_dim": 8, "monitor_bank": 64, "monitor_val": 32, "knn_k": 5, "log_interval": 1},
     # a laptop run in minutes: a narrower ResNet-15 (405k parameters)
     "cpu": {"epochs": 10, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL, "proj_hidden": 256,
             "monitor_bank": 1000, "monitor_val": 500},
@@ -132,10 +139,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: PretrainConfig, step: int,
                     total_steps: int, warmup_steps: int, steps: int, autocast, channels_last: bool,
                     epoch: int) -> tuple[dict, int]:
-    """One pass; returns (averaged stats, next step). Stops loudly on a non-finite loss."""
+    """One pass; returns (averaged stats, next step). Stops loudly on a non-finite loss.
+
+    The loss is read back to the host (a device sync) only every ``cfg.log_interval`` steps
+    and at the last step, as nanoGPT does; the finiteness check rides on the same read. A
+    non-finite loss seen there stops the run before this epoch's checkpoint is written.
+    """
     aug = AugmentConfig(cfg.augment)
     model.train()
     losses = torch.zeros((), device=loader.device)
+    step_losses = []  # [[global step, loss of the global batch], ...]
     t0 = time.perf_counter()
     bar = progress(total=steps, desc=f"epoch {epoch}", unit="step", disable=not dist.is_main())
     n = 0
@@ -149,36 +162,30 @@ def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: Pretrai
         v1, v2 = two_views(x, aug)  # (B, C, H, W) each, fp32
         with autocast():
             loss = model(v1, v2)
-        finite = dist.all_reduce_min(torch.isfinite(loss.detach()).float())
-        if finite.item() == 0:
-            raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}: lower --lr or "
-                                f"check the data; the newest checkpoint is still good")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses += loss.detach()
-        step += 1
         n += 1
+        if n % cfg.log_interval == 0 or n == steps:
+            value = float(dist.all_reduce_mean(loss.detach().float()))  # same on every rank: all stop together
+            if not math.isfinite(value):
+                raise TrainingError(f"non-finite loss ({value}) at epoch {epoch}, step {step}: lower --lr or "
+                                    f"check the data; the newest checkpoint is still good")
+            step_losses.append([step, value])
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     seconds = time.perf_counter() - t0
     mean_loss = dist.all_reduce_mean(losses / n)
     return {"loss": float(mean_loss), "lr": lr, "steps": n, "seconds": seconds,
-            "jets_per_s": n * loader.batch_size * dist.world_size() / seconds}, step
+            "jets_per_s": n * loader.batch_size * dist.world_size() / seconds, "step_losses": step_losses}, step
 
 
 def _unwrap(model: nn.Module) -> SimCLR:
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
-
-
-def _check_resumable(saved: dict, cfg: PretrainConfig, data_id: str, where: str) -> None:
-    if saved["config"] != asdict(cfg) or saved["dataset"] != data_id:
-        diff = [k for k in asdict(cfg) if saved["config"].get(k) != asdict(cfg)[k]]
-        what = f"settings {', '.join(diff)}" if diff else "dataset"
-        raise ConfigError(f"{where} holds a run with different {what}: resume with the same command, "
-                          f"or choose a new --out")
 
 
 def pretrain(data: str | Dataset, out: str, cfg: PretrainConfig, device: str = "auto") -> dict:
@@ -217,14 +224,10 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
     total_steps, warmup_steps = cfg.epochs * steps, cfg.warmup_epochs * steps
 
     history, start, step = [], 0, 0
-    saved = ckpts.latest(map_location=device)
+    saved = resume(ckpts, config=asdict(cfg), dataset_id=ds.manifest["id"], model=model, optimizer=optimizer,
+                   map_location=device)
     if saved is not None:
-        _check_resumable(saved, cfg, ds.manifest["id"], store.uri)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
         history, start, step = saved["history"], saved["epoch"] + 1, saved["step"]
-        set_rng_state(saved["rng"])
-        log.info("resuming %s from epoch %d", store.uri, saved["epoch"])
     else:
         torch.manual_seed(cfg.seed + 1_000_003 * rank)  # augmentations differ across ranks
     if dist.is_main():
@@ -250,36 +253,40 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
         stats, step = train_one_epoch(net, loader, optimizer, cfg, step, total_steps, warmup_steps, steps,
                                       autocast, channels_last, epoch)
         stats = {"epoch": epoch, **stats, "temperature": _unwrap(model).loss.temperature}
+        if dist.is_main() and monitor:
+            stats["knn_accuracy"] = knn_accuracy(_unwrap(model).encoder, bank, val, cfg.monitor_bank,
+                                                 cfg.monitor_val, cfg.knn_k, autocast)
+        history.append(stats)
+        rngs = rng_states()  # every rank's, after the monitor: what the next epoch starts from
         if dist.is_main():
-            if monitor:
-                stats["knn_accuracy"] = knn_accuracy(_unwrap(model).encoder, bank, val, cfg.monitor_bank,
-                                                     cfg.monitor_val, cfg.knn_k, autocast)
-            history.append(stats)
             ckpts.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "epoch": epoch, "step": step, "rng": rng_state(), "config": asdict(cfg),
+                        "epoch": epoch, "step": step, "rng": rngs, "config": asdict(cfg),
                         "dataset": ds.manifest["id"], "history": history}, epoch)
             _write_metrics(store, cfg, ds, history)
             log.info("epoch %d: loss %.4f, T %.4f, lr %.2e, %.0f jets/s%s", epoch, stats["loss"],
                      stats["temperature"], stats["lr"], stats["jets_per_s"],
                      f", k-NN acc {stats['knn_accuracy']:.3f}" if "knn_accuracy" in stats else "")
-        else:
-            history.append(stats)
         dist.barrier()
 
-    final = history[-1] if history else {}
+    final = _summary(history[-1]) if history else {}
     if dist.is_main():
-        _finish(store, cfg, ds, model_cfg, _unwrap(model), history)
+        _finish(store, cfg, ds, model_cfg, _unwrap(model), history, device)
     dist.barrier()
     return final
 
 
 def _write_metrics(store, cfg, ds, history) -> None:
-    doc = {"step": "pretrain", "config": asdict(cfg), "dataset": {"uri": ds.uri, "id": ds.manifest["id"]},
-           "epochs": history}
+    doc = {"step": "pretrain", "config": asdict(cfg), "augment_params": asdict(AugmentConfig(cfg.augment)),
+           "dataset": {"uri": ds.uri, "id": ds.manifest["id"]}, "epochs": history}
     store.put_bytes("metrics.json", json.dumps(doc, indent=1).encode())
 
 
-def _finish(store, cfg, ds, model_cfg, model: SimCLR, history) -> None:
+def _summary(stats: dict) -> dict:
+    """An epoch's stats without the per-step losses (those stay in metrics.json)."""
+    return {k: v for k, v in stats.items() if k != "step_losses"}
+
+
+def _finish(store, cfg, ds, model_cfg, model: SimCLR, history, device) -> None:
     encoder = {"arch": "resnet", "config": model_cfg.to_dict(), "state_dict": model.encoder.state_dict(),
                "normalize": cfg.normalize, "channel_names": ds.manifest["image"]["channel_names"],
                "dataset": ds.manifest["id"], "pretrain": asdict(cfg)}
@@ -287,7 +294,8 @@ def _finish(store, cfg, ds, model_cfg, model: SimCLR, history) -> None:
     _write_metrics(store, cfg, ds, history)
     run = {"format": RUN_FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
            "jetlib_version": __version__, "dataset": {"uri": ds.uri, "id": ds.manifest["id"]},
-           "encoder": record, "final": history[-1] if history else {}, "config": asdict(cfg),
-           "world_size": dist.world_size(), "torch": torch.__version__, "host": os.uname().nodename}
+           "encoder": record, "final": _summary(history[-1]) if history else {}, "config": asdict(cfg),
+           "augment_params": asdict(AugmentConfig(cfg.augment)), "world_size": dist.world_size(),
+           "torch": torch.__version__, "host": os.uname().nodename, "provenance": provenance(device)}
     store.put_bytes("run.json", json.dumps(run, indent=1).encode())
     log.info("encoder written to %s", store.key_uri("encoder.pt"))

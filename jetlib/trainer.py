@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from jetlib import __version__
-from jetlib.checkpoint import Checkpoints, rng_state, save_object, seed_everything, set_rng_state
+from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
 from jetlib.data.loader import Batch, JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import Store, open_store
@@ -132,21 +132,13 @@ def fit(store: Store, model: nn.Module, optimizer, scheduler, stopping: Stopping
     """Train up to ``epochs``; ``train_epoch(epoch)`` returns stats including ``jets``."""
     ckpts = Checkpoints(store.child("checkpoints"))
     history, start, best_state, best_epoch, best_value, bad, seconds, jets = [], 0, None, -1, None, 0, 0.0, 0
-    saved = ckpts.latest()
+    saved = resume(ckpts, config=config, dataset_id=dataset_id, model=model, optimizer=optimizer,
+                   scheduler=scheduler)
     if saved is not None:
-        if saved["config"] != config or saved["dataset"] != dataset_id:
-            raise ConfigError(f"{store.uri} holds a run with other settings: resume with the same command, or "
-                              f"choose a new --out")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"])
         history, start = saved["history"], saved["epoch"] + 1
         best_state, best_epoch, best_value, bad = (saved["best_state"], saved["best_epoch"], saved["best_value"],
                                                    saved["bad_epochs"])
         seconds, jets = saved["train_seconds"], saved["train_jets"]
-        log.info("resuming %s after epoch %d", store.uri, saved["epoch"])
     stopped = bad >= stopping.patience
     for epoch in range(start, epochs):
         if stopped:
@@ -169,7 +161,7 @@ def fit(store: Store, model: nn.Module, optimizer, scheduler, stopping: Stopping
         history.append(row)
         ckpts.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch,
-                    "rng": rng_state(), "history": history, "best_state": best_state, "best_epoch": best_epoch,
+                    "rng": rng_states(), "history": history, "best_state": best_state, "best_epoch": best_epoch,
                     "best_value": best_value, "bad_epochs": bad, "config": config, "dataset": dataset_id,
                     "train_seconds": seconds, "train_jets": jets}, epoch)
         log.info("epoch %d: %s%s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items()

@@ -121,21 +121,116 @@ def test_physics_augmentation_and_cli(dataset, tmp_path):
     assert cfg["augment"] == "physics" and cfg["monitor_bank"] == 0
 
 
-@pytest.mark.ddp
-@pytest.mark.slow
-def test_same_command_under_torchrun(dataset, tmp_path):
+@pytest.fixture(scope="module")
+def even_dataset(tmp_path_factory):
+    """64 train jets in 8 row groups of 8: one process and each of 2 ranks see whole, equal shares."""
+    from jetlib.data.splits import SplitConfig
+    from tests.conftest import write_h5
+
+    d = tmp_path_factory.mktemp("even")
+    write_h5(d / "jets.h5", n=90)
+    uri = ingest(d / "jets.h5", str(d / "store"),
+                 cfg=IngestConfig(split=SplitConfig(label_fractions=(0.5, 1.0)), shard_rows=16, row_group_rows=8))
+    shards = json.loads(open_store(uri).get_bytes("manifest.json"))["splits"]["train"]["shards"]
+    assert [s["rows"] for s in shards] == [16] * 4
+    return uri
+
+
+def _torchrun(*args, nproc=2, popen=None):
     import os
     import subprocess
     import sys
 
     from tests.conftest import free_port
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(free_port()), "-m", "jetlib", "pretrain", "--data", dataset, "--out", str(tmp_path / "ddp"),
-           "--preset", "tiny", "--device", "cpu"]
-    env = {**os.environ, "JETLIB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+           str(free_port()), "-m", "jetlib", "pretrain", *map(str, args), "--device", "cpu"]
+    env = {**os.environ, "JETLIB_PROGRESS": "0", "OMP_NUM_THREADS": "1", "JETLIB_DIST_TIMEOUT_S": "120"}
+    if popen is not None:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc), children first."""
+    from pathlib import Path
+
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return [d for c in children for d in _process_tree(c)] + [pid]
+
+
+def _metrics(out):
+    return json.loads(open_store(str(out)).get_bytes("metrics.json"))["epochs"]
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_torchrun_matches_one_process_on_the_same_global_batch(even_dataset, tmp_path):
+    # No randomness left (no augmentation, no dropout) and a global batch of the whole train split,
+    # so 2 ranks x 32 jets and 1 process x 64 jets compute the same loss and the same update, up to
+    # the order of float sums. A missing gradient sync, a loss that ignores the other rank's
+    # negatives or a per-rank learning rate would each break this.
+    flags = ["--data", even_dataset, "--preset", "tiny", "--epochs", "3", "--set", "augment=none",
+             "--set", "batch_size=64", "--set", "model.dropout=0.0", "--set", "monitor_bank=0"]
+    r = _torchrun(*flags, "--out", tmp_path / "ddp")
     assert r.returncode == 0, r.stderr[-3000:]
-    run = json.loads((tmp_path / "ddp" / "run.json").read_text())
-    assert run["world_size"] == 2 and run["final"]["epoch"] == 1
     assert len(r.stdout.strip().splitlines()) == 1  # only rank 0 prints the result
+    r1 = run_cli("pretrain", *flags, "--out", tmp_path / "one", "--device", "cpu", env={"OMP_NUM_THREADS": "1"})
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    run = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert run["world_size"] == 2 and json.loads((tmp_path / "one" / "run.json").read_text())["world_size"] == 1
+    ddp, one = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "one")
+    steps_ddp = [s for e in ddp for s in e["step_losses"]]
+    steps_one = [s for e in one for s in e["step_losses"]]
+    assert [s for s, _ in steps_ddp] == [s for s, _ in steps_one] == [0, 1, 2]
+    for (_, a), (_, b) in zip(steps_ddp, steps_one, strict=True):
+        assert a == pytest.approx(b, rel=1e-5)
+    assert steps_ddp[-1][1] < steps_ddp[0][1]  # and it learns
+    a, b = encoder_state(str(tmp_path / "ddp")), encoder_state(str(tmp_path / "one"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_killed_2_process_run_resumes_bitwise(even_dataset, tmp_path):
+    import contextlib
+    import os
+    import signal
+    import time
+
+    flags = ["--data", even_dataset, "--preset", "tiny", "--epochs", "4"]
+    r = _torchrun(*flags, "--out", tmp_path / "straight")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    # kill -9 torchrun and its workers as soon as the first checkpoint is committed
+    killed = tmp_path / "killed"
+    proc = _torchrun(*flags, "--out", killed, popen=True)
+    pointer = killed / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + 240
+    while not pointer.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in _process_tree(proc.pid):  # torchrun starts its workers in sessions of their own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.communicate()
+    assert pointer.exists() and not (killed / "run.json").exists(), "the run ended before it could be killed"
+    assert json.loads(pointer.read_text())["epoch"] < 3
+
+    r = _torchrun(*flags, "--out", killed)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = encoder_state(str(tmp_path / "straight")), encoder_state(str(killed))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # bitwise: rank 1 drew its own augmentations after the resume
+    assert [e["step_losses"] for e in _metrics(tmp_path / "straight")] == [e["step_losses"] for e in _metrics(killed)]
+
+
+@pytest.mark.s3
+def test_four_epochs_to_s3_leave_one_checkpoint(dataset, s3_env):
+    pt.pretrain(dataset, s3_env, tiny(epochs=4, monitor_bank=0), device="cpu")
+    assert open_store(s3_env).list("checkpoints") == ["checkpoints/epoch-0003.pt", "checkpoints/latest.json"]
