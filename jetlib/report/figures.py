@@ -239,7 +239,9 @@ def regression_panels(preds: dict[str, dict[str, np.ndarray]], results: list[dic
     lo, hi = (min(a for a, _ in lo_hi), max(b for _, b in lo_hi)) if lo_hi else (0, 1)
     for ax, mode in zip(axes[0], modes, strict=False):
         p = preds[mode]
-        ax.hist2d(p["true"], p["pred"], bins=40, range=[[lo, hi], [lo, hi]], cmap="Blues", norm=LogNorm())
+        # empty cells stay white (cmin), so a model that predicts one value shows as one line, not a wash
+        ax.hist2d(p["true"], p["pred"], bins=40, range=[[lo, hi], [lo, hi]], cmap="viridis", cmin=1,
+                  norm=LogNorm(vmin=1))
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
         ax.set_title(f"{mode} ({len(p['true'])} jets)", fontsize=10)
         ax.set_xlabel("true mass (GeV)")
