@@ -10,20 +10,19 @@ is capped at ``max_jets`` test jets so a report of a big study stays quick on a 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from jetlib.checkpoint import load_object
+from jetlib.checkpoint import read_run
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset
-from jetlib.data.store import open_store
 from jetlib.errors import ConfigError
 from jetlib.models.heads import ClassifierHead, RegressionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
+from jetlib.report.collect import MODEL_FORMAT, PRETRAIN_FORMAT
 
 MAX_JETS = 10_000
 EXAMPLES_PER_CLASS = 2
@@ -82,15 +81,8 @@ def portrait(ds: Dataset, max_jets: int = MAX_JETS) -> DataPortrait:
 
 def load_step_object(uri: str, field: str) -> tuple[dict, dict]:
     """(object, run.json) of a finished step: ``field`` is ``model`` or ``encoder``, verified by sha256."""
-    store = open_store(uri)
-    try:
-        run = json.loads(store.get_bytes("run.json"))
-    except Exception as e:
-        raise ConfigError(f"{uri}: no finished run there (run.json: {e})") from None
-    record = run.get(field)
-    if not isinstance(record, dict):
-        raise ConfigError(f"{store.key_uri('run.json')} names no {field}")
-    return load_object(store, record["key"], record["sha256"]), run
+    formats = (PRETRAIN_FORMAT,) if field == "encoder" else (MODEL_FORMAT,)
+    return read_run(uri, field, formats=formats, flag="report: step")
 
 
 class _Supervised(nn.Module):
@@ -126,11 +118,9 @@ def predict_mass(ds: Dataset, model_uri: str, max_jets: int = MAX_JETS) -> dict[
     return {"true": np.concatenate(true), "pred": np.concatenate(pred)}
 
 
-def encoder_from(uri: str) -> tuple[ResNet, str]:
-    """(encoder with its weights, normalisation) from a pretraining run or a fine-tuning/scratch run."""
-    store = open_store(uri)
-    run = json.loads(store.get_bytes("run.json"))
-    if "encoder" in run:
+def encoder_from(uri: str, pretraining: bool) -> tuple[ResNet, str]:
+    """(encoder with its weights, normalisation) from a pretraining run, or else a fine-tuning/scratch run."""
+    if pretraining:
         blob, _ = load_step_object(uri, "encoder")
         enc = ResNet(ResNetConfig.from_dict(blob["config"]))
         enc.load_state_dict(blob["state_dict"])

@@ -81,7 +81,7 @@ def encoder_section(study: Study, ds: Dataset | None, portrait, notes: list[str]
     x = np.stack([e[1] for e in portrait.examples])
     for name, uri in sources.items():
         try:
-            enc, normalize = inference.encoder_from(uri)
+            enc, normalize = inference.encoder_from(uri, pretraining=name == "pretrained")
         except (JetlibError, KeyError, RuntimeError) as e:
             notes.append(f"activation maps of {uri}: cannot load the encoder ({e})")
             continue
