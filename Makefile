@@ -11,7 +11,7 @@ DEMO_JETS ?= 400
 .PHONY: help install test test-fast lint bench study demo clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,3 +51,28 @@ demo: $(STAMP) ## run the main job on embedded defaults: simulate, ingest, pretr
 
 clean: ## remove the demo output and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) .cache .pytest_cache .ruff_cache
+
+# --- containers and clusters: images/, manifests/, scripts/ (README "Containers and clusters") ---
+FLAVORS ?= cpu cuda
+BASE_IMAGE ?=
+CUDA_BASE_IMAGE ?=
+KIND_CLUSTER ?= jetlib
+.PHONY: image-base images kind-up kind-e2e kind-down
+
+image-base: ## build jetlib-base:bookworm from Debian packages (debootstrap), for hosts that reach no image registry
+	images/build-base.sh jetlib-base:bookworm
+
+images: ## build jetlib:<version> and jetlib-cuda:<version> (FLAVORS=cpu for one; BASE_IMAGE=jetlib-base:bookworm offline)
+	@set -e; for f in $(FLAVORS); do \
+	  if [ $$f = cuda ]; then BASE_IMAGE="$(CUDA_BASE_IMAGE)" images/build.sh cuda; \
+	  else BASE_IMAGE="$(BASE_IMAGE)" images/build.sh $$f; fi; done
+
+kind-up: ## kind cluster + KFP 2.17.0 + Trainer v2.3.0 + MinIO + RBAC, jetlib image loaded (needs docker, kind, kubectl)
+	KIND_CLUSTER=$(KIND_CLUSTER) scripts/kind-up.sh
+
+kind-e2e: $(STAMP) ## compile the CPU pipeline, run it (tiny preset) on the kind cluster, fail on failure, print summary metrics
+	JETLIB_IMAGE=jetlib:$$(sed -nE 's/^__version__ = "([^"]+)"/\1/p' jetlib/__init__.py) $(BIN)/python -m pipelines.jet_ssl
+	KIND_CLUSTER=$(KIND_CLUSTER) $(BIN)/python scripts/kind_e2e.py
+
+kind-down: ## delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
