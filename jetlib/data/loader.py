@@ -40,9 +40,33 @@ from jetlib import dist
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.shards import SparseRows, decode, parquet_file
 from jetlib.data.store import LocalStore, atomic_write, sha256_bytes
-from jetlib.errors import ConfigError, DataError
+from jetlib.errors import ConfigError
 
 NORMALIZE = ("scale", "none")
+PREFETCH_THREAD = "jetlib-prefetch"  # the background reader's thread name
+_PUT_TIMEOUT_S = 0.1  # how often a blocked producer checks whether the consumer has gone
+_JOIN_TIMEOUT_S = 300.0  # a piece read in flight (an S3 fetch) is allowed to finish
+
+
+def _offer(out: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put ``item``, waiting for room until ``stop`` is set; True if it was put."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=_PUT_TIMEOUT_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _take(q: queue.Queue, worker: threading.Thread):
+    """The next item from the prefetch thread; an error, not a hang, if the thread died without a word."""
+    while True:
+        try:
+            return q.get(timeout=1.0)
+        except queue.Empty:
+            if not worker.is_alive() and q.empty():
+                raise RuntimeError("the loader's prefetch thread ended without finishing the epoch") from None
 
 
 @dataclass
@@ -87,11 +111,6 @@ class ShardReader:
         self.lru: OrderedDict[str, bytes] = OrderedDict()
         self.lru_bytes, self.held = lru_bytes, 0
         self.lock = threading.Lock()
-
-    def _verified(self, data: bytes, shard: dict, where: str) -> bytes:
-        if sha256_bytes(data) != shard["sha256"]:
-            raise DataError(f"{where}: checksum mismatch (the shard changed or is corrupt)")
-        return data
 
     def get(self, shard: dict) -> bytes:
         sha = shard["sha256"]
@@ -212,21 +231,21 @@ class JetLoader:
         return piece if (lo, hi) == (0, len(jet)) else piece.take(np.arange(lo, hi))
 
     def _produce(self, out: queue.Queue, stop: threading.Event) -> None:
+        """The prefetch thread: decoded pieces, then ``None`` (the end) or the exception that stopped it.
+
+        Every ``put`` gives up once ``stop`` is set, the last ones included: a consumer that
+        stops early leaves a full queue, and a plain ``put`` would block this thread forever.
+        """
         try:
             for p in self.mine:
                 if stop.is_set():
                     return
-                item = self._read_piece(p)
-                while not stop.is_set():
-                    try:
-                        out.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                if not _offer(out, self._read_piece(p), stop):
+                    return
         except BaseException as e:  # handed to the consumer, which re-raises it
-            out.put(e)
+            _offer(out, e, stop)
             return
-        out.put(None)
+        _offer(out, None, stop)
 
     def _densify(self, piece: _Piece) -> Batch:
         c, h, w = self.shape
@@ -258,7 +277,7 @@ class JetLoader:
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, 1])
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
-        worker = threading.Thread(target=self._produce, args=(q, stop), daemon=True)
+        worker = threading.Thread(target=self._produce, args=(q, stop), daemon=True, name=PREFETCH_THREAD)
         worker.start()
         window_rows = self.window * self.ds.manifest["config"]["row_group_rows"]
         pool: list[_Piece] = []
@@ -266,7 +285,7 @@ class JetLoader:
         try:
             while emitted < self.n_batches:
                 while not done and pooled < max(window_rows, self.batch_size):
-                    item = q.get()
+                    item = _take(q, worker)
                     if item is None:
                         done = True
                     elif isinstance(item, BaseException):
@@ -289,5 +308,6 @@ class JetLoader:
                 rest = np.arange(take, pooled)
                 pool = [rows.take(rest)] if len(rest) else []
                 pooled = len(rest)
-        finally:
+        finally:  # also on break, an exception in the consumer, or garbage collection (GeneratorExit)
             stop.set()
+            worker.join(timeout=_JOIN_TIMEOUT_S)  # it notices within one put timeout or one piece read

@@ -94,6 +94,7 @@ class Store(ABC):
         """Fail fast with a :class:`StoreError` if objects cannot be written here."""
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
+        """Upload a local file to ``key`` (atomically, with its sha256 recorded)."""
         data = Path(path).read_bytes()
         self.put_bytes(key, data, sha256=sha256_bytes(data))
 
@@ -174,12 +175,6 @@ class LocalStore(Store):
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-
-    def get_file(self, key, path):
-        try:
-            shutil.copyfile(self._path(key), path)
-        except FileNotFoundError:
-            raise StoreError(f"{self.key_uri(key)} does not exist") from None
 
     def check_writable(self):
         if self.root.exists() and not self.root.is_dir():

@@ -120,3 +120,49 @@ def test_breaking_early_does_not_hang(dataset):
         if i == 1:
             break
     assert len(list(loader)) == len(loader)
+
+
+def _prefetch_threads():
+    import threading
+
+    from jetlib.data.loader import PREFETCH_THREAD
+
+    return [t for t in threading.enumerate() if t.name == PREFETCH_THREAD and t.is_alive()]
+
+
+def test_stopping_early_leaves_no_live_thread(dataset):
+    import gc
+
+    ds, _ = dataset
+    loader = JetLoader(ds, batch_size=2, prefetch=1)  # a full queue as soon as the consumer pauses
+    for _ in loader:  # break
+        break
+    assert _prefetch_threads() == []
+    with pytest.raises(KeyError):  # an exception in the consumer
+        for _ in loader:
+            raise KeyError("consumer failed")
+    assert _prefetch_threads() == []
+    it = iter(loader)  # an iterator dropped half-way (garbage collected)
+    next(it)
+    assert len(_prefetch_threads()) == 1
+    del it
+    gc.collect()
+    assert _prefetch_threads() == []
+
+
+def test_a_failing_read_behind_a_full_queue_does_not_block_the_thread(dataset, monkeypatch):
+    ds, _ = dataset
+    loader = JetLoader(ds, batch_size=2, prefetch=1, shuffle=False, window=1)
+    real = JetLoader._read_piece
+
+    def fails_on_the_third(self, p, calls=[]):  # noqa: B006 - counts calls across the epoch
+        calls.append(p)
+        if len(calls) == 3:
+            raise OSError("disk gone")
+        return real(self, p)
+
+    monkeypatch.setattr(JetLoader, "_read_piece", fails_on_the_third)
+    it = iter(loader)
+    next(it)  # the producer now holds the error with no room in the queue: its last put must give up
+    it.close()
+    assert _prefetch_threads() == []

@@ -35,6 +35,19 @@ def test_contract(any_store):
     assert s.list() == ["z.json"]
 
 
+def test_files_round_trip_on_both_stores(any_store, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"\x00jets" * 1000)
+    any_store.put_file("f/src.bin", src)
+    assert any_store.stored_sha256("f/src.bin") == sha256_bytes(src.read_bytes())
+    any_store.get_file("f/src.bin", tmp_path / "back" / "copy.bin")
+    assert (tmp_path / "back" / "copy.bin").read_bytes() == src.read_bytes()
+    assert [p.name for p in (tmp_path / "back").iterdir()] == ["copy.bin"]  # no temporary left over
+    with pytest.raises(StoreError, match="does not exist"):
+        any_store.get_file("f/missing.bin", tmp_path / "back" / "missing.bin")
+    assert not (tmp_path / "back" / "missing.bin").exists()
+
+
 def test_keys_and_prefixes_mean_the_same_on_both_stores(any_store):
     s = any_store
     for key in ("ck/epoch-0001.pt", "ck/epoch-0001.pt.old", "ck/epoch-0002.pt", "ck/sub/x.bin", "ckpt.json"):
