@@ -70,7 +70,8 @@ class SourceInfo:
         return d
 
 
-def _open(path: str | os.PathLike):
+def open_source(path: str | os.PathLike):
+    """Open an HDF5 file for reading (an ``h5py.File``), or raise a one-line DataError."""
     import h5py
 
     p = Path(path)
@@ -85,11 +86,6 @@ def _open(path: str | os.PathLike):
     except OSError as e:
         reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
         raise DataError(f"{p}: HDF5 file is truncated or corrupt ({reason})") from None
-
-
-def open_source(path: str | os.PathLike):
-    """Open an HDF5 file for reading, or raise a one-line DataError."""
-    return _open(path)
 
 
 def _find_layout(f, path) -> str:
@@ -110,7 +106,7 @@ def inspect_source(path: str | os.PathLike, image_size: int | None = 125) -> Sou
         path: HDF5 file.
         image_size: required height and width in pixels; None accepts any square image.
     """
-    with _open(path) as f:
+    with open_source(path) as f:
         layout = _find_layout(f, path)
         roles = LAYOUTS[layout]
         ds = f[layout]
@@ -165,7 +161,7 @@ def read_scalars(info: SourceInfo) -> dict[str, np.ndarray]:
     if not info.labelled:
         return {}
     out = {}
-    with _open(info.path) as f:
+    with open_source(info.path) as f:
         for role in SCALAR_ROLES:
             key = info.keys[role]
             try:
