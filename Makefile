@@ -5,10 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
-DEMO_JETS ?= 400
+DEMO_JETS ?= 3000
+KFP_ENDPOINT ?= http://localhost:8080
+KFP_EXPERIMENT ?= jetlib
+RUN ?= jet-ssl
+PIPELINE ?= pipelines/jet_ssl.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench study demo clean
+.PHONY: help install test test-fast lint bench study demo compile submit clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,17 +41,14 @@ bench: $(STAMP) ## run the data and pretraining benchmarks; each prints one JSON
 study: $(STAMP) ## pretrain + every mode at 1% and 10% labels x 3 seeds on 8,000 simulated jets (~1.6 h on 2 cores)
 	$(BIN)/python benchmarks/study.py
 
-demo: $(STAMP) ## run the main job on embedded defaults: simulate, ingest, pretrain, fine-tune vs scratch, evaluate
-	@mkdir -p $(DEMO_DIR)
-	@test -f $(DEMO_DIR)/jets.h5 || $(BIN)/jetlib simulate --n-jets $(DEMO_JETS) --seed 0 --out $(DEMO_DIR)/jets.h5 >/dev/null
-	@set -e; runs=$(DEMO_DIR)/store/runs/demo; \
-	uri=$$($(BIN)/jetlib ingest $(DEMO_DIR)/jets.h5 --store $(DEMO_DIR)/store); $(BIN)/jetlib inspect $$uri; \
-	$(BIN)/jetlib pretrain --data $$uri --out $$runs/pretrain --preset cpu >/dev/null; \
-	for mode in finetune scratch; do \
-	  $(BIN)/jetlib finetune --data $$uri --task cls --mode $$mode --init $$runs/pretrain --label-fraction 0.5 \
-	    --preset cpu --out $$runs/cls-$$mode-f0.5-s0 >/dev/null; \
-	  $(BIN)/jetlib evaluate --data $$uri --model $$runs/cls-$$mode-f0.5-s0 --out $$runs/results; \
-	done; echo "results: $$runs/results"
+demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets, pretrain, fine-tune vs scratch x 3 seeds, report (~15 min)
+	$(BIN)/python -m pipelines.demo --out $(DEMO_DIR) --n-jets $(DEMO_JETS)
+
+compile: $(STAMP) ## compile pipelines/jet_ssl.yaml (GPU) and jet_ssl_cpu.yaml (images from JETLIB_IMAGE, JETLIB_CUDA_IMAGE)
+	$(BIN)/python -m pipelines.jet_ssl
+
+submit: $(STAMP) ## submit PIPELINE to KFP_ENDPOINT as run RUN in KFP_EXPERIMENT; ARGS="key=value ..." sets parameters
+	$(BIN)/kfp --endpoint $(KFP_ENDPOINT) run create -e $(KFP_EXPERIMENT) -r $(RUN) -f $(PIPELINE) $(ARGS)
 
 clean: ## remove the demo output and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) .cache .pytest_cache .ruff_cache
