@@ -3,8 +3,9 @@
 Every step is runnable on a laptop, in ``docker run``, under ``torchrun -m jetlib``
 and inside a KFP component, with the same flags. Results a program wants (a URI,
 a JSON summary) go to stdout; progress and logs go to stderr. A user error is one
-line on stderr and a non-zero exit (2 bad input or flag, 3 store); ``--debug``
-shows the traceback instead.
+line on stderr and a non-zero exit (2 bad input or flag, 3 store, 4 training);
+``--debug`` shows the traceback instead. An unexpected error (a bug) prints its
+one-line summary and then always its traceback, and exits 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 from jetlib import __version__
 from jetlib.errors import JetlibError
@@ -37,6 +39,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -122,7 +134,7 @@ def _add_training_flags(p, presets: tuple[str, ...]) -> None:
                         "CUDA is visible, else cpu")
     p.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     p.add_argument("--batch-size", type=positive_int, help="override the preset's (global) batch size")
-    p.add_argument("--lr", type=float, help="override the preset's learning rate")
+    p.add_argument("--lr", type=positive_float, help="override the preset's learning rate")
     p.add_argument("--seed", type=int, help="override the seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (cuda if visible, else cpu), cpu, cuda")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
@@ -328,11 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `jetlib inspect ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as e:  # a bug, not bad input: still one line unless --debug
-        if args.debug:
+    except Exception as e:  # a bug, not bad input: the summary line, then the traceback (nobody can rerun
+        if args.debug:      # a KFP pod or a ten-GPU-hour run with --debug; issue 11, item 8)
             raise
-        print(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"{prog}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
@@ -13,8 +14,12 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when visible, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; refuses CUDA without a GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda, but no GPU is visible to PyTorch")
+        raise ConfigError(f"--device {name}, but no GPU is visible to PyTorch")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}, but PyTorch sees {torch.cuda.device_count()} GPU(s)")
     return torch.device(name)
 
 

@@ -79,10 +79,16 @@ class PretrainConfig:
     def __post_init__(self):
         if self.augment not in AUGMENT_PRESETS:
             raise ConfigError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)}, got {self.augment!r}")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0:
             raise ConfigError("need epochs >= 1, batch size >= 2 and a positive learning rate")
-        if self.log_interval < 1:
-            raise ConfigError(f"log_interval must be at least 1, got {self.log_interval}")
+        at_least = {"log_interval": 1, "proj_hidden": 1, "proj_dim": 1, "knn_k": 1, "warmup_epochs": 0,
+                    "max_steps_per_epoch": 0, "monitor_bank": 0, "monitor_val": 0, "keep_every": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if not self.temperature > 0 or not self.weight_decay >= 0:
+            raise ConfigError(f"need temperature > 0 and weight_decay >= 0, got {self.temperature} and "
+                              f"{self.weight_decay}")
         if self.amp not in ("auto", "bf16", "off") or self.channels_last not in ("auto", "on", "off"):
             raise ConfigError("amp must be auto|bf16|off and channels_last auto|on|off")
 

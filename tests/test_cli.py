@@ -41,15 +41,19 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "jetlib simulate: error: --out must end in .h5 or .hdf5, got jets.txt"
 
 
-def test_unexpected_errors_are_one_line_without_debug(monkeypatch, capsys):
+def test_unexpected_errors_print_a_summary_then_the_traceback(monkeypatch, capsys):
     def boom(args):
         raise RuntimeError("something broke")
 
     parser = cli.build_parser()
     monkeypatch.setattr(cli, "build_parser", lambda: _with(parser, "inspect", boom))
     assert cli.main(["inspect", "x"]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "internal error: RuntimeError: something broke" in err and "--debug" in err
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "jetlib inspect: internal error: RuntimeError: something broke"
+    assert lines[1] == "Traceback (most recent call last):" and lines[-1] == "RuntimeError: something broke"
+    assert any('in boom' in line for line in lines)  # the frame that failed is named
+    with pytest.raises(RuntimeError, match="something broke"):  # --debug hands it to the debugger
+        cli.main(["inspect", "x", "--debug"])
 
 
 def _with(parser, step, func):
@@ -65,3 +69,116 @@ def test_simulate_command_end_to_end(tmp_path):
     summary = json.loads(r.stdout)  # stdout is the machine-readable result only
     assert summary["jets"] == 4 and out.exists() and not (tmp_path / "jets.h5.partial").exists()
     assert "jets/s" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def cli_dataset(tmp_path_factory):
+    from jetlib.data.ingest import IngestConfig, ingest
+    from tests.conftest import write_h5
+
+    d = tmp_path_factory.mktemp("cli")
+    write_h5(d / "jets.h5", n=40)
+    (d / "notes.txt").write_text("not a dataset")
+    return d, ingest(d / "jets.h5", str(d / "store"), cfg=IngestConfig(shard_rows=16, row_group_rows=8))
+
+
+# Every flag and URI of every step that can be wrong: (argv with D = a scratch folder and DS = a
+# dataset, exit code, the line's text). Each must be one line on stderr, with nothing written.
+BAD_INPUT = [
+    (["simulate", "--n-jets", "0", "--out", "D/s.h5"], 2, "argument --n-jets: must be at least 1, got 0"),
+    (["simulate", "--n-jets", "4", "--out", "D/s.h5", "--pt-min", "600", "--pt-max", "500"], 2,
+     "need 0 < pt-min < pt-max, got 600.0 and 500.0"),
+    (["simulate", "--n-jets", "4", "--out", "D/s.h5", "--pt-min", "nan"], 2, "need 0 < pt-min < pt-max"),
+    (["simulate", "--n-jets", "4", "--out", "D/s.h5", "--jet-r", "-1"], 2, "jet radius"),
+    (["simulate", "--n-jets", "4", "--out", "D/notes.txt/s.h5"], 2, "--out folder D/notes.txt does not exist"),
+    (["ingest", "D/missing.h5", "--store", "D/st"], 2, "D/missing.h5: no such file"),
+    (["ingest", "D/notes.txt", "--store", "D/st"], 2, "D/notes.txt: not an HDF5 file"),
+    (["ingest", "D/jets.h5", "--store", "s3://h/x"], 2, "invalid bucket name 'h' in s3://h/x"),
+    (["ingest", "D/jets.h5", "--store", "s3://Jets_2024/x"], 2, "invalid bucket name 'Jets_2024'"),
+    (["ingest", "D/jets.h5", "--store", "gs://bucket/x"], 2, "unsupported store URI 'gs://bucket/x'"),
+    (["ingest", "D/jets.h5", "--store", "s3://bucket/x"], 3, "s3:// stores need JETLIB_S3_ENDPOINT"),
+    (["ingest", "D/jets.h5", "--store", "D/notes.txt"], 3, "store D/notes.txt is a file, not a folder"),
+    (["ingest", "D/jets.h5", "--store", "D/st", "--test-fraction", "0.6", "--val-fraction", "0.5"], 2,
+     "test (0.6) + val (0.5) leave no train data"),
+    (["ingest", "D/jets.h5", "--store", "D/st", "--fractions", "0.1,2"], 2, "fractions must be in (0, 1]"),
+    (["ingest", "D/jets.h5", "--store", "D/st", "--image-size", "64"], 2, "images are 125x125 pixels, expected 64x64"),
+    (["ingest", "D/jets.h5", "--store", "D/st", "--memory-mb", "0"], 2, "argument --memory-mb: must be at least 1"),
+    (["inspect", "D/nothing"], 2, "no dataset at D/nothing: manifest.json is missing"),
+    (["inspect", "s3://h/x"], 2, "invalid bucket name 'h'"),
+    (["pretrain", "--data", "D/nothing", "--out", "D/o", "--preset", "tiny"], 2, "no dataset at D/nothing"),
+    (["pretrain", "--data", "DS", "--out", "s3://h/x", "--preset", "tiny"], 2, "invalid bucket name 'h'"),
+    (["pretrain", "--data", "DS", "--out", "D/notes.txt", "--preset", "tiny"], 3, "is a file, not a folder"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "laptop"], 2, "argument --preset: invalid choice"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--device", "tpu"], 2,
+     "--device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--device", "cuda:x"], 2,
+     "--device must be auto, cpu, cuda or cuda:N, got 'cuda:x'"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--lr", "nan"], 2,
+     "argument --lr: must be a positive number, got nan"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--lr", "-1"], 2,
+     "argument --lr: must be a positive number, got -1"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--epochs", "0"], 2,
+     "argument --epochs: must be at least 1, got 0"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--batch-size", "1"], 2, "batch size >= 2"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--set", "foo=1"], 2, "unknown setting 'foo'"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--set", "lr"], 2,
+     "--set expects field=value, got 'lr'"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--set", "lr=abc"], 2,
+     "lr: cannot read 'abc' as float"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--set", "warmup_epochs=-1"], 2,
+     "warmup_epochs must be at least 0, got -1"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--set", "temperature=0"], 2,
+     "need temperature > 0"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--set", "amp=fp8"], 2, "amp must be"),
+    (["pretrain", "--data", "DS", "--out", "D/o", "--preset", "tiny", "--augment", "wild"], 2,
+     "argument --augment: invalid choice"),
+    (["finetune", "--data", "DS", "--out", "D/f", "--task", "cls", "--mode", "finetune", "--preset", "tiny"], 2,
+     "--mode finetune needs --init"),
+    (["finetune", "--data", "DS", "--out", "D/f", "--task", "cls", "--mode", "linear", "--init", "D/nothing",
+      "--preset", "tiny"], 2, "--init D/nothing: no finished run there (no run.json)"),
+    (["finetune", "--data", "DS", "--out", "D/f", "--task", "cls", "--mode", "finetune", "--init", "s3://h/x",
+      "--preset", "tiny"], 2, "invalid bucket name 'h'"),
+    (["finetune", "--data", "DS", "--out", "D/f", "--task", "cls", "--mode", "finetune", "--init", "s3://bucket/x",
+      "--preset", "tiny"], 3, "s3:// stores need JETLIB_S3_ENDPOINT"),
+    (["finetune", "--data", "DS", "--out", "D/f", "--task", "mass", "--mode", "scratch"], 2,
+     "argument --task: invalid choice"),
+    (["finetune", "--data", "DS", "--out", "D/f", "--task", "cls", "--mode", "scratch", "--label-fraction", "0.3",
+      "--preset", "tiny"], 2, "label fraction 0.3 is not a subset"),
+    (["finetune", "--data", "DS", "--out", "D/f", "--task", "cls", "--mode", "scratch", "--label-fraction", "2",
+      "--preset", "tiny"], 2, "--label-fraction must be in (0, 1], got 2.0"),
+    (["finetune", "--data", "DS", "--out", "D/f", "--task", "cls", "--mode", "scratch", "--lr", "0",
+      "--preset", "tiny"], 2, "argument --lr: must be a positive number, got 0"),
+    (["baseline", "--data", "DS", "--out", "D/b", "--label-fraction", "0.3", "--preset", "tiny"], 2,
+     "label fraction 0.3 is not a subset"),
+    (["baseline", "--data", "DS", "--out", "D/b", "--label-fraction", "abc", "--preset", "tiny"], 2,
+     "argument --label-fraction: invalid float value: 'abc'"),
+    (["baseline", "--data", "DS", "--out", "D/b", "--lr", "-1", "--preset", "tiny"], 2,
+     "argument --lr: must be a positive number, got -1"),
+    (["baseline", "--data", "DS", "--out", "s3://h/x", "--preset", "tiny"], 2, "invalid bucket name 'h'"),
+    (["evaluate", "--data", "DS", "--model", "D/nothing", "--out", "D/r"], 2,
+     "--model D/nothing: no finished run there (no run.json)"),
+    (["evaluate", "--data", "DS", "--model", "s3://h/x", "--out", "D/r"], 2, "invalid bucket name 'h'"),
+    (["evaluate", "--data", "s3://h/x", "--model", "D/nothing", "--out", "D/r"], 2, "invalid bucket name 'h'"),
+    (["evaluate", "--data", "DS", "--model", "D/nothing", "--out", "D/r", "--batch-size", "0"], 2,
+     "argument --batch-size: must be at least 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("argv,code,line", BAD_INPUT, ids=[" ".join(a[:1] + a[-2:]) for a, _, _ in BAD_INPUT])
+def test_every_bad_flag_and_uri_is_one_line(argv, code, line, cli_dataset, tmp_path, monkeypatch, capsys):
+    folder, dataset = cli_dataset
+    monkeypatch.delenv("JETLIB_S3_ENDPOINT", raising=False)
+    for name in ("jets.h5", "notes.txt"):
+        (tmp_path / name).symlink_to(folder / name)
+
+    def real(arg):
+        return dataset if arg == "DS" else arg.replace("D/", f"{tmp_path}/") if arg.startswith("D/") else arg
+
+    before = sorted(p.name for p in tmp_path.iterdir())
+    try:
+        got = cli.main([real(a) for a in argv])
+    except SystemExit as e:  # argparse
+        got = e.code
+    err = capsys.readouterr().err.replace(f"{tmp_path}/", "D/")
+    assert got == code and err.count("\n") == 1 and line in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing half-written

@@ -15,6 +15,10 @@ A store is named by a URI:
   ``AWS_REGION``            optional (default ``us-east-1``)
   ``JETLIB_S3_RETRIES``     attempts on transient errors (default 5)
 
+A malformed URI (an unknown scheme, an invalid bucket name) is bad input
+(:class:`ConfigError`, exit 2); a store that cannot be reached or refuses access is a
+:class:`StoreError` (exit 3).
+
 Keys are ``/``-separated paths below the URI. Writes are atomic (a reader sees
 the whole object or none of it), so "the manifest is written last" is enough to
 make a dataset appear all at once. A missing bucket is created on first write.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import time
 import uuid
@@ -36,7 +41,7 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jetlib.errors import StoreError
+from jetlib.errors import ConfigError, StoreError
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -197,6 +202,7 @@ class LocalStore(Store):
 
 # Error codes an S3 server returns for conditions that pass on their own.
 _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "Throttling"}
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # the S3 bucket-naming rules
 _DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "AccountProblem", "InvalidToken", "ExpiredToken"}
 
@@ -255,7 +261,12 @@ class S3Store(Store):
     def __init__(self, uri: str):
         parts = urlsplit(uri)
         if parts.scheme != "s3" or not parts.netloc:
-            raise StoreError(f"not an s3:// URI: {uri!r} (expected s3://bucket/prefix)")
+            raise ConfigError(f"not an s3:// URI: {uri!r} (expected s3://bucket/prefix)")
+        if not _BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
+            # checked here: the server would answer with an error that reads like a store failure
+            raise ConfigError(f"invalid bucket name {parts.netloc!r} in {uri}: S3 bucket names are 3-63 "
+                              f"lowercase letters, digits, dots and hyphens, starting and ending with a "
+                              f"letter or digit")
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
         self.uri = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
@@ -404,5 +415,5 @@ def open_store(uri: str | os.PathLike) -> Store:
     if text.startswith("s3://"):
         return S3Store(text)
     if "://" in text and not text.startswith("file://"):
-        raise StoreError(f"unsupported store URI {text!r}: use a local folder or s3://bucket/prefix")
+        raise ConfigError(f"unsupported store URI {text!r}: use a local folder or s3://bucket/prefix")
     return LocalStore(text.removeprefix("file://"))

@@ -262,7 +262,7 @@ def test_s3_without_credentials(make_h5, monkeypatch, capsys):
     path, _ = make_h5(n=20)
     monkeypatch.setenv("JETLIB_S3_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
-    assert main(["ingest", str(path), "--store", "s3://b/p"]) == 3
+    assert main(["ingest", str(path), "--store", "s3://bkt/p"]) == 3
     assert "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in capsys.readouterr().err
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from jetlib.data import store as store_mod
 from jetlib.data.store import LocalStore, S3Store, open_store, sha256_bytes
-from jetlib.errors import StoreError
+from jetlib.errors import ConfigError, StoreError
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -93,8 +93,12 @@ def test_uris():
     assert isinstance(open_store("s3://bucket/a/b/"), S3Store)
     assert open_store("s3://bucket/a/b/").uri == "s3://bucket/a/b"
     assert isinstance(open_store("file:///tmp/x"), LocalStore) and open_store("file:///tmp/x").uri == "/tmp/x"
-    with pytest.raises(StoreError, match="unsupported store URI"):
+    with pytest.raises(ConfigError, match="unsupported store URI"):
         open_store("gs://bucket/x")
+    for bad in ("s3://h/x", "s3://Bad_Bucket/x", "s3://-bucket/x", "s3://a..b/x", "s3://" + "b" * 64 + "/x"):
+        with pytest.raises(ConfigError, match="invalid bucket name"):
+            open_store(bad)
+    assert open_store("s3://my.bucket-01/x").bucket == "my.bucket-01"
 
 
 class _Flaky:
@@ -126,7 +130,7 @@ def test_transient_errors_are_retried(monkeypatch):
 
     client = _Flaky(2, ServerError("busy", 503))
     _use_client(monkeypatch, client)
-    S3Store("s3://b/p").put_bytes("k", b"v")
+    S3Store("s3://bkt/p").put_bytes("k", b"v")
     assert client.calls == 3
 
 
@@ -137,7 +141,7 @@ def test_retries_give_up_with_one_line_and_no_secret(monkeypatch):
     client = _Flaky(99, ProtocolError("Connection aborted.", ConnectionResetError()))
     _use_client(monkeypatch, client)
     with pytest.raises(StoreError) as e:
-        S3Store("s3://b/p").put_bytes("k", b"v")
+        S3Store("s3://bkt/p").put_bytes("k", b"v")
     msg = str(e.value)
     assert client.calls == 3 and "after 3 attempts" in msg and "http://127.0.0.1:9" in msg
     for secret in ("hunter2", "user:", "AKEYTHATMUSTNOTLEAK", "SECRETTHATMUSTNOTLEAK"):
@@ -150,15 +154,15 @@ def test_access_denied_is_not_retried(monkeypatch):
     denied = S3Error(None, "AccessDenied", "Access Denied.", "/b/p/k", "req", "host")
     client = _Flaky(99, denied)
     _use_client(monkeypatch, client)
-    with pytest.raises(StoreError, match="access denied to s3://b/p/k"):
-        S3Store("s3://b/p").put_bytes("k", b"v")
+    with pytest.raises(StoreError, match="access denied to s3://bkt/p/k"):
+        S3Store("s3://bkt/p").put_bytes("k", b"v")
     assert client.calls == 1
 
 
 def test_missing_endpoint(monkeypatch):
     monkeypatch.delenv("JETLIB_S3_ENDPOINT", raising=False)
     with pytest.raises(StoreError, match="need JETLIB_S3_ENDPOINT"):
-        S3Store("s3://b/p").exists("k")
+        S3Store("s3://bkt/p").exists("k")
 
 
 @pytest.mark.s3
