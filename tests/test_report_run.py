@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,20 @@ def test_the_page_renders_in_a_headless_browser(tiny, tmp_path):
         assert [u for u in urls if not u.startswith(("data:", "file:"))] == []
         errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
         assert errors == []
+        # as the Kubeflow UI shows it: the whole page in a sandboxed iframe (scripts allowed, no same-origin)
+        frame = tmp_path / "kfp.html"
+        frame.write_text(f'<!DOCTYPE html><html><body style="margin:0"><iframe sandbox="allow-scripts" '
+                         f'style="width:1260px;height:900px;border:0" srcdoc="{escape(report.html)}"></iframe>'
+                         f"</body></html>")
+        driver.get(frame.as_uri())
+        driver.switch_to.frame(driver.find_element("tag name", "iframe"))
+        framed = driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)")
+        assert len(framed) == len(images) and min(framed) > 0
+        assert driver.find_element("id", "headline").text.startswith("Does pretraining help?")
+        driver.switch_to.default_content()
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == []
+        driver.get((run / "report" / "report.html").as_uri())
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1280, min(height, 16000))
         shot = tmp_path / "report.png"
