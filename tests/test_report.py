@@ -88,6 +88,7 @@ def test_every_sentence_and_table_number_is_recomputed_from_the_files(tmp_path):
         assert report.summary[f"cls_auc_gain_finetune_vs_{base}_f0.1"] == pytest.approx(gain)
         assert report.summary[f"cls_auc_gain_finetune_vs_{base}_f0.1_sigma"] == pytest.approx(sigma)
         assert f"{gain:+.3f} ± {sigma:.3f}" in report.html
+    assert "<td>10 (fraction)</td>" in report.html and "<td>40 (full)</td>" in report.html  # validation jets
     written = json.loads((run / "report" / "summary.json").read_text())
     assert written == report.summary and all(math.isfinite(v) for v in written.values())
 

@@ -111,24 +111,30 @@ def _steps_table(steps, study_results) -> Table:
     rows = []
     groups: dict[tuple, list[dict]] = {}
     for r in study_results:
-        groups.setdefault((r["task"], r["mode"], float(r["label_fraction"])), []).append(r.get("resources") or {})
+        labels = r.get("labels") or {}  # optional: labelled jets and which validation set was used
+        groups.setdefault((r["task"], r["mode"], float(r["label_fraction"])), []).append(
+            {**(r.get("resources") or {}), "val_jets": labels.get("val_jets"), "validation": labels.get("validation")})
     for (task, mode, f), res in sorted(groups.items(), key=lambda kv: (kv[0][0], order_modes(
             [kv[0][1], *MODE_LABEL]).index(kv[0][1]), kv[0][2])):
         def mean(key, fmt, res=res):
             v = [x[key] for x in res if isinstance(x.get(key), (int, float))]
             return f"{np.mean(v):{fmt}}" if v else "—"
         rows.append([f"{task} {mode}", fmt_fraction(f), str(len(res)), mean("trainable_parameters", ",.0f"),
-                     mean("total_parameters", ",.0f"), mean("train_jets", ",.0f"), mean("peak_memory_mb", ",.0f"),
+                     mean("total_parameters", ",.0f"), mean("train_jets", ",.0f"),
+                     mean("val_jets", ",.0f") + "".join(f" ({v})" for v in sorted({str(x["validation"]) for x in res
+                                                                                    if x.get("validation")})),
+                     mean("peak_memory_mb", ",.0f"),
                      mean("train_seconds", ",.1f"), mean("train_jets_per_s", ",.0f"), mean("eval_jets_per_s", ",.0f"),
                      ", ".join(sorted({str(x.get("device")) for x in res}))])
     for st in steps:
         ep = (st.metrics or {}).get("epochs") or []
         secs = sum(e.get("seconds", 0) for e in ep)
         jps = [e["jets_per_s"] for e in ep if e.get("jets_per_s")]
-        rows.insert(0, [f"pretrain {st.uri.rstrip('/').split('/')[-1]}", "unlabelled", "1", "—", "—", "—", "—",
+        rows.insert(0, [f"pretrain {st.uri.rstrip('/').split('/')[-1]}", "unlabelled", "1", "—", "—", "—", "—", "—",
                         f"{secs:,.1f}", f"{np.mean(jps):,.0f}" if jps else "—", "—",
                         f"world size {st.run.get('world_size', '?')}"])
-    return Table(["step", "labels", "runs", "trainable params", "total params", "train jets", "peak memory (MB)",
+    return Table(["step", "labels", "runs", "trainable params", "total params", "train jets", "val jets",
+                  "peak memory (MB)",
                   "train time (s)", "train jets/s", "eval jets/s", "device"], rows,
                  "Resources per step (means over seeds)")
 

@@ -39,7 +39,9 @@ def fake_result(task: str, mode: str, fraction: float, seed: int, value: float, 
             "resources": {"trainable_parameters": 1000, "total_parameters": 1000, "peak_memory_mb": 10.0,
                           "device": "cpu", "train_jets": 100, "train_seconds": 1.0, "train_jets_per_s": 100.0,
                           "eval_jets_per_s": 1000.0},
-            "training": {"best_epoch": 0}, "config": {"seed": seed, "label_fraction": fraction}, "origin": origin}
+            "training": {"best_epoch": 0}, "config": {"seed": seed, "label_fraction": fraction}, "origin": origin,
+            "labels": {"train_jets": 100, "val_jets": 10 if fraction < 1 else 40,
+                       "validation": "fraction" if fraction < 1 else "full"}}
 
 
 def write_results(folder: Path, results: list[dict]) -> None:
