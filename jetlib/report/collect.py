@@ -66,6 +66,15 @@ def _read_json(store: Store, key: str) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _valid_result(doc: dict) -> bool:
+    try:
+        float(doc["label_fraction"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return isinstance(doc.get("task"), str) and isinstance(doc.get("mode"), str) and isinstance(
+        doc.get("scalars"), dict)
+
+
 def collect(run_uri: str) -> Study:
     """Read every study output below ``run_uri``.
 
@@ -105,7 +114,10 @@ def collect(run_uri: str) -> Study:
             else:
                 docs[name] = doc
         for name, doc in docs.items():
-            if doc.get("format") == RESULT_FORMAT:
+            if doc.get("format") == RESULT_FORMAT and not _valid_result(doc):
+                unreadable.append(f"{here.key_uri(name)}: a result file without task, mode, label_fraction "
+                                  f"and scalars")
+            elif doc.get("format") == RESULT_FORMAT:
                 same = ((doc.get("model") or {}).get("sha256"), (doc.get("dataset") or {}).get("id"))
                 if same[0] and same in seen:  # a copy of a result already counted: pooling it twice fakes precision
                     log.info("%s repeats %s; counted once", here.key_uri(name), seen[same])
