@@ -24,7 +24,8 @@ from jetlib.models.heads import ClassifierHead, RegressionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
 from jetlib.report.collect import MODEL_FORMAT, PRETRAIN_FORMAT
 
-MAX_JETS = 10_000
+MAX_JETS = 10_000  # test jets for the data's portrait (reading and averaging is cheap)
+PREDICT_JETS = 2_000  # test jets per regression model: enough for a 2-D histogram, a minute of CPU at most
 EXAMPLES_PER_CLASS = 2
 
 
@@ -40,8 +41,8 @@ class DataPortrait:
     examples: list[tuple[int, np.ndarray]]  # (class, (C, H, W) raw image) for the activation maps
 
 
-def _batches(ds: Dataset, normalize: str, max_jets: int):
-    loader = JetLoader(ds, "test", batch_size=256, device="cpu", shuffle=False, normalize=normalize)
+def _batches(ds: Dataset, normalize: str, max_jets: int, device: str = "cpu"):
+    loader = JetLoader(ds, "test", batch_size=256, device=device, shuffle=False, normalize=normalize)
     seen = 0
     for batch in loader:
         if seen >= max_jets:
@@ -100,21 +101,22 @@ class _Supervised(nn.Module):
         return self.head(self.encoder.forward_features(x))
 
 
-def predict_mass(ds: Dataset, model_uri: str, max_jets: int = MAX_JETS) -> dict[str, np.ndarray]:
+def predict_mass(ds: Dataset, model_uri: str, max_jets: int = PREDICT_JETS) -> dict[str, np.ndarray]:
     """{"true", "pred"} masses in GeV of the regression model at ``model_uri`` on test jets."""
     blob, _ = load_step_object(model_uri, "model")
     if blob.get("kind") != "resnet" or blob.get("task") != "reg":
         raise ConfigError(f"{model_uri} is not a mass-regression model")
     net = _Supervised(blob)
     net.load_state_dict(blob["state_dict"])
-    net.eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net.to(device).eval()
     mean, std = blob["target"]["mean"], blob["target"]["std"]
     true, pred = [], []
     with torch.no_grad():
-        for batch, take in _batches(ds, blob["normalize"], max_jets):
-            out = net(batch.x[:take])[-1]  # the last depth is the reported prediction
-            pred.append((out * std + mean).numpy())
-            true.append(batch.m0[:take].numpy())
+        for batch, take in _batches(ds, blob["normalize"], max_jets, device):
+            out = net(batch.x[:take])[-1].float()  # the last depth is the reported prediction
+            pred.append((out * std + mean).cpu().numpy())
+            true.append(batch.m0[:take].cpu().numpy())
     return {"true": np.concatenate(true), "pred": np.concatenate(pred)}
 
 

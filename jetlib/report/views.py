@@ -118,8 +118,8 @@ def regression_section(study: Study, ds: Dataset | None, notes: list[str]) -> Se
                 notes.append(f"mass predictions of {r['model']['uri']}: cannot load the model ({e})")
     s = Section("regression", "Jet-mass regression")
     s.add(Figure(figures.regression_panels(preds, reg), "mass regression",
-                 "Predicted against true jet mass on the test split (2-D histogram, log colour) for one model per "
-                 "mode (the most labels, first seed); residuals; mean relative bias in quantile bins of true mass "
-                 "(from every result file, mean ± std over seeds); resolution (half the central 68% width of "
-                 "(pred − true)/true) in the same bins."))
+                 f"Predicted against true jet mass on (up to {inference.PREDICT_JETS:,}) test jets (2-D histogram, "
+                 "log colour) for one model per mode (the most labels, first seed); residuals; mean relative bias "
+                 "in quantile bins of true mass (from every result file, mean ± std over seeds); resolution (half "
+                 "the central 68% width of (pred − true)/true) in the same bins."))
     return s
