@@ -20,12 +20,14 @@ def test_image_metadata_user_and_entrypoint(image):
     assert image.rsplit(":", 1)[1] == jetlib.__version__ != "latest"
     assert labels["org.opencontainers.image.version"] == jetlib.__version__
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
-    assert config["User"] == "1000:1000" and config["Entrypoint"] == ["jetlib"]
+    assert config["User"] == "1000:1000" and config["Entrypoint"] == ["jetlib-entrypoint"]
     env = dict(e.split("=", 1) for e in config["Env"])
     assert env["JETLIB_GIT_COMMIT"] == labels["org.opencontainers.image.revision"]
     r = sh("docker", "run", "--rm", "--read-only", image, "--help")
     for step in ("pretrain", "finetune", "evaluate", "ingest", "report"):
         assert step in r.stdout
+    # a program as the first argument runs as given (KFP's launcher and kfp.local send `sh -c ...`)
+    assert sh("docker", "run", "--rm", image, "sh", "-c", "echo $HOME").stdout.strip() == "/home/jetlib"
     ids = sh("docker", "run", "--rm", "--entrypoint", "id", image).stdout.split()
     assert ids[:2] == ["uid=1000(jetlib)", "gid=1000(jetlib)"]
     # kfp is importable by the image's python3, as KFP's component launcher needs
