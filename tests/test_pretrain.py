@@ -1,3 +1,4 @@
+import importlib.metadata
 import json
 import math
 
@@ -31,10 +32,17 @@ def encoder_state(out):
 
 def test_tiny_run_writes_everything(dataset, tmp_path):
     out = str(tmp_path / "run")
-    final = pt.pretrain(dataset, out, tiny(), device="cpu")
+    final = pt.pretrain(dataset, out, tiny(log_interval=2), device="cpu")
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert run["format"] == "jetlib.pretrain/1" and run["final"] == final
+    assert run["provenance"]["packages"]["torch"] == importlib.metadata.version("torch")
+    assert run["provenance"]["device"] == "cpu" and run["provenance"]["jetlib"] == run["jetlib_version"]
+    assert run["augment_params"]["preset"] == "seed" and run["augment_params"]["crop_min_area"] == 0.8
+    # 56 train jets / 16 = 3 steps per epoch; the loss is read back every 2nd step and at the last one
+    assert [[s for s, _ in e["step_losses"]] for e in metrics["epochs"]] == [[1, 2], [4, 5]]
+    assert all(math.isfinite(v) for e in metrics["epochs"] for _, v in e["step_losses"])
+    assert "step_losses" not in final
     assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
     for e in metrics["epochs"]:
         assert {"loss", "temperature", "lr", "jets_per_s", "knn_accuracy"} <= set(e)
