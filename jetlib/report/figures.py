@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
-from jetlib.report.stats import METRICS, fmt_fraction, order_modes
+from jetlib.report.stats import METRICS, fmt_fraction, mode_rank, order_modes
 
 COLORS = {"finetune": "#1f77b4", "linear": "#2ca02c", "scratch": "#d62728", "vgg": "#9467bd"}
 CLASS_STYLE = {1: ("quark", "#1f77b4"), 0: ("gluon", "#d62728"), -1: ("all jets", "#555555")}
@@ -131,7 +131,7 @@ def training_curves(steps: list) -> str | None:
     if not runs:
         return None
     rows = sorted({(s.run["task"], s.run["mode"]) for s in runs},
-                  key=lambda tm: (tm[0], order_modes([tm[1], "finetune", "linear", "scratch", "vgg"]).index(tm[1])))
+                  key=lambda tm: (tm[0], mode_rank(tm[1])))
     cols = sorted({float(s.run["label_fraction"]) for s in runs})
     fig, axes = _fig(len(cols), len(rows), w=2.4, h=1.7)
     seeds = sorted({s.run.get("seed") for s in runs}, key=str)

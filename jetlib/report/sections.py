@@ -21,6 +21,7 @@ from jetlib.report.stats import (
     comparisons,
     fmt_fraction,
     headline,
+    mode_rank,
     order_modes,
     overview,
     pretrain_seed,
@@ -71,7 +72,7 @@ def metrics_section(cells: dict, results: list[dict]) -> Section:
                  "scale), mean ± std over seeds, one line per mode.") if cells else None)
     for task, names in (("cls", ("auc", "rej50", "rej30", "acc", "f1")), ("reg", ("mae", "rmse", "r2", "res"))):
         keys = sorted({(k[2], k[3]) for k in cells if k[1] == task},
-                      key=lambda mf: (order_modes([mf[0], *MODE_LABEL]).index(mf[0]), mf[1]))
+                      key=lambda mf: (mode_rank(mf[0]), mf[1]))
         if not keys:
             continue
         rows = [[mode, fmt_fraction(f)] + [fmt_agg(cells.get((n, task, mode, f)), METRICS[n][4]) for n in names]
@@ -114,8 +115,7 @@ def _steps_table(steps, study_results) -> Table:
         labels = r.get("labels") or {}  # optional: labelled jets and which validation set was used
         groups.setdefault((r["task"], r["mode"], float(r["label_fraction"])), []).append(
             {**(r.get("resources") or {}), "val_jets": labels.get("val_jets"), "validation": labels.get("validation")})
-    for (task, mode, f), res in sorted(groups.items(), key=lambda kv: (kv[0][0], order_modes(
-            [kv[0][1], *MODE_LABEL]).index(kv[0][1]), kv[0][2])):
+    for (task, mode, f), res in sorted(groups.items(), key=lambda kv: (kv[0][0], mode_rank(kv[0][1]), kv[0][2])):
         def mean(key, fmt, res=res):
             v = [x[key] for x in res if isinstance(x.get(key), (int, float))]
             return f"{np.mean(v):{fmt}}" if v else "—"

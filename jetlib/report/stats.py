@@ -46,8 +46,13 @@ def fmt_fraction(f: float) -> str:
     return f"{f:.0%}" if f * 100 == round(f * 100) else f"{f:.2%}"
 
 
+def mode_rank(mode: str) -> tuple[int, str]:
+    """Sort key: finetune, linear, scratch, vgg, then any other mode by name."""
+    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else 99, mode)
+
+
 def order_modes(modes) -> list[str]:
-    return sorted(set(modes), key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else 99, m))
+    return sorted(set(modes), key=mode_rank)
 
 
 def pretrain_seed(result: dict):
