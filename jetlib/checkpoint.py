@@ -72,6 +72,27 @@ def load_object(store: Store, key: str, sha256: str | None = None, map_location=
         raise DataError(f"{store.key_uri(key)}: not a readable torch file ({type(e).__name__})") from None
 
 
+def read_run_json(uri: str, *, formats: tuple[str, ...], flag: str) -> dict:
+    """The ``run.json`` of a finished step at ``uri`` whose ``format`` is one of ``formats``.
+
+    Raises:
+        StoreError: the store cannot be read (exit 3).
+        ConfigError: ``uri`` holds no finished run of that kind (exit 2); ``flag`` (``--init``,
+            ``--model``) names where the URI came from in the message.
+    """
+    store = open_store(uri)
+    if not store.exists("run.json"):
+        raise ConfigError(f"{flag} {uri}: no finished run there (no run.json)")
+    try:
+        run = json.loads(store.get_bytes("run.json"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{flag} {uri}: run.json is not JSON ({e})") from None
+    if not isinstance(run, dict) or run.get("format") not in formats:
+        got = run.get("format") if isinstance(run, dict) else type(run).__name__
+        raise ConfigError(f"{flag} {uri}: run.json is {got!r}, expected a {' or '.join(formats)} run")
+    return run
+
+
 def read_run(uri: str, artifact: str, *, formats: tuple[str, ...], flag: str, map_location="cpu"):
     """(artifact, run.json) of a finished step: ``run.json`` and the sha256-verified object it names.
 
@@ -86,21 +107,11 @@ def read_run(uri: str, artifact: str, *, formats: tuple[str, ...], flag: str, ma
         ConfigError: ``uri`` holds no finished run of that kind (exit 2).
         DataError: the object fails its checksum or holds code (exit 2).
     """
-    store = open_store(uri)
-    if not store.exists("run.json"):
-        raise ConfigError(f"{flag} {uri}: no finished run there (no run.json)")
-    try:
-        run = json.loads(store.get_bytes("run.json"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{flag} {uri}: run.json is not JSON ({e})") from None
-    kinds = " or ".join(formats)
-    if not isinstance(run, dict) or run.get("format") not in formats:
-        got = run.get("format") if isinstance(run, dict) else type(run).__name__
-        raise ConfigError(f"{flag} {uri}: run.json is {got!r}, expected a {kinds} run")
+    run = read_run_json(uri, formats=formats, flag=flag)
     record = run.get(artifact)
     if not isinstance(record, dict) or not {"key", "sha256"} <= set(record):
         raise ConfigError(f"{flag} {uri}: run.json names no {artifact} (key and sha256)")
-    return load_object(store, record["key"], record["sha256"], map_location), run
+    return load_object(open_store(uri), record["key"], record["sha256"], map_location), run
 
 
 def rng_state() -> dict:
