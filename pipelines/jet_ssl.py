@@ -115,12 +115,13 @@ def build(gpu: bool = True):
         run = _configure(run_folder(store=store, run_name=run_name, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
                          "plan", store_secret, gpu, cache=False).output
         # Two plans, each with the one output kfp.local can loop over (``Output``).
-        runs, baselines = (_configure(plan(store=store, run_name=run_name, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                                                          label_fractions=label_fractions, seeds=seeds, modes=modes,
-                                                          kind=kind),
-                                      "plan", store_secret, gpu, cache=False).output for kind in ("resnet", "vgg"))
+        plans = [_configure(plan(store=store, run_name=run_name, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                                 label_fractions=label_fractions, seeds=seeds, modes=modes, kind=kind),
+                            "plan", store_secret, gpu, cache=False) for kind in ("resnet", "vgg")]
+        runs, baselines = (p.output for p in plans)
+        # A bad grid stops the run before any simulation or training.
         data = _configure(ingest(store=store, source=source, n_jets=n_jets, sim_seed=sim_seed),
-                          "ingest", store_secret, gpu, retries=2)
+                          "ingest", store_secret, gpu, retries=2).after(*plans)
         ds = data.outputs["dataset"]
         enc = _configure(pretrain(dataset=ds, run=run, preset=preset, augment=augment, seed=pretrain_seed,
                                   nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=store_secret),

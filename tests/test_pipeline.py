@@ -1,0 +1,201 @@
+"""The compiled pipeline: fresh YAML equals the committed one, Kubernetes settings land where they
+should, and the whole DAG runs under kfp.local (tiny preset) with stable metric keys and loud failures."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jetlib.errors import TrainingError
+from pipelines.local import run_local
+from tests.conftest import write_toy_h5
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_STEPS = {"pretrain", "finetune", "baseline"}
+STEPS = {"run-folder", "plan", "plan-2", "ingest", "pretrain", "finetune", "evaluate", "baseline", "evaluate-2",
+         "report"}
+SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JETLIB_S3_ENDPOINT"}
+
+
+def compile_into(out: Path, **env) -> dict[str, str]:
+    """Compile both pipelines as ``make compile`` does, with the image variables unset unless given."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("JETLIB_IMAGE", "JETLIB_CUDA_IMAGE")}
+    subprocess.run([sys.executable, "-m", "pipelines.jet_ssl", "--out", str(out)], cwd=ROOT, check=True,
+                   env={**clean, **env}, capture_output=True)
+    return {name: (out / name).read_text() for name in ("jet_ssl.yaml", "jet_ssl_cpu.yaml")}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    return compile_into(tmp_path_factory.mktemp("compiled"))
+
+
+def load(text: str) -> tuple[dict, dict]:
+    spec, platform = yaml.safe_load_all(text)
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the DAG, loops' bodies included, by name."""
+    found = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        found.update(comp.get("dag", {}).get("tasks", {}))
+    return found
+
+
+@pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
+def test_committed_yaml_is_what_make_compile_writes(compiled, name):
+    assert (ROOT / "pipelines" / name).read_text() == compiled[name], f"pipelines/{name} is stale: run make compile"
+
+
+@pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
+def test_every_step_is_in_the_dag(compiled, name):
+    spec, _ = load(compiled[name])
+    executors = {e.removeprefix("exec-") for e in spec["deploymentSpec"]["executors"]}
+    assert executors == STEPS
+    assert set(tasks(spec)) >= STEPS
+    # the fan-in: the report takes every evaluation, collected over both loops
+    report_inputs = spec["root"]["dag"]["tasks"]["report"]["inputs"]["artifacts"]
+    assert {a["taskOutputArtifact"]["producerTask"] for a in report_inputs.values()} == {"for-loop-1", "for-loop-2"}
+
+
+def test_gpu_resources_on_gpu_steps_only(compiled):
+    spec, k8s = load(compiled["jet_ssl.yaml"])
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        step = name.removeprefix("exec-")
+        container, settings = executor["container"], k8s.get(name, {})
+        accelerator = container.get("resources", {}).get("accelerator")
+        if step in GPU_STEPS:
+            assert accelerator["resourceType"] == "nvidia.com/gpu", step
+            assert container["image"] == "jetlib-cuda:0.1.0"
+            assert settings["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+            assert settings["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        else:
+            assert accelerator is None and "nodeSelector" not in settings and "tolerations" not in settings, step
+            assert container["image"] == "jetlib:0.1.0"
+    # pretraining asks for the pod's GPUs from the run parameter; the others for one
+    resources = {s: spec["deploymentSpec"]["executors"][f"exec-{s}"]["container"]["resources"] for s in GPU_STEPS}
+    assert "gpus_per_node" in resources["pretrain"]["accelerator"]["resourceCount"]
+    assert resources["finetune"]["accelerator"]["resourceCount"] == "1"
+
+
+def test_cpu_pipeline_has_no_accelerators_selectors_or_tolerations(compiled):
+    spec, k8s = load(compiled["jet_ssl_cpu.yaml"])
+    assert spec["pipelineInfo"]["name"] == "jet-ssl-cpu"
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        assert "accelerator" not in executor["container"].get("resources", {}), name
+        assert executor["container"]["image"] == "jetlib:0.1.0"
+        assert not {"nodeSelector", "tolerations"} & set(k8s.get(name, {})), name
+
+
+@pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
+def test_requests_secret_env_and_shm(compiled, name):
+    spec, k8s = load(compiled[name])
+    for executor_name, executor in spec["deploymentSpec"]["executors"].items():
+        step = executor_name.removeprefix("exec-")
+        resources = executor["container"]["resources"]
+        assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"], step
+        settings = k8s.get(executor_name, {})
+        if step in ("plan", "plan-2", "run-folder"):  # no store access
+            assert "secretAsEnv" not in settings
+            continue
+        (secret,) = settings["secretAsEnv"]
+        assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {(k, k) for k in SECRET_ENV}
+        # the Secret's name is a run parameter (default jetlib-s3), never a literal in the YAML
+        assert secret["secretNameParameter"]["componentInputParameter"].endswith("store_secret")
+        shm = settings.get("emptyDirMounts")
+        if step in GPU_STEPS:
+            assert shm == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}]
+        else:
+            assert shm is None
+    assert spec["root"]["inputDefinitions"]["parameters"]["store_secret"]["defaultValue"] == "jetlib-s3"
+
+
+@pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
+def test_no_credentials_in_the_yaml(compiled, name):
+    text = compiled[name]
+    assert not re.search(r"AKIA[0-9A-Z]{16}|minioadmin|aws_secret_access_key\s*[:=]|moto-test", text, re.I)
+    spec, _ = load(text)
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert "env" not in executor["container"]  # credentials only ever come from the Secret
+
+
+@pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
+def test_caching_and_retries(compiled, name):
+    spec, _ = load(compiled[name])
+    every = tasks(spec)
+    cache = {t: every[t].get("cachingOptions", {}).get("enableCache", False) for t in STEPS}
+    assert cache["ingest"] and cache["pretrain"] and cache["finetune"] and cache["baseline"]
+    assert not cache["report"] and not cache["plan"] and not cache["run-folder"]
+    retried = {t for t in STEPS if every[t].get("retryPolicy", {}).get("maxRetryCount", 0) > 0}
+    assert retried == {"ingest", "pretrain", "finetune", "baseline"}
+
+
+def test_images_come_from_the_environment_at_compile_time(tmp_path):
+    text = compile_into(tmp_path, JETLIB_IMAGE="reg.example/jetlib:dev", JETLIB_CUDA_IMAGE="reg.example/cuda:dev")
+    spec, _ = load(text["jet_ssl.yaml"])
+    images = {n.removeprefix("exec-"): e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+    assert {images[s] for s in GPU_STEPS} == {"reg.example/cuda:dev"}
+    assert {images[s] for s in STEPS - GPU_STEPS} == {"reg.example/jetlib:dev"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == "reg.example/cuda:dev"
+
+
+# --- the compiled DAG under kfp.local ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dag")
+    write_toy_h5(root / "toy.h5", n=160)
+    return root
+
+
+def run_dag(root: Path, name: str, **params) -> Path:
+    """Run the committed CPU pipeline; returns the kfp.local pipeline root of this run."""
+    kfp_root = root / f"kfp-{name}"
+    args = {"store": str(root / "store"), "source": str(root / "toy.h5"), "run_name": name, "preset": "tiny",
+            "label_fractions": [0.5], "modes": ["cls-finetune", "reg-scratch", "cls-vgg"], **params}
+    run_local(args, ROOT / "pipelines" / "jet_ssl_cpu.yaml", pipeline_root=kfp_root)
+    return kfp_root
+
+
+def metrics_keys(kfp_root: Path) -> dict[str, set[frozenset]]:
+    """Keys of every Metrics artifact the run logged, by producing step."""
+    found: dict[str, set[frozenset]] = {}
+    for out in kfp_root.rglob("executor_output.json"):
+        step = out.parent.name
+        for name, group in json.loads(out.read_text()).get("artifacts", {}).items():
+            for a in group["artifacts"]:
+                if a.get("type", {}).get("schemaTitle", "system.Metrics") == "system.Metrics" and name in (
+                        "metrics", "summary"):
+                    found.setdefault(step, set()).add(frozenset(a["metadata"]))
+    return found
+
+
+@pytest.mark.slow
+def test_dag_runs_locally_with_the_same_metric_keys_for_different_parameters(toy):
+    first = run_dag(toy, "a", seeds=[0, 1])
+    second = run_dag(toy, "b", seeds=[2, 3], augment="physics", finetune_augment="seed", pretrain_seed=1)
+    runs = toy / "store" / "runs"
+    for name in ("a", "b"):
+        assert len(list((runs / name / "results").glob("*.json"))) == 6  # 3 modes x 2 seeds
+        assert (runs / name / "report" / "report.html").stat().st_size > 0
+    keys_a, keys_b = metrics_keys(first), metrics_keys(second)
+    assert keys_a == keys_b
+    assert len(keys_a["evaluate"]) == 2 and len(keys_a["evaluate-2"]) == 1  # cls and reg; VGG
+    (summary,) = keys_a["report"]
+    assert json.loads((runs / "a" / "report" / "summary.json").read_text()).keys() == summary
+
+
+def test_a_failing_step_fails_the_run_with_its_error(toy, capfd):
+    with pytest.raises(TrainingError, match="plan"):
+        run_dag(toy, "bad", seeds=[0], modes=["cls-finetune", "cls-bogus"])
+    captured = capfd.readouterr()
+    assert "modes: unknown 'cls-bogus'" in captured.out + captured.err
+    # the plan runs first: nothing was simulated, ingested or trained for it
+    assert not (toy / "store" / "runs" / "bad").exists()
+    assert "Executing task 'ingest'" not in re.sub(r"\x1b\[[0-9;]*m", "", captured.out + captured.err)
