@@ -6,11 +6,12 @@ subset over several seeds, evaluate each, and the report. The defaults are sized
 10-15 minutes on 2 cores: 3,000 jets, 10% labels (216 labelled jets) and 3 seeds, where
 fine-tuning beats scratch by several times the seed spread (README, "The workflow").
 
-The last line on stdout is the report's path; everything else (kfp.local's task log, each
-step's progress) goes to stderr.
+stdout holds one line, the report's path; everything else (what the demo chose, kfp.local's task
+log with each step's progress, the headline) goes to stderr.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
           f"store {store}", file=sys.stderr)
     t0 = time.perf_counter()
     try:
-        run_local(arguments, args.yaml, pipeline_root=out / "kfp")
+        with contextlib.redirect_stdout(sys.stderr):  # kfp.local prints the steps' logs on stdout
+            run_local(arguments, args.yaml, pipeline_root=out / "kfp")
     except JetlibError as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return e.exit_code
