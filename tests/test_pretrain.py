@@ -83,9 +83,10 @@ def test_killed_run_resumes_to_identical_weights(dataset, tmp_path, monkeypatch)
 
 
 def test_resuming_with_other_settings_is_refused(dataset, tmp_path):
-    pt.pretrain(dataset, str(tmp_path / "r"), tiny(), device="cpu")
+    quick = {"epochs": 1, "max_steps_per_epoch": 1, "monitor_bank": 0}
+    pt.pretrain(dataset, str(tmp_path / "r"), tiny(**quick), device="cpu")
     with pytest.raises(ConfigError, match="different settings lr"):
-        pt.pretrain(dataset, str(tmp_path / "r"), tiny(lr=0.5), device="cpu")
+        pt.pretrain(dataset, str(tmp_path / "r"), tiny(lr=0.5, **quick), device="cpu")
 
 
 def test_non_finite_loss_stops_with_one_line(dataset, tmp_path, monkeypatch):
@@ -240,5 +241,5 @@ def test_killed_2_process_run_resumes_bitwise(even_dataset, tmp_path):
 
 @pytest.mark.s3
 def test_four_epochs_to_s3_leave_one_checkpoint(dataset, s3_env):
-    pt.pretrain(dataset, s3_env, tiny(epochs=4, monitor_bank=0), device="cpu")
+    pt.pretrain(dataset, s3_env, tiny(epochs=4, monitor_bank=0, max_steps_per_epoch=1), device="cpu")
     assert open_store(s3_env).list("checkpoints") == ["checkpoints/epoch-0003.pt", "checkpoints/latest.json"]
