@@ -103,6 +103,15 @@ def roc_panels(results: list[dict]) -> str | None:
     return to_uri(fig)
 
 
+def _epoch_axis(ax) -> None:
+    """Whole-number epoch ticks; a single epoch gets one tick instead of matplotlib's ±0.05 padding."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    xs = [x for line in ax.get_lines() for x in line.get_xdata()]
+    if xs and min(xs) == max(xs):
+        ax.set_xlim(min(xs) - 0.5, min(xs) + 0.5)
+        ax.xaxis.set_major_locator(FixedLocator([min(xs)]))
+
+
 def pretrain_curves(steps: list) -> str | None:
     """Loss, temperature, learning rate and k-NN accuracy per epoch for every pretraining run."""
     runs = [s for s in steps if s.metrics and s.metrics.get("epochs")]
@@ -117,7 +126,7 @@ def pretrain_curves(steps: list) -> str | None:
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker=".", label=s.uri.rstrip("/").split("/")[-1], color=f"C{i}")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax)
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -148,7 +157,7 @@ def training_curves(steps: list) -> str | None:
         axes[-1][j].set_xlabel("epoch", fontsize=8)
     for ax in axes.flat:
         ax.tick_params(labelsize=7)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
     return to_uri(fig)
 
