@@ -22,6 +22,7 @@ from jetlib.data.manifest import Dataset
 from jetlib.errors import ConfigError
 from jetlib.models.heads import ClassifierHead, RegressionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
+from jetlib.progress import progress
 from jetlib.report.collect import MODEL_FORMAT, PRETRAIN_FORMAT
 
 MAX_JETS = 10_000  # test jets for the data's portrait (reading and averaging is cheap)
@@ -41,15 +42,18 @@ class DataPortrait:
     examples: list[tuple[int, np.ndarray]]  # (class, (C, H, W) raw image) for the activation maps
 
 
-def _batches(ds: Dataset, normalize: str, max_jets: int, device: str = "cpu"):
+def _batches(ds: Dataset, normalize: str, max_jets: int, desc: str, device: str = "cpu"):
+    """(batch, rows of it to use) over the first ``max_jets`` test jets, with a progress bar."""
     loader = JetLoader(ds, "test", batch_size=256, device=device, shuffle=False, normalize=normalize)
     seen = 0
-    for batch in loader:
-        if seen >= max_jets:
-            break
-        take = min(len(batch), max_jets - seen)
-        seen += take
-        yield batch, take
+    with progress(total=min(max_jets, loader.rows), desc=desc, unit="jet", leave=False) as bar:
+        for batch in loader:
+            if seen >= max_jets:
+                break
+            take = min(len(batch), max_jets - seen)
+            seen += take
+            bar.update(take)
+            yield batch, take
 
 
 def portrait(ds: Dataset, max_jets: int = MAX_JETS) -> DataPortrait:
@@ -59,7 +63,7 @@ def portrait(ds: Dataset, max_jets: int = MAX_JETS) -> DataPortrait:
     m0, pt, occ = {}, {}, {}
     examples: list[tuple[int, np.ndarray]] = []
     jets = 0
-    for batch, take in _batches(ds, "none", max_jets):
+    for batch, take in _batches(ds, "none", max_jets, "report: test jets"):
         x = batch.x[:take].numpy()  # (B, C, H, W)
         y = batch.y[:take].numpy() if batch.y is not None else np.full(take, -1)
         jets += take
@@ -113,7 +117,7 @@ def predict_mass(ds: Dataset, model_uri: str, max_jets: int = PREDICT_JETS) -> d
     mean, std = blob["target"]["mean"], blob["target"]["std"]
     true, pred = [], []
     with torch.no_grad():
-        for batch, take in _batches(ds, blob["normalize"], max_jets, device):
+        for batch, take in _batches(ds, blob["normalize"], max_jets, f"report: {blob['mode']} masses", device):
             out = net(batch.x[:take])[-1].float()  # the last depth is the reported prediction
             pred.append((out * std + mean).cpu().numpy())
             true.append(batch.m0[:take].cpu().numpy())
