@@ -214,3 +214,22 @@ def test_sigterm_cancels_and_deletes_the_job(k8s, finished, tmp_path):
     assert proc.returncode == 4
     assert f"TrainJob ml/{job_name(out)} cancelled; deleted it" in err
     assert k8s.calls("DELETE", "trainjobs") == 1 and not k8s.objects
+
+
+def test_gpu_trainjob_requests_gpus_and_carries_scheduling_constraints(k8s, finished):
+    data, out, run = finished
+    k8s.script = complete_after(2)
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    got = launch_pretrain(**kwargs(data, out, nodes=4, gpus_per_node=2, image="jetlib-cuda:0.1.0",
+                                   node_selector={"nvidia.com/gpu.present": "true"}, tolerations=[toleration]))
+    assert got == run
+    (body,) = k8s.bodies
+    validate_custom(body)
+    trainer = body["spec"]["trainer"]
+    assert trainer["numNodes"] == 4 and trainer["image"] == "jetlib-cuda:0.1.0"
+    assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 2}
+    assert trainer["command"][3:5] == ["--nproc-per-node", "2"]  # one process per GPU on each node
+    podspec = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"]["spec"]["template"]["spec"]
+    assert podspec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert podspec["tolerations"] == [toleration]
