@@ -109,7 +109,7 @@ def test_spread_over_pretraining_seeds_is_pooled_and_said(tmp_path):
     pooled = [0.70, 0.71, 0.75, 0.76]
     assert report.summary["cls_auc_finetune_f0.1_n"] == 4
     assert report.summary["cls_auc_finetune_f0.1_std"] == pytest.approx(np.std(pooled, ddof=1))
-    assert "2 fine-tuning seeds and 2 pretraining seeds" in report.html
+    assert "2 fine-tuning seeds and 2 pretraining runs" in report.html
     assert not [m for m in report.missing if m.startswith("no result")]
 
 
@@ -120,6 +120,16 @@ def test_a_copied_result_file_is_counted_once(tmp_path):
     report = build_report(str(tmp_path / "run"), write=False)
     assert report.summary["cls_auc_finetune_f0.1_n"] == 2
     assert report.summary["cls_auc_finetune_f0.1_mean"] == pytest.approx(0.75)
+
+
+def test_pretraining_runs_without_a_seed_are_told_apart_by_their_encoder(tmp_path):
+    results = [fake_result("cls", "finetune", 0.1, s, 0.7 + 0.1 * p, pretrain_seed=p) for p in (0, 1) for s in (0, 1)]
+    for r in results:
+        r["origin"] = {**r["origin"], "pretrain_seed": None, "encoder_sha256": f"{r['origin']['pretrain_seed']}" * 64}
+    write_results(tmp_path / "run", results[:3])  # the second pretraining run lacks seed 1
+    report = build_report(str(tmp_path / "run"), write=False)
+    assert "2 fine-tuning seeds and 2 pretraining runs" in report.html
+    assert report.missing[0] == "no result for cls finetune at 10% labels, seed 1, pretraining run 11111111"
 
 
 def test_undefined_metrics_show_their_reason_not_a_number(tmp_path):

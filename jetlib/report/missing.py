@@ -11,18 +11,18 @@ from __future__ import annotations
 import itertools
 
 from jetlib.report.collect import Study
-from jetlib.report.stats import PRETRAINED, fmt_fraction, order_modes, pretrain_seed
+from jetlib.report.stats import PRETRAINED, fmt_fraction, order_modes, pretrain_id
 
 
 def _cell(task, mode, fraction, seed, pseed) -> str:
-    p = f", pretraining seed {pseed}" if pseed is not None else ""
+    p = f", pretraining {'seed ' if isinstance(pseed, int) else 'run '}{pseed}" if pseed is not None else ""
     return f"{task} {mode} at {fmt_fraction(fraction)} labels, seed {seed}{p}"
 
 
 def grid_holes(results: list[dict]) -> list[str]:
     """Missing (task, mode, fraction, seed[, pretraining seed]) combinations."""
     have = {(r["task"], r["mode"], float(r["label_fraction"]), r.get("seed"),
-             pretrain_seed(r) if r["mode"] in PRETRAINED else None) for r in results}
+             pretrain_id(r) if r["mode"] in PRETRAINED else None) for r in results}
     fractions = sorted({h[2] for h in have})
     seeds = sorted({h[3] for h in have}, key=str)
     pseeds = sorted({h[4] for h in have if h[4] is not None}, key=str) or [None]

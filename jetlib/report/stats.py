@@ -4,9 +4,10 @@ Every number on the page comes from here, and so does every sentence of the head
 the wording is a function of the statistics, never fixed prose.
 
 Spread. For each (task, mode, label fraction) the results of all seeds are pooled: the
-fine-tuning seeds and, when results carry ``origin.pretrain_seed`` (several pretraining
-runs), the pretraining seeds too. ``std`` is the sample standard deviation (ddof = 1) of
-that pool; with one result it is undefined. A comparison of two modes uses the difference
+fine-tuning seeds and, when results come from several pretraining runs (told apart by
+``origin.pretrain_seed``, else ``origin.encoder_sha256``), the pretraining runs too.
+``std`` is the sample standard deviation (ddof = 1) of that pool; with one result it is
+undefined. A comparison of two modes uses the difference
 of their means, ``delta``, and its standard error ``sigma = sqrt(s_a^2/n_a + s_b^2/n_b)``.
 
 Verdict (``delta`` signed so that positive means the pretrained encoder is better):
@@ -60,6 +61,16 @@ def pretrain_seed(result: dict):
     return origin.get("pretrain_seed") if isinstance(origin, dict) else None
 
 
+def pretrain_id(result: dict):
+    """Which pretraining run a result started from: its seed, else its encoder's sha256 prefix, else None."""
+    seed = pretrain_seed(result)
+    if seed is not None:
+        return seed
+    origin = result.get("origin") or {}
+    sha = origin.get("encoder_sha256") if isinstance(origin, dict) else None
+    return sha[:8] if sha else None
+
+
 def undefined_reason(result: dict, key: str) -> str:
     """Why a scalar is null or not finite, from whatever the result file says."""
     cls, reg = result.get("classification") or {}, result.get("regression") or {}
@@ -103,7 +114,7 @@ def aggregate(results: list[dict]) -> dict[tuple[str, str, str, float], Agg]:
                 continue
             cell = cells.setdefault((name, task, r["mode"], float(r["label_fraction"])), Agg())
             value = (r.get("scalars") or {}).get(key)
-            seed = (pretrain_seed(r), r.get("seed"))
+            seed = (pretrain_id(r), r.get("seed"))
             if isinstance(value, (int, float)) and math.isfinite(value):
                 cell.values.append(float(value))
                 cell.seeds.append(seed)
@@ -115,10 +126,10 @@ def aggregate(results: list[dict]) -> dict[tuple[str, str, str, float], Agg]:
 def spread_source(results: list[dict]) -> str:
     """Which seeds the error bars are over, in words."""
     seeds = {r.get("seed") for r in results}
-    pseeds = {pretrain_seed(r) for r in results if r.get("mode") in PRETRAINED} - {None}
+    pseeds = {pretrain_id(r) for r in results if r.get("mode") in PRETRAINED} - {None}
     text = f"{len(seeds)} fine-tuning seed{'s' if len(seeds) != 1 else ''}"
     if len(pseeds) > 1:
-        text += f" and {len(pseeds)} pretraining seeds (pretrained modes pool both)"
+        text += f" and {len(pseeds)} pretraining runs (pretrained modes pool both)"
     return text
 
 
