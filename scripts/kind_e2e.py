@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = os.environ.get("KIND_CLUSTER", "jetlib")
 TIMEOUT_S = int(os.environ.get("E2E_TIMEOUT_S", "3600"))
 STORE = os.environ.get("E2E_STORE", "s3://jetlib/e2e")
+# Pretraining nodes: 2 sends pretraining through jetlib.launch as a TrainJob over both kind workers
+# (CPU pods: gpus_per_node=0), so the multi-node path runs for real; 1 keeps it in the step's pod.
+NODES = int(os.environ.get("E2E_NODES", "2"))
 
 
 def free_port() -> int:
@@ -60,7 +63,7 @@ def main() -> int:
     package = ROOT / "pipelines" / "jet_ssl_cpu.yaml"
     run_name = f"kind-e2e-{int(time.time())}"
     arguments = {"store": STORE, "n_jets": 400, "preset": "tiny", "seeds": [0], "label_fractions": [0.5],
-                 "modes": ["cls-finetune", "cls-scratch"], "run_name": run_name}
+                 "modes": ["cls-finetune", "cls-scratch"], "run_name": run_name, "nodes": NODES, "gpus_per_node": 0}
     with port_forward("svc/ml-pipeline", 8888) as kfp_url, port_forward("svc/jetlib-minio", 9000) as s3_url:
         client = kfp.Client(host=kfp_url)
         run = client.create_run_from_pipeline_package(str(package), arguments=arguments, run_name=run_name,
@@ -78,8 +81,14 @@ def main() -> int:
                           AWS_SECRET_ACCESS_KEY=creds["AWS_SECRET_ACCESS_KEY"])
         from jetlib.data.store import open_store
 
-        summary = json.loads(open_store(f"{STORE}/runs/{run_name}/report").get_bytes("summary.json"))
-    print(json.dumps({"run_id": run.run_id, "state": done.state, **summary}))
+        runs = open_store(f"{STORE}/runs/{run_name}")
+        summary = json.loads(runs.get_bytes("report/summary.json"))
+        pretrain = json.loads(runs.get_bytes("pretrain-s0/run.json"))
+        if pretrain.get("world_size") != NODES:
+            print(f"kind-e2e: pretraining ran on world size {pretrain.get('world_size')}, expected {NODES}",
+                  file=sys.stderr)
+            return 1
+    print(json.dumps({"run_id": run.run_id, "state": done.state, "pretrain_world_size": NODES, **summary}))
     return 0
 
 
