@@ -27,4 +27,7 @@ docker build -f images/Dockerfile -t "$name:$version" \
   --build-arg "BASE_IMAGE=$base" --build-arg "FLAVOR=$flavor" --build-arg "VERSION=$version" \
   --build-arg "GIT_COMMIT=$commit" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL:-}" \
   "${cert_arg[@]}" . >&2
+# Each rebuild of the tag leaves the previous image dangling (GBs with torch): drop those of this
+# flavour only, nothing else on the machine.
+docker image prune -f --filter "label=org.opencontainers.image.title=jetlib-$flavor" >/dev/null
 echo "$name:$version"
