@@ -111,8 +111,12 @@ def pod_parts(req: JobRequest) -> dict:
 def pytorchjob_body(req: JobRequest, name: str) -> dict:
     """A ``kubeflow.org/v1`` PyTorchJob: one Master and ``nodes - 1`` Workers running the same command."""
     parts = pod_parts(req)
+    # The Training Operator sets PET_NNODES / PET_NODE_RANK / PET_NPROC_PER_NODE but the master as
+    # MASTER_ADDR / MASTER_PORT, which torchrun does not read: hand them over (kubelet expands $(VAR)).
+    command = trainer_command(req)
+    command[3:3] = ["--master-addr", "$(MASTER_ADDR)", "--master-port", "$(MASTER_PORT)"]
     container = {"name": "pytorch", "image": req.image, "imagePullPolicy": "IfNotPresent",
-                 "command": trainer_command(req), "env": secret_env(req.secret),
+                 "command": command, "env": secret_env(req.secret),
                  "volumeMounts": parts["mounts"], "securityContext": parts["container_security"]}
     if req.gpus_per_node:
         container["resources"] = {"limits": {"nvidia.com/gpu": req.gpus_per_node}}

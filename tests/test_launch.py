@@ -112,7 +112,8 @@ def test_pytorchjob_body_fits_crd_and_runs_through_backend(k8s, finished):
     assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
     container = specs["Worker"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
-    assert container["command"][3:5] == ["--nproc-per-node", "4"]
+    assert container["command"][3:9] == ["--master-addr", "$(MASTER_ADDR)", "--master-port", "$(MASTER_PORT)",
+                                         "--nproc-per-node", "4"]
     assert specs["Master"]["template"]["spec"]["nodeSelector"] == {"gpu": "a100"}
 
     name = job_name(out)
