@@ -17,6 +17,7 @@ from tests.conftest import write_h5
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
+@pytest.mark.filterwarnings("ignore:Task .* have no effect in the current local runner")  # cluster-only settings
 def test_compiled_cpu_pipeline_runs_in_docker(image, tmp_path):
     assert f"image: {image}" in CPU_YAML.read_text()  # the compiled YAML names the image under test
     root = tmp_path / "kfp"
