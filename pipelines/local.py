@@ -21,8 +21,12 @@ CPU_YAML = HERE / "jet_ssl_cpu.yaml"
 
 
 def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline_root: str | os.PathLike = "kfp-local",
-              docker: bool = False) -> float:
+              docker: bool | dict = False) -> float:
     """Run the compiled pipeline at ``yaml_path`` with ``arguments``; returns the wall time in seconds.
+
+    ``docker``: run each step in its image with ``kfp.local.DockerRunner``; a dict is passed on as
+    ``docker run`` options (e.g. ``{"environment": {...}, "network_mode": "host"}`` to reach an S3
+    store: a container sees neither this machine's local store folder nor its environment).
 
     Raises:
         TrainingError: a step failed (its own error is in the streamed log above, and the message
@@ -30,7 +34,10 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
     """
     from kfp import components, local
 
-    runner = local.DockerRunner() if docker else local.SubprocessRunner(use_venv=False)
+    if docker:
+        runner = local.DockerRunner(**(docker if isinstance(docker, dict) else {}))
+    else:
+        runner = local.SubprocessRunner(use_venv=False)
     local.init(runner=runner, pipeline_root=str(Path(pipeline_root).resolve()), raise_on_error=True)
     pipeline = components.load_component_from_file(str(yaml_path))
     t0 = time.perf_counter()
