@@ -28,11 +28,11 @@ Credentials never appear in a job body: workers read ``JETLIB_S3_ENDPOINT``,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 
 from jetlib.errors import ConfigError, TrainingError
 
@@ -43,7 +43,7 @@ RUN_FORMAT = "jetlib.pretrain/1"
 UID = 1000  # the images' non-root user (images/Dockerfile)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class JobRequest:
     """Everything a multi-node pretraining job is made from (validated by :meth:`check`)."""
 
@@ -57,7 +57,7 @@ class JobRequest:
     extra_args: tuple[str, ...] = ()  # more `jetlib pretrain` flags, e.g. ("--epochs", "5")
     secret: str | None = "jetlib-s3"  # Secret holding SECRET_KEYS; None: none mounted
     namespace: str = "default"
-    node_selector: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
     tolerations: tuple[dict, ...] = ()
     shm_size: str = "2Gi"  # /dev/shm for the data loader and gloo/NCCL
 
@@ -219,11 +219,12 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if timeout_s <= 0:
         raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
-    cluster = Cluster.connect(namespace)
     req = JobRequest(data=data, out=out, nodes=nodes, gpus_per_node=gpus_per_node, image=image, preset=preset,
-                     augment=augment, extra_args=tuple(extra_args), secret=secret, namespace=cluster.namespace,
+                     augment=augment, extra_args=tuple(extra_args), secret=secret,
                      node_selector=dict(node_selector or {}), tolerations=tuple(tolerations or ()))
-    req.check()
+    req.check()  # bad arguments are reported before any cluster is contacted
+    cluster = Cluster.connect(namespace)
+    req = dataclasses.replace(req, namespace=cluster.namespace)
     name = job_name(out)
     job = cluster.job(backend, name)
     previous = _install_sigterm()

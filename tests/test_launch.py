@@ -194,7 +194,7 @@ def test_bad_arguments_are_refused_before_anything_is_created(k8s, finished, cha
     data, out, _ = finished
     with pytest.raises(ConfigError, match=match):
         launch_pretrain(**{**kwargs(data, out), **change})
-    assert k8s.calls("POST", "trainjobs") == 0
+    assert k8s.requests == []  # refused before the API server was contacted
 
 
 def test_sigterm_cancels_and_deletes_the_job(k8s, finished, tmp_path):
@@ -234,3 +234,11 @@ def test_gpu_trainjob_requests_gpus_and_carries_scheduling_constraints(k8s, fini
         "template"]["spec"]["template"]["spec"]
     assert podspec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert podspec["tolerations"] == [toleration]
+
+
+def test_no_cluster_configuration_is_one_clear_line(finished, tmp_path, monkeypatch):
+    data, out, _ = finished
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    with pytest.raises(ConfigError, match=r"^no Kubernetes configuration \(in-cluster or kubeconfig\)"):
+        launch_pretrain(**kwargs(data, out))
