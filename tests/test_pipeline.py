@@ -163,17 +163,31 @@ def run_dag(root: Path, name: str, **params) -> Path:
     return kfp_root
 
 
-def metrics_keys(kfp_root: Path) -> dict[str, set[frozenset]]:
+def metrics_keys(kfp_root: Path) -> dict[str, list[set[str]]]:
     """Keys of every Metrics artifact the run logged, by producing step."""
-    found: dict[str, set[frozenset]] = {}
-    for out in kfp_root.rglob("executor_output.json"):
-        step = out.parent.name
+    found: dict[str, list[set[str]]] = {}
+    for out in sorted(kfp_root.rglob("executor_output.json")):
         for name, group in json.loads(out.read_text()).get("artifacts", {}).items():
-            for a in group["artifacts"]:
-                if a.get("type", {}).get("schemaTitle", "system.Metrics") == "system.Metrics" and name in (
-                        "metrics", "summary"):
-                    found.setdefault(step, set()).add(frozenset(a["metadata"]))
+            if name in ("metrics", "summary"):
+                found.setdefault(out.parent.name, []).extend(set(a["metadata"]) for a in group["artifacts"])
     return found
+
+
+def stable(keys: set[str]) -> tuple[str, ...]:
+    """Keys without background rejection: 1/eps_B at a working point is undefined (null, so left out,
+    never faked) when no background jet passes, which some tiny toy models hit by chance."""
+    return tuple(sorted(k for k in keys if "rej" not in k))
+
+
+def check_same_metric_keys(first: Path, second: Path) -> None:
+    keys_a, keys_b = metrics_keys(first), metrics_keys(second)
+    assert keys_a.keys() == keys_b.keys() == {"evaluate", "evaluate-2", "report"}
+    cls = {"accuracy", "f1", "roc_auc", "label_fraction", "seed", "test_jets", "trainable_parameters", "train_seconds"}
+    reg = cls - {"accuracy", "f1", "roc_auc"} | {"mse", "rmse", "mae", "r2", "relative_resolution"}
+    for keys in (keys_a, keys_b):
+        assert sorted(map(stable, keys["evaluate"])) == sorted([stable(cls)] * 2 + [stable(reg)] * 2)
+        assert list(map(stable, keys["evaluate-2"])) == [stable(cls)] * 2  # VGG
+    assert {stable(k) for k in keys_a["report"]} == {stable(k) for k in keys_b["report"]}
 
 
 @pytest.mark.slow
@@ -184,10 +198,8 @@ def test_dag_runs_locally_with_the_same_metric_keys_for_different_parameters(toy
     for name in ("a", "b"):
         assert len(list((runs / name / "results").glob("*.json"))) == 6  # 3 modes x 2 seeds
         assert (runs / name / "report" / "report.html").stat().st_size > 0
-    keys_a, keys_b = metrics_keys(first), metrics_keys(second)
-    assert keys_a == keys_b
-    assert len(keys_a["evaluate"]) == 2 and len(keys_a["evaluate-2"]) == 1  # cls and reg; VGG
-    (summary,) = keys_a["report"]
+    check_same_metric_keys(first, second)
+    (summary,) = metrics_keys(first)["report"]
     assert json.loads((runs / "a" / "report" / "summary.json").read_text()).keys() == summary
 
 
