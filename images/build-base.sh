@@ -26,9 +26,11 @@ echo "debootstrap bookworm from $mirror into $dir"
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$dir" "$mirror" >"$dir.log" 2>&1 \
   || { tail -n 20 "$dir.log" >&2; echo "debootstrap failed (log: $dir.log)" >&2; exit 1; }
 rm -f "$dir.log"
-if [[ -n ${PIP_CERT:-} && -f $PIP_CERT ]]; then
-  mkdir -p "$dir$(dirname "$PIP_CERT")"
-  cp "$PIP_CERT" "$dir$PIP_CERT"
+# Without PIP_CERT, the host's system bundle: it holds whatever CA the host trusts for the proxy.
+cert=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
+if [[ -f $cert ]]; then
+  mkdir -p "$dir$(dirname "$cert")"
+  cp "$cert" "$dir$cert"
 fi
 # Keep the image small and free of host state: apt lists and caches are not needed at run time.
 rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb

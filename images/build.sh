@@ -19,9 +19,10 @@ version=$(sed -nE 's/^__version__ = "([^"]+)"/\1/p' jetlib/__init__.py)
 [[ -n $version ]] || { echo "images/build.sh: no __version__ in jetlib/__init__.py" >&2; exit 2; }
 commit=$(git rev-parse HEAD 2>/dev/null || true)
 cert_arg=()
+cert=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 # Pass the CA path only when the base image holds that file (build-base.sh copies it there).
-if [[ -n ${PIP_CERT:-} ]] && docker run --rm --entrypoint /bin/sh "$base" -c "test -f '$PIP_CERT'" 2>/dev/null; then
-  cert_arg=(--build-arg "PIP_CERT=$PIP_CERT")
+if docker run --rm --entrypoint /bin/sh "$base" -c "test -f '$cert'" 2>/dev/null; then
+  cert_arg=(--build-arg "PIP_CERT=$cert")
 fi
 docker build -f images/Dockerfile -t "$name:$version" \
   --build-arg "BASE_IMAGE=$base" --build-arg "FLAVOR=$flavor" --build-arg "VERSION=$version" \
