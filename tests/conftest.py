@@ -128,3 +128,18 @@ def run_cli(*args, env: dict | None = None, prefix: list[str] | None = None) -> 
     full_env = {**os.environ, "JETLIB_PROGRESS": "0", **(env or {})}
     cmd = [*(prefix or []), sys.executable, "-m", "jetlib", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``cli.main`` run in-process points the root logger at pytest's captured stderr, which is closed
+    after the test: remove that handler and restore the level, so later logging does not hit a closed file."""
+    import logging
+
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:  # only plain stream handlers the test added (pytest manages its own)
+        if handler not in before and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
