@@ -26,6 +26,7 @@ import json
 import logging
 import pickle
 import random
+import re
 
 import numpy as np
 import torch
@@ -65,11 +66,16 @@ def load_object(store: Store, key: str, sha256: str | None = None, map_location=
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{store.key_uri(key)}: refused to load, it holds more than tensors and plain data "
-                        f"({first[:200]})") from None
+                        f"({_unpickler_reason(str(e))})") from None
     except (RuntimeError, EOFError) as e:  # truncated or not a torch file at all
         raise DataError(f"{store.key_uri(key)}: not a readable torch file ({type(e).__name__})") from None
+
+
+def _unpickler_reason(message: str) -> str:
+    """The one useful phrase of torch's weights_only refusal (which also advises loading it anyway)."""
+    match = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global|\.\s|$)", message)
+    return match.group(1).strip()[:200] if match else "not a weights-only file"
 
 
 def read_run_json(uri: str, *, formats: tuple[str, ...], flag: str) -> dict:
