@@ -1,17 +1,24 @@
 """The study in one command: does SimCLR pretraining beat training from scratch with few labels?
 
 On a simulated quark/gluon dataset (``jetlib simulate``, cached under ``.cache/bench``):
-pretrain once with the ``cpu`` preset, then for every label fraction and seed train
-every mode (``finetune``, ``linear``, ``scratch`` for classification and mass
-regression, and the VGG baseline for classification) with the ``cpu`` preset, and
-score each on the same test split. Prints one JSON line: test AUC (classification)
-and MAE in GeV (regression) per mode and fraction, as mean and standard deviation
-over seeds, and for each fraction whether fine-tuning beats scratch by more than the
-seed-to-seed spread (the difference of the means against the spread of that
-difference, ``sqrt(std_ft^2 + std_scratch^2)``). Everything it trained stays in
-``--work`` for inspection.
+pretrain once per pretraining seed (``--pretrain-seeds``) with the ``cpu`` preset, then
+for every label fraction and fine-tuning seed train every mode (``finetune`` and
+``linear`` on every pretrained encoder, ``scratch`` for classification and mass
+regression, and the VGG baseline for classification) with the ``cpu`` preset, and score
+each on the same test split. Every run chooses its best epoch on the validation subset
+of its own label budget (``--validation fraction``, the default; ``full`` uses the whole
+val split, as the study did before).
 
-    python benchmarks/study.py [--n-jets 8000] [--fractions 0.01,0.1] [--seeds 0,1,2] [--work .cache/study]
+Prints one JSON line: test AUC (classification) and MAE in GeV (regression) per mode and
+fraction, as mean and standard deviation over every run of that cell (fine-tuning seeds x
+pretraining seeds for the pretrained modes, so the spread includes pretraining
+variance), the per-pretraining-seed means, and for each fraction whether fine-tuning beats
+scratch by more than the spread (the difference of the means against the spread of that
+difference, ``sqrt(std_ft^2 + std_scratch^2)``) and does so from every pretraining seed.
+Everything it trained stays in ``--work``; re-running the same command skips finished
+runs, and a partial table is printed to stderr after each (fraction, seed).
+
+    python benchmarks/study.py [--n-jets 4000] [--fractions 0.01,0.1] [--seeds 0,1] [--pretrain-seeds 0,1]
 """
 
 from __future__ import annotations
@@ -37,81 +44,151 @@ from jetlib.data.ingest import ingest  # noqa: E402
 from jetlib.evaluate import evaluate  # noqa: E402
 
 MODES = ("finetune", "linear", "scratch")
+PRETRAINED = ("finetune", "linear")
+
+
+def metric(r: dict) -> float:
+    return r["scalars"]["roc_auc"] if r["task"] == "cls" else r["scalars"]["mae"]
+
+
+def _stats(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values), "values": values}
 
 
 def summarise(results: list[dict]) -> dict:
-    """{task: {mode: {fraction: {mean, std, seeds}}}} of test AUC (cls) or MAE (reg)."""
-    table: dict = {}
+    """{task: {mode: {fraction: {mean, std, n, values[, by_pretrain_seed]}}}} of test AUC (cls) or MAE (reg).
+
+    mean and std are over every run in the cell: seeds x pretraining seeds for the pretrained modes."""
+    cells: dict = {}
     for r in results:
-        metric = r["scalars"]["roc_auc"] if r["task"] == "cls" else r["scalars"]["mae"]
-        cell = table.setdefault(r["task"], {}).setdefault(r["mode"], {}).setdefault(f"{r['label_fraction']:g}", [])
-        cell.append(metric)
-    return {task: {mode: {f: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                              "values": v} for f, v in by_f.items()} for mode, by_f in modes.items()}
-            for task, modes in table.items()}
+        if metric(r) is None:
+            continue
+        key = (r["task"], r["mode"], f"{r['label_fraction']:g}")
+        pseed = (r.get("origin") or {}).get("pretrain_seed")
+        cells.setdefault(key, {}).setdefault(pseed, []).append(metric(r))
+    table: dict = {}
+    for (task, mode, f), by_pseed in cells.items():
+        cell = _stats([v for vs in by_pseed.values() for v in vs])
+        if mode in PRETRAINED:
+            cell["by_pretrain_seed"] = {str(p): float(np.mean(v)) for p, v in sorted(by_pseed.items())}
+        table.setdefault(task, {}).setdefault(mode, {})[f] = cell
+    return table
 
 
 def verdicts(summary: dict) -> dict:
-    """Per task and fraction: does finetune beat scratch by more than the seed-to-seed spread?"""
+    """Per task and fraction: does finetune beat scratch by more than the spread over all its seeds?"""
     out = {}
     for task, sign in (("cls", 1), ("reg", -1)):  # higher AUC is better; lower MAE is better
         modes = summary.get(task, {})
         for f in modes.get("finetune", {}):
+            if f not in modes.get("scratch", {}):
+                continue
             ft, sc = modes["finetune"][f], modes["scratch"][f]
             gain = sign * (ft["mean"] - sc["mean"])
             spread = float(np.hypot(ft["std"], sc["std"]))
-            out[f"{task}@{f}"] = {"gain": gain, "spread": spread, "beats_scratch": bool(gain > spread)}
+            per_pseed = {p: sign * (m - sc["mean"]) for p, m in ft["by_pretrain_seed"].items()}
+            out[f"{task}@{f}"] = {"gain": gain, "spread": spread, "beats_scratch": bool(gain > spread),
+                                  "gain_by_pretrain_seed": per_pseed,
+                                  "beats_scratch_from_every_pretraining": bool(
+                                      gain > spread and all(g > spread for g in per_pseed.values()))}
     return out
+
+
+def trained(out: str, train) -> None:
+    """Run ``train()`` unless ``out`` already holds a finished run (re-running the study skips it)."""
+    if not (Path(out) / "run.json").exists():
+        train()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-jets", type=int, default=8000)
+    ap.add_argument("--n-jets", type=int, default=4000)
     ap.add_argument("--fractions", default="0.01,0.1")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1", help="fine-tuning seeds")
+    ap.add_argument("--pretrain-seeds", default="0,1")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--pretrain-epochs", type=int, default=0, help="0: the preset's")
     ap.add_argument("--augment", default="seed")
+    ap.add_argument("--validation", default="fraction", choices=("fraction", "full"))
+    ap.add_argument("--modes", default="finetune,linear,scratch,vgg", help="a subset of these, to save time")
+    ap.add_argument("--from-results", action="store_true",
+                    help="train nothing: summarise the result files already in --work (e.g. of studies run in "
+                         "parallel on different --fractions)")
     ap.add_argument("--work", default=str(ROOT / ".cache" / "study"))
     args = ap.parse_args()
     os.environ.setdefault("JETLIB_PROGRESS", "0")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
+    pseeds = [int(s) for s in args.pretrain_seeds.split(",")]
+    modes = args.modes.split(",")
+    if "finetune" in modes and "scratch" not in modes:
+        ap.error("--modes: the verdict compares finetune with scratch; keep both")
     work = Path(args.work)
+    runs, res = work / "runs", str(work / "results")
     t0 = time.perf_counter()
 
     src = simulated_file(args.n_jets, 0)
     data = ingest(src, str(work / "store"))
-    values = {"augment": args.augment, **({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {})}
-    pre_cfg = pretrain.make_config(args.preset, **values)
-    pre_dir = str(work / "runs" / f"pretrain-{args.augment}-e{pre_cfg.epochs}")
-    final = pretrain.pretrain(data, pre_dir, pre_cfg, device="cpu")
-    print(f"pretrained: {final}", file=sys.stderr)
+    finals, pre_dirs = {}, {}
+    for p in pseeds:
+        values = {"augment": args.augment, "seed": p,
+                  **({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {})}
+        pre_cfg = pretrain.make_config(args.preset, **values)
+        pre_dirs[p] = str(runs / f"pretrain-{args.augment}-e{pre_cfg.epochs}-s{p}")
+        done = Path(pre_dirs[p]) / "run.json"  # finished before: not rewritten (another study may read it)
+        finals[p] = (json.loads(done.read_text())["final"] if done.exists()
+                     else pretrain.pretrain(data, pre_dirs[p], pre_cfg, device="cpu"))
+        print(f"pretrained seed {p}: {finals[p]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
     results = []
+    if args.from_results:
+        results = [json.loads(f.read_text()) for f in sorted(Path(res).glob("*.json"))]
+        results = [r for r in results if r["label_fraction"] in fractions and r["seed"] in seeds
+                   and r["mode"] in modes and (r.get("origin") or {}).get("pretrain_seed", pseeds[0]) in pseeds]
+        fractions = []  # nothing to train
+
+    def run(task: str, mode: str, f: float, seed: int, p: int | None = None) -> None:
+        name = f"{task}-{mode}-f{f:g}-s{seed}" + (f"-p{p}" if p is not None else "")
+        out = str(runs / name)
+        if mode == "vgg":
+            cfg = baseline.make_config(args.preset, label_fraction=f, seed=seed, validation=args.validation)
+            trained(out, lambda: baseline.baseline(data, out, cfg, device="cpu"))
+        else:
+            cfg = finetune.make_config(args.preset, task=task, mode=mode, label_fraction=f, seed=seed,
+                                       validation=args.validation)
+            trained(out, lambda: finetune.finetune(data, out, cfg, init=pre_dirs.get(p), device="cpu"))
+        results.append(evaluate(data, out, res, device="cpu"))
+
     for f in fractions:
         for seed in seeds:
             for task in ("cls", "reg"):
-                for mode in MODES:
-                    out = str(work / "runs" / f"{task}-{mode}-f{f:g}-s{seed}")
-                    cfg = finetune.make_config(args.preset, task=task, mode=mode, label_fraction=f, seed=seed)
-                    finetune.finetune(data, out, cfg, init=pre_dir if mode != "scratch" else None, device="cpu")
-                    results.append(evaluate(data, out, str(work / "results"), device="cpu"))
-            out = str(work / "runs" / f"cls-vgg-f{f:g}-s{seed}")
-            baseline.baseline(data, out, baseline.make_config(args.preset, label_fraction=f, seed=seed), device="cpu")
-            results.append(evaluate(data, out, str(work / "results"), device="cpu"))
-            print(f"done fraction {f:g} seed {seed} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+                if "scratch" in modes:
+                    run(task, "scratch", f, seed)
+                for p in pseeds:
+                    for mode in (m for m in PRETRAINED if m in modes):
+                        run(task, mode, f, seed, p)
+            if "vgg" in modes:
+                run("cls", "vgg", f, seed)
+            print(f"done fraction {f:g} seed {seed} ({time.perf_counter() - t0:.0f} s): "
+                  f"{json.dumps(summarise(results))}", file=sys.stderr)
 
     summary = summarise(results)
+    labels = {f"{r['label_fraction']:g}": r["labels"] for r in results if r.get("labels")}
     print(json.dumps({
         "benchmark": "study",
         "jets": args.n_jets,
         "preset": args.preset,
         "augment": args.augment,
+        "validation": args.validation,
+        "modes": modes,
+        "labels": labels,
         "pretrain_epochs": pre_cfg.epochs,
-        "pretrain_final": {k: final.get(k) for k in ("loss", "temperature", "knn_accuracy")},
+        "pretrain_final": {str(p): {k: fin.get(k) for k in ("loss", "temperature", "knn_accuracy")}
+                           for p, fin in finals.items()},
         "seeds": seeds,
+        "pretrain_seeds": pseeds,
         "test_auc": summary.get("cls", {}),
         "test_mae_gev": summary.get("reg", {}),
         "finetune_vs_scratch": verdicts(summary),

@@ -2,12 +2,18 @@
 
 As the study trained it: class-weighted binary cross-entropy (``pos_weight`` = gluons /
 quarks in the labelled subset, so an unbalanced subset does not bias the classifier),
-OneCycleLR over the maximum number of epochs, mixup (Zhang et al. 2018: pairs of jets
-and their labels blended with a Beta(alpha, alpha) weight). Every head of the ensemble
-is trained on its own loss; predictions average the heads' logits. The best epoch
-(highest validation accuracy) is kept, with early stopping as for fine-tuning, and
+OneCycleLR over ``epochs``, mixup (Zhang et al. 2018: pairs of jets and their labels
+blended with a Beta(alpha, alpha) weight). Every head of the ensemble is trained on
+its own loss; predictions average the heads' logits. The best epoch (highest accuracy
+on the validation subset of the same label budget, as for fine-tuning) is kept, and
 the outputs have the same form (``model.pt``, ``metrics.json``, ``run.json``), so
 ``jetlib evaluate`` scores it like any other model.
+
+Schedule and stopping: one cycle is a single schedule whose learning rate only comes
+down in its final annealing phase, so stopping it early keeps weights trained at a high
+learning rate (the study's schedule spanned 50 epochs while patience ended most runs
+near the peak). By default (``patience=None``) the whole cycle runs and the best epoch
+is picked from all of it; a ``patience`` restores early stopping, for comparison.
 """
 
 from __future__ import annotations
@@ -15,13 +21,11 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from jetlib.config import resolve
-from jetlib.data.loader import JetLoader
-from jetlib.data.manifest import Dataset
+from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import autocast_for
 from jetlib.errors import ConfigError
 from jetlib.models.vgg import VGG, VGGConfig
@@ -29,7 +33,9 @@ from jetlib.trainer import (
     Stopping,
     classification_scores,
     fit,
+    labelled_loaders,
     place,
+    predict,
     prepare,
     resources,
     train_epoch,
@@ -45,8 +51,9 @@ class BaselineConfig:
     preset: str = "gpu"
     label_fraction: float = 1.0
     seed: int = 0
-    epochs: int = 50  # OneCycleLR spans these; early stopping may end sooner
-    patience: int = 10
+    validation: str = "fraction"  # fraction: val subset of the same label budget; full: the whole val split
+    epochs: int = 50  # OneCycleLR spans exactly these
+    patience: int | None = None  # None: the whole cycle runs (see the module docstring); N: early stopping
     batch_size: int = 256
     max_lr: float = 1e-3  # OneCycleLR peak (AdamW)
     weight_decay: float = 1e-4
@@ -60,12 +67,16 @@ class BaselineConfig:
     def __post_init__(self):
         if not 0 < self.label_fraction <= 1:
             raise ConfigError(f"--label-fraction must be in (0, 1], got {self.label_fraction}")
+        if self.validation not in VALIDATION:
+            raise ConfigError(f"validation must be one of {', '.join(VALIDATION)}, got {self.validation!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be at least 1 epoch (or none), got {self.patience}")
 
 
 PRESETS = {
-    "tiny": {"epochs": 3, "patience": 2, "batch_size": 16, "eval_batch_size": 64,
+    "tiny": {"epochs": 3, "batch_size": 16, "eval_batch_size": 64,
              "model": VGGConfig(widths=(4, 8, 8, 16), depths=(1, 1, 1, 1), heads=2, head_hidden=16)},
-    "cpu": {"epochs": 30, "patience": 6, "batch_size": 64,
+    "cpu": {"epochs": 30, "batch_size": 64,
             "model": VGGConfig(widths=(16, 32, 64, 128), depths=(1, 1, 2, 2), heads=3, head_hidden=64)},
     "gpu": {},
 }
@@ -79,22 +90,10 @@ def build_model(blob: dict) -> VGG:
     return VGG(VGGConfig.from_dict(blob["vgg_config"]))
 
 
-def predict(model: VGG, loader: JetLoader, autocast) -> dict[str, np.ndarray]:
-    """Quark probabilities (sigmoid of the heads' mean logit) over a whole split."""
-    model.eval()
-    outs, ys, ms, jets, loss, n = [], [], [], [], 0.0, 0
-    with torch.no_grad():
-        for batch in loader:
-            with autocast():
-                logit = model(batch.x).float()
-            loss += F.binary_cross_entropy_with_logits(logit, batch.y.float(), reduction="sum").item()
-            n += len(batch)
-            outs.append(logit.sigmoid().cpu())
-            ys.append(batch.y.cpu())
-            ms.append(batch.m0.cpu())
-            jets.append(batch.jet.cpu())
-    return {"out": torch.cat(outs).numpy(), "y": torch.cat(ys).numpy(), "m0": torch.cat(ms).numpy(),
-            "jet": torch.cat(jets).numpy(), "loss": loss / max(n, 1)}
+def score(logit: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """For :func:`jetlib.trainer.predict`: (BCE, quark probability = sigmoid of the heads' mean logit)."""
+    logit = logit.float()
+    return F.binary_cross_entropy_with_logits(logit, batch.y.float()), logit.sigmoid()
 
 
 def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "auto") -> dict:
@@ -103,10 +102,9 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
     model_cfg = VGGConfig(**{**asdict(cfg.model), "in_channels": ds.image_shape[0]})
     model, channels_last = place(VGG(model_cfg), dev, cfg.channels_last)
     autocast = autocast_for(dev, cfg.amp)
-    train = JetLoader(ds, "train", fraction=cfg.label_fraction, batch_size=cfg.batch_size, device=dev,
-                      shuffle=True, drop_last=False, seed=cfg.seed, normalize=cfg.normalize)
-    val = JetLoader(ds, "val", batch_size=cfg.eval_batch_size, device=dev, shuffle=False,
-                    normalize=cfg.normalize)
+    train, val, labels = labelled_loaders(ds, cfg.label_fraction, cfg.validation, dev, batch_size=cfg.batch_size,
+                                          eval_batch_size=cfg.eval_batch_size, seed=cfg.seed,
+                                          normalize=cfg.normalize)
     counts = ds.subset(cfg.label_fraction)["class_counts"]
     pos_weight = torch.tensor(counts.get("0", 1) / max(counts.get("1", 1), 1), device=dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
@@ -136,12 +134,14 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
         return train_epoch(model, train, epoch, channels_last, step)
 
     def validate() -> dict:
-        return classification_scores(predict(model, val, autocast))
+        return classification_scores(predict(model, val, autocast, score))
 
     config = asdict(cfg)
-    result = fit(store, model, optimizer, scheduler, Stopping("val_accuracy", True, cfg.patience), cfg.epochs,
+    # without patience, stopping never triggers: at most epochs - 1 epochs can go without improvement
+    patience = cfg.patience if cfg.patience is not None else cfg.epochs
+    result = fit(store, model, optimizer, scheduler, Stopping("val_accuracy", True, patience), cfg.epochs,
                  one_epoch, validate, config, ds.manifest["id"])
     blob = {"kind": "vgg", "task": "cls", "mode": "vgg", "label_fraction": cfg.label_fraction, "seed": cfg.seed,
             "vgg_config": model_cfg.to_dict(), "normalize": cfg.normalize, "dataset": ds.manifest["id"]}
     return write_outputs(store, blob, result, config, {"uri": ds.uri, "id": ds.manifest["id"]},
-                         resources(model, dev, train.rows))
+                         resources(model, dev, train.rows), labels)

@@ -10,8 +10,15 @@ in a table and in the Kubeflow UI:
 ``regression``      MSE, RMSE, MAE (GeV), R^2, relative resolution, bias in bins of true mass
 ``resources``       parameters, peak memory, training time and jets/s, evaluation jets/s
 ``config``          the model's full training configuration
+``origin``          the pretrained encoder it started from (``init``, ``encoder_sha256``,
+                    ``pretrain_seed``; null for scratch and VGG)
+``labels``          labelled jets used for training and validation, and which validation
+``provenance``      when, by which jetlib, git commit and package versions, on what
 
-The file is ``<out>/<task>-<mode>-f<fraction>-s<seed>.json``.
+The file is ``<out>/<task>-<mode>-f<fraction>-s<seed>[-p<encoder sha256[:8]>].json``: fine-tunes
+of two pretraining runs land side by side. Readers should read the content, not parse
+the name. Writing a different result (another model or dataset) over an existing file
+is refused; re-evaluating the same model into the same place rewrites it.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
 from jetlib.device import autocast_for, resolve_device
-from jetlib.errors import DataError
+from jetlib.errors import ConfigError, DataError
 from jetlib.metrics import classification, regression
+from jetlib.provenance import provenance
+from jetlib.trainer import predict
 
 log = logging.getLogger(__name__)
 RESULT_FORMAT = "jetlib.result/1"
@@ -35,8 +44,38 @@ SCALAR_KEYS = ("accuracy", "f1", "roc_auc", "rejection_at_eps_s_0.5", "rejection
                "mse", "rmse", "mae", "r2", "relative_resolution")
 
 
-def result_name(task: str, mode: str, fraction: float, seed: int) -> str:
-    return f"{task}-{mode}-f{fraction:g}-s{seed}.json"
+def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256: str | None = None) -> str:
+    origin = f"-p{encoder_sha256[:8]}" if encoder_sha256 else ""
+    return f"{task}-{mode}-f{fraction:g}-s{seed}{origin}.json"
+
+
+def origin_of(blob: dict) -> dict | None:
+    """The pretrained encoder a model started from, or None (scratch, VGG)."""
+    origin = blob.get("origin") or {}
+    if not origin.get("encoder_sha256") or blob.get("mode") == "scratch":
+        return None
+    return {"init": origin.get("init"), "encoder_sha256": origin["encoder_sha256"],
+            "pretrain_seed": origin.get("pretrain_seed")}
+
+
+def write_result(out: str, result: dict) -> str:
+    """Write ``result`` into the store ``out`` under its name; refuses to replace a different result."""
+    origin = result.get("origin") or {}
+    name = result_name(result["task"], result["mode"], result["label_fraction"], result["seed"],
+                       origin.get("encoder_sha256"))
+    store = open_store(out)
+    if store.exists(name):
+        try:
+            old = json.loads(store.get_bytes(name))
+            same = (old["model"]["sha256"], old["dataset"]["id"]) == (result["model"]["sha256"],
+                                                                       result["dataset"]["id"])
+        except (ValueError, KeyError, TypeError):
+            same = False
+        if not same:
+            raise ConfigError(f"{store.key_uri(name)} already holds the result of another model or dataset: "
+                              f"choose another --out (results are never overwritten by different ones)")
+    store.put_bytes(name, json.dumps(result, indent=1, allow_nan=False).encode())
+    return name
 
 
 def load_model(model_uri: str, device):
@@ -61,10 +100,10 @@ def evaluate(data: str | Dataset, model_uri: str, out: str | None, device: str =
     test = JetLoader(ds, "test", batch_size=batch_size, device=dev, shuffle=False, normalize=blob["normalize"])
     t0 = time.perf_counter()
     if blob["kind"] == "vgg":
-        p = baseline.predict(model, test, autocast)
+        p = predict(model, test, autocast, baseline.score)
     else:
         target = (blob["target"]["mean"], blob["target"]["std"])
-        p = finetune.predict(model, test, blob["task"], autocast, target)
+        p = predict(model, test, autocast, finetune.scorer(blob["task"], target))
     seconds = time.perf_counter() - t0
     cls = classification(p["y"], p["out"]) if blob["task"] == "cls" else None
     reg = regression(p["m0"], p["out"]) if blob["task"] == "reg" else None
@@ -82,9 +121,11 @@ def evaluate(data: str | Dataset, model_uri: str, out: str | None, device: str =
                       "eval_jets_per_s": len(p["out"]) / max(seconds, 1e-9)},
         "training": run["training"],
         "config": run["config"],
+        "origin": origin_of(blob),
+        "labels": run.get("labels"),
+        "provenance": provenance(dev),
     }
     if out is not None:
-        name = result_name(blob["task"], blob["mode"], blob["label_fraction"], blob["seed"])
-        open_store(out).put_bytes(name, json.dumps(result, indent=1).encode())
+        name = write_result(out, result)
         log.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items() if v is not None))
     return result

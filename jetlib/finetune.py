@@ -1,7 +1,7 @@
 """``jetlib finetune``: quark/gluon classification and jet-mass regression on a pretrained (or not) encoder.
 
 Modes, all on the same labelled subset (``--label-fraction``) and the same validation
-split, so that they compare fairly:
+subset, so that they compare fairly:
 
 ``finetune``  encoder initialised from a pretraining run (``--init``), trained end to end
 ``linear``    the same encoder frozen; only the head trains (a linear-probe-style readout)
@@ -18,8 +18,13 @@ Tasks (hyperparameters of the study):
          clipping at 1.0; the best epoch has the lowest validation MAE in GeV
 
 Up to ``epochs`` (50) with early stopping after ``patience`` (10) epochs without
-improvement. Writes ``model.pt`` (best weights), ``metrics.json`` and ``run.json`` to
-``--out``; ``jetlib evaluate`` scores the model on the test split.
+improvement. The best epoch and the learning-rate steps are chosen on the validation
+subset of the same label budget (``validation="fraction"``, see
+:mod:`jetlib.data.splits`), so a 1% run uses only 1% of the labels (with a floor per
+class); ``validation="full"`` uses the whole val split. Every run records how many
+labelled jets each side used (``labels`` in ``run.json``). Writes ``model.pt`` (best
+weights), ``metrics.json`` and ``run.json`` to ``--out``; ``jetlib evaluate`` scores the
+model on the test split.
 """
 
 from __future__ import annotations
@@ -36,8 +41,7 @@ from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, augment
 from jetlib.checkpoint import read_run
 from jetlib.config import resolve
-from jetlib.data.loader import JetLoader
-from jetlib.data.manifest import Dataset
+from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import autocast_for
 from jetlib.errors import ConfigError
 from jetlib.models.heads import ClassifierHead, RegressionHead
@@ -47,7 +51,9 @@ from jetlib.trainer import (
     Stopping,
     classification_scores,
     fit,
+    labelled_loaders,
     place,
+    predict,
     prepare,
     resources,
     train_epoch,
@@ -58,6 +64,7 @@ from jetlib.weights import load_adapted
 
 log = logging.getLogger(__name__)
 TASKS, MODES = ("cls", "reg"), ("finetune", "linear", "scratch")
+DEFAULT_LR = {"cls": 5e-4, "reg": 1e-3}  # Adam / AdamW, as the study
 
 
 @dataclass(frozen=True)
@@ -66,11 +73,12 @@ class FinetuneConfig:
     task: str = "cls"  # cls: quark vs gluon; reg: jet mass m0
     mode: str = "finetune"  # finetune | linear | scratch
     label_fraction: float = 1.0  # one of the dataset's nested train subsets
+    validation: str = "fraction"  # fraction: val subset of the same label budget; full: the whole val split
     seed: int = 0  # initialisation of heads (and of scratch encoders), data order, dropout
     epochs: int = 50  # at most
     patience: int = 10  # early stopping: epochs without a better validation score
     batch_size: int = 256
-    lr: float = 0.0  # 0 = the task's default: cls 5e-4 (Adam), reg 1e-3 (AdamW)
+    lr: float | None = None  # None: the task's default (DEFAULT_LR); recorded resolved
     weight_decay: float = 1e-4  # reg (AdamW) only; the classifier uses plain Adam, as the study
     plateau_factor: float = 0.5  # cls: ReduceLROnPlateau on validation accuracy
     plateau_patience: int = 5
@@ -96,10 +104,18 @@ class FinetuneConfig:
             raise ConfigError(f"augment must be one of {', '.join(AUGMENT_PRESETS)}")
         if not 0 < self.label_fraction <= 1:
             raise ConfigError(f"--label-fraction must be in (0, 1], got {self.label_fraction}")
+        if self.validation not in VALIDATION:
+            raise ConfigError(f"validation must be one of {', '.join(VALIDATION)}, got {self.validation!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
 
     @property
     def learning_rate(self) -> float:
-        return self.lr or (5e-4 if self.task == "cls" else 1e-3)
+        return DEFAULT_LR[self.task] if self.lr is None else self.lr
+
+    def resolved(self) -> dict:
+        """The config as recorded: every field, the learning rate resolved, the augmentation's parameters."""
+        return {**asdict(self), "lr": self.learning_rate, "augment_params": asdict(AugmentConfig(self.augment))}
 
 
 PRESETS = {
@@ -171,6 +187,7 @@ def _encoder(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[ResN
         for line in report:
             log.info("pretrained weights: %s", line)
     return encoder, report, blob["normalize"], {"init": init, "encoder_sha256": run["encoder"]["sha256"],
+                                                "pretrain_seed": run.get("config", {}).get("seed"),
                                                 "pretrain_dataset": blob["dataset"]}
 
 
@@ -181,27 +198,15 @@ def _loss(task: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return sum(F.smooth_l1_loss(o.float(), target) for o in out)
 
 
-def predict(model: Supervised, loader: JetLoader, task: str, autocast, target=None) -> dict[str, np.ndarray]:
-    """Model outputs over a whole split: quark probabilities (cls) or masses in GeV (reg)."""
-    model.eval()
-    outs, ys, ms, jets, losses = [], [], [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            with autocast():
-                out = model(batch.x)
-            if task == "cls":
-                losses.append(_loss(task, out, batch.y).item() * len(batch))
-                outs.append(out.float().softmax(1)[:, 1].cpu())
-            else:
-                t = (batch.m0 - target[0]) / target[1]
-                losses.append(_loss(task, out, t).item() * len(batch))
-                outs.append((out[-1].float() * target[1] + target[0]).cpu())  # de-normalised, GeV
-            ys.append(batch.y.cpu())
-            ms.append(batch.m0.cpu())
-            jets.append(batch.jet.cpu())
-    n = sum(len(j) for j in jets)
-    return {"out": torch.cat(outs).numpy(), "y": torch.cat(ys).numpy(), "m0": torch.cat(ms).numpy(),
-            "jet": torch.cat(jets).numpy(), "loss": sum(losses) / max(n, 1)}
+def scorer(task: str, target: tuple[float, float] | None = None):
+    """``score(out, batch)`` for :func:`jetlib.trainer.predict`: (loss, quark probability) for cls,
+    (loss, mass in GeV of the deepest output) for reg; ``target`` is the mass (mean, std)."""
+    def score(out: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if task == "cls":
+            return _loss(task, out, batch.y), out.float().softmax(1)[:, 1]
+        t = (batch.m0 - target[0]) / target[1]
+        return _loss(task, out, t), out[-1].float() * target[1] + target[0]  # de-normalised, GeV
+    return score
 
 
 def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | None = None,
@@ -213,9 +218,8 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
     model, channels_last = place(Supervised(encoder, make_head(cfg.task, encoder.num_features, head_cfg),
                                             frozen=cfg.mode == "linear"), dev, cfg.channels_last)
     autocast = autocast_for(dev, cfg.amp)
-    train = JetLoader(ds, "train", fraction=cfg.label_fraction, batch_size=cfg.batch_size, device=dev,
-                      shuffle=True, drop_last=False, seed=cfg.seed, normalize=normalize)
-    val = JetLoader(ds, "val", batch_size=cfg.eval_batch_size, device=dev, shuffle=False, normalize=normalize)
+    train, val, labels = labelled_loaders(ds, cfg.label_fraction, cfg.validation, dev, batch_size=cfg.batch_size,
+                                          eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, normalize=normalize)
     stats = ds.manifest["stats"]["m0"]
     target = (stats["mean"], stats["std"])
     params = [p for p in model.parameters() if p.requires_grad]
@@ -230,8 +234,10 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
                                                                          T_mult=cfg.restart_mult)
         stopping = Stopping("val_mae", False, cfg.patience)
     aug = AugmentConfig(cfg.augment)
-    log.info("%s %s on %d labelled jets (fraction %g), seed %d, %d trainable parameters", cfg.task, cfg.mode,
-             train.rows, cfg.label_fraction, cfg.seed, trainable_parameters(model))
+    log.info("%s %s on %d labelled jets (fraction %g) validated on %d (%s), seed %d, %d trainable parameters",
+             cfg.task, cfg.mode, train.rows, cfg.label_fraction, val.rows, labels["validation"], cfg.seed,
+             trainable_parameters(model))
+    score = scorer(cfg.task, target)
 
     def step(batch, x):
         if cfg.augment != "none":
@@ -253,7 +259,7 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
         return stats
 
     def validate() -> dict:
-        p = predict(model, val, cfg.task, autocast, target)
+        p = predict(model, val, autocast, score)
         if cfg.task == "cls":
             return classification_scores(p)
         err = p["out"] - p["m0"]
@@ -264,7 +270,7 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
         if cfg.task == "cls":
             scheduler.step(val_stats["val_accuracy"])
 
-    config = {**asdict(cfg), "init": origin.get("init")}
+    config = {**cfg.resolved(), "init": origin.get("init")}
     result = fit(store, model, optimizer, scheduler, stopping, cfg.epochs, one_epoch, validate, config,
                  ds.manifest["id"], after_validation)
     blob = {"kind": "resnet", "task": cfg.task, "mode": cfg.mode, "label_fraction": cfg.label_fraction,
@@ -272,4 +278,4 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
             "target": {"mean": target[0], "std": target[1]}, "dataset": ds.manifest["id"], "origin": origin,
             "adapted": report}
     return write_outputs(store, blob, result, config, {"uri": ds.uri, "id": ds.manifest["id"]},
-                         resources(model, dev, train.rows))
+                         resources(model, dev, train.rows), labels)

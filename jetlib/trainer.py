@@ -36,6 +36,7 @@ from jetlib.device import resolve_device
 from jetlib.errors import ConfigError
 from jetlib.metrics import roc_auc
 from jetlib.progress import progress
+from jetlib.provenance import provenance
 
 log = logging.getLogger(__name__)
 RUN_FORMAT = "jetlib.model/1"
@@ -99,6 +100,21 @@ def place(model: nn.Module, dev: torch.device, channels_last: str) -> tuple[nn.M
     return model, on
 
 
+def labelled_loaders(ds: Dataset, fraction: float, validation: str, dev: torch.device, *, batch_size: int,
+                     eval_batch_size: int, seed: int, normalize: str) -> tuple[JetLoader, JetLoader, dict]:
+    """(train loader, val loader, ``labels`` record) for a supervised run on the label fraction ``fraction``.
+
+    The val loader holds the validation subset of the same label budget unless ``validation``
+    is ``"full"`` (see :meth:`Dataset.validation_fraction`); ``labels`` says how many labelled
+    jets each side used: ``{"train_jets", "val_jets", "validation"}``."""
+    val_fraction, used = ds.validation_fraction(fraction, validation)
+    train = JetLoader(ds, "train", fraction=fraction, batch_size=batch_size, device=dev, shuffle=True,
+                      drop_last=False, seed=seed, normalize=normalize)
+    val = JetLoader(ds, "val", fraction=val_fraction, batch_size=eval_batch_size, device=dev, shuffle=False,
+                    normalize=normalize)
+    return train, val, {"train_jets": train.rows, "val_jets": val.rows, "validation": used}
+
+
 def resources(model: nn.Module, dev: torch.device, train_jets: int) -> dict:
     return {"trainable_parameters": trainable_parameters(model),
             "total_parameters": sum(p.numel() for p in model.parameters()),
@@ -118,6 +134,30 @@ def train_epoch(model: nn.Module, loader: JetLoader, epoch: int, channels_last: 
         total += loss.item() * len(batch)
         n += len(batch)
     return {"train_loss": total / max(n, 1), "jets": n}
+
+
+def predict(model: nn.Module, loader: JetLoader, autocast,
+            score: Callable[[torch.Tensor, Batch], tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """The model's outputs over a whole split, in loader order, without gradients.
+
+    ``score(out, batch)`` turns the network's raw output on one batch into (mean loss, per-jet
+    values, shape (B,)): quark probabilities, or masses in GeV. Returns ``{"out", "y", "m0",
+    "jet"}`` as (N,) NumPy arrays and ``"loss"``, the jet-weighted mean loss."""
+    model.eval()
+    outs, ys, ms, jets, total, n = [], [], [], [], 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            with autocast():
+                out = model(batch.x)
+            loss, values = score(out, batch)
+            total += loss.item() * len(batch)
+            n += len(batch)
+            outs.append(values.float().cpu())
+            ys.append(batch.y.cpu())
+            ms.append(batch.m0.cpu())
+            jets.append(batch.jet.cpu())
+    return {"out": torch.cat(outs).numpy(), "y": torch.cat(ys).numpy(), "m0": torch.cat(ms).numpy(),
+            "jet": torch.cat(jets).numpy(), "loss": total / max(n, 1)}
 
 
 def classification_scores(pred: dict) -> dict:
@@ -170,18 +210,23 @@ def fit(store: Store, model: nn.Module, optimizer, scheduler, stopping: Stopping
 
 
 def write_outputs(store: Store, blob: dict, result: FitResult, config: dict, dataset: dict,
-                  resources: dict) -> dict:
-    """``model.pt`` (best weights), ``metrics.json``, then ``run.json``; returns run.json's content."""
+                  resources: dict, labels: dict | None = None) -> dict:
+    """``model.pt`` (best weights), ``metrics.json``, then ``run.json``; returns run.json's content.
+
+    ``labels`` (from :func:`labelled_loaders`) is recorded in both JSON files, and run.json
+    carries :func:`jetlib.provenance.provenance`."""
     record = save_object(store, "model.pt", {**blob, "state_dict": result.best_state})
     training = {"best_epoch": result.best_epoch, "best_value": result.best_value,
                 "epochs_run": len(result.history), "stopped_early": result.stopped_early,
                 "train_seconds": result.train_seconds,
                 "train_jets_per_s": result.train_jets / max(result.train_seconds, 1e-9)}
-    store.put_bytes("metrics.json", json.dumps({"config": config, "dataset": dataset, "training": training,
-                                                "epochs": result.history}, indent=1).encode())
+    store.put_bytes("metrics.json", json.dumps({"config": config, "dataset": dataset, "labels": labels,
+                                                "training": training, "epochs": result.history},
+                                               indent=1).encode())
     run = {"format": RUN_FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
            "jetlib_version": __version__, "model": record, "kind": blob["kind"], "task": blob["task"],
            "mode": blob["mode"], "label_fraction": blob["label_fraction"], "seed": blob["seed"],
-           "dataset": dataset, "training": training, "resources": resources, "config": config}
+           "dataset": dataset, "labels": labels, "training": training, "resources": resources,
+           "config": config, "provenance": provenance(resources.get("device"))}
     store.put_bytes("run.json", json.dumps(run, indent=1).encode())
     return run

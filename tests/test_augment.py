@@ -32,14 +32,29 @@ def test_views_are_reproducible_from_the_rng_state():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_crop_keeps_at_least_the_minimum_area():
-    # a uniform image cropped and resized stays uniform; a border pixel marks where the crop went
+def test_crop_keeps_at_least_the_minimum_area_and_stays_inside():
+    # two ramps encode where every output pixel was sampled from: channel 0 holds 10 + the normalised
+    # column coordinate u, channel 1 10 + the row coordinate. A crop of side s centred at c maps output
+    # coordinate u to s * u + c, so the ramps read back each sample's side and centre.
     torch.manual_seed(1)
-    x = torch.zeros(200, 1, 50, 50)
-    x[:, :, 1:-1, 1:-1] = 1.0
+    w = 50
+    u = (2 * torch.arange(w) + 1) / w - 1  # pixel centres, align_corners=False
+    x = torch.stack([10 + u.expand(w, w), 10 + u.view(-1, 1).expand(w, w)]).expand(400, 2, w, w).contiguous()
     out = resized_crop(x, 0.8)
-    # the crop window never leaves the image: the centre stays filled
-    assert (out[:, :, 20:30, 20:30] > 0.99).all()
+    inner = slice(1, w - 1)  # the outermost pixels blend with the zero padding
+
+    def fit(profile):  # (B, w) -> side, centre of the linear map u -> s u + c
+        side = (profile[:, w - 2] - profile[:, 1]) / (u[w - 2] - u[1])
+        return side, profile[:, inner].mean(1) - 10 - side * u[inner].mean()
+
+    sx, cx = fit(out[:, 0, w // 2])
+    sy, cy = fit(out[:, 1, :, w // 2])
+    torch.testing.assert_close(sx, sy, rtol=1e-4, atol=1e-4)  # square crops
+    area = sx * sy
+    assert (area >= 0.8 - 1e-3).all() and (area <= 1 + 1e-3).all(), (area.min(), area.max())
+    assert area.min() < 0.82 and area.max() > 0.98  # the whole range [0.8, 1] is drawn
+    assert ((cx.abs() <= 1 - sx + 1e-3) & (cy.abs() <= 1 - sy + 1e-3)).all()  # the window never leaves the image
+    assert (cx.abs() > 0.02).any()  # and it moves
 
 
 def test_pure_symmetries_permute_pixels():

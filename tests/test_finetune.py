@@ -16,7 +16,7 @@ from jetlib.errors import ConfigError, DataError
 from jetlib.evaluate import SCALAR_KEYS, evaluate
 from jetlib.pretrain import make_config as pretrain_config
 from jetlib.pretrain import pretrain
-from jetlib.trainer import Stopping, fit
+from jetlib.trainer import Stopping, fit, predict
 from tests.conftest import run_cli, write_toy_h5
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow
 def toy(tmp_path_factory):
     d = tmp_path_factory.mktemp("toy")
     write_toy_h5(d / "toy.h5", n=240)
-    cfg = IngestConfig(split=SplitConfig(label_fractions=(0.25, 1.0)), shard_rows=64, row_group_rows=16)
+    # val_floor 3: the 25% subset validates on 3 jets per class of val's 12, so it differs from the full split
+    cfg = IngestConfig(split=SplitConfig(label_fractions=(0.25, 1.0), val_floor=3), shard_rows=64,
+                       row_group_rows=16)
     uri = ingest(d / "toy.h5", str(d / "store"), cfg=cfg)
     pre = str(d / "pre")
     pretrain(uri, pre, pretrain_config("tiny", epochs=2, **{"model.dropout": 0.0}), device="cpu")
@@ -92,7 +94,13 @@ def test_results_have_identical_keys_across_tasks_and_models(toy, tmp_path):
     assert cls["scalars"]["mae"] is None and reg["scalars"]["roc_auc"] is None and vgg["scalars"]["f1"] is not None
     assert reg["regression"]["mae"] > 0 and reg["label_fraction"] == 0.25 and reg["config"]["init"] == pre
     files = sorted(p.name for p in (tmp_path / "res").iterdir())
-    assert files == ["cls-scratch-f1-s0.json", "cls-vgg-f1-s0.json", "reg-finetune-f0.25-s0.json"]
+    sha8 = reg["origin"]["encoder_sha256"][:8]
+    assert files == ["cls-scratch-f1-s0.json", "cls-vgg-f1-s0.json", f"reg-finetune-f0.25-s0-p{sha8}.json"]
+    assert cls["origin"] is None and vgg["origin"] is None and reg["origin"]["init"] == pre
+    assert reg["origin"]["pretrain_seed"] == 0
+    for r in results:  # strict JSON on disk: no NaN / Infinity tokens
+        json.loads((tmp_path / "res" / files[[f.startswith(f"{r['task']}-{r['mode']}") for f in files].index(True)])
+                   .read_text(), parse_constant=lambda c: pytest.fail(f"{c} in a result file"))
 
 
 def test_regression_targets_round_trip_to_gev(toy):
@@ -113,7 +121,7 @@ def test_regression_targets_round_trip_to_gev(toy):
             return ((b.m0 - mean) / std).expand(2, -1)  # (depth, B), normalised
 
     batches = iter(JetLoader(ds, "test", batch_size=16, shuffle=False))
-    p = ft.predict(Oracle(), loader, "reg", lambda: torch.autocast("cpu", enabled=False), (mean, std))
+    p = predict(Oracle(), loader, lambda: torch.autocast("cpu", enabled=False), ft.scorer("reg", (mean, std)))
     np.testing.assert_allclose(p["out"], p["m0"], rtol=1e-5)
     assert p["loss"] == pytest.approx(0.0, abs=1e-9)
 
@@ -225,3 +233,87 @@ def test_cli_round_trip(toy, tmp_path):
     assert r.returncode == 0, r.stderr
     line = json.loads(r.stdout)
     assert line["task"] == "reg" and line["mae"] > 0 and "roc_auc" not in line
+
+
+def test_label_budget_covers_validation_and_is_recorded(toy, tmp_path):
+    uri, _, _ = toy
+    from jetlib.data.manifest import open_dataset
+
+    ds = open_dataset(uri)
+    full_val, budget_val = ds.rows("val"), ds.subset(0.25)["val_rows"]
+    assert budget_val == 6 < full_val == 24
+    run = ft.finetune(uri, str(tmp_path / "a"), quick("cls", "scratch", epochs=1, label_fraction=0.25),
+                      device="cpu")
+    assert run["labels"] == {"train_jets": ds.rows("train", 0.25), "val_jets": 6, "validation": "fraction"}
+    run = ft.finetune(uri, str(tmp_path / "b"), quick("cls", "scratch", epochs=1, label_fraction=0.25,
+                                                      validation="full"), device="cpu")
+    assert run["labels"]["val_jets"] == full_val and run["labels"]["validation"] == "full"
+    vgg = bl.baseline(uri, str(tmp_path / "v"), bl.make_config("tiny", epochs=1, label_fraction=0.25), device="cpu")
+    assert vgg["labels"]["val_jets"] == 6
+    result = evaluate(uri, str(tmp_path / "a"), None, device="cpu")
+    assert result["labels"] == run["labels"] | {"val_jets": 6, "validation": "fraction"}
+
+
+def test_dataset_without_val_subsets_falls_back_to_full_validation(toy, tmp_path, caplog):
+    """Datasets ingested before val was tiered keep working: the whole val split, a warning, recorded."""
+    uri, _, _ = toy
+    from jetlib.data.manifest import open_dataset
+
+    ds = open_dataset(uri)
+    for sub in ds.manifest["subsets"]:
+        for key in ("val_tiers", "val_rows", "val_per_class", "val_class_counts"):
+            del sub[key]
+    with caplog.at_level("WARNING"):
+        run = ft.finetune(ds, str(tmp_path / "old"), quick("cls", "scratch", epochs=1, label_fraction=0.25),
+                          device="cpu")
+    assert run["labels"]["val_jets"] == ds.rows("val") and run["labels"]["validation"] == "full"
+    assert "no validation subsets" in caplog.text
+
+
+def test_learning_rate_default_is_resolved_per_task_and_recorded(toy, tmp_path):
+    uri, _, _ = toy
+    assert ft.make_config("tiny", task="cls").learning_rate == 5e-4
+    assert ft.make_config("tiny", task="reg").learning_rate == 1e-3
+    assert ft.make_config("tiny", task="reg", lr=2e-3).learning_rate == 2e-3
+    with pytest.raises(ConfigError, match="--lr must be positive"):
+        ft.make_config("tiny", lr=0.0)
+    run = ft.finetune(uri, str(tmp_path / "m"), ft.make_config("tiny", task="reg", mode="scratch", epochs=1),
+                      device="cpu")
+    assert run["config"]["lr"] == 1e-3 and run["config"]["augment_params"]["preset"] == "none"
+
+
+def test_results_of_two_encoders_sit_side_by_side_and_never_overwrite(toy, tmp_path):
+    uri, pre, _ = toy
+    pre2 = str(tmp_path / "pre2")
+    pretrain(uri, pre2, pretrain_config("tiny", epochs=1, seed=1, **{"model.dropout": 0.0}), device="cpu")
+    res = str(tmp_path / "res")
+    cfg = quick("cls", "linear", epochs=1)
+    ft.finetune(uri, str(tmp_path / "a"), cfg, init=pre, device="cpu")
+    ft.finetune(uri, str(tmp_path / "b"), cfg, init=pre2, device="cpu")
+    a = evaluate(uri, str(tmp_path / "a"), res, device="cpu")
+    b = evaluate(uri, str(tmp_path / "b"), res, device="cpu")
+    assert a["origin"]["encoder_sha256"] != b["origin"]["encoder_sha256"] and b["origin"]["pretrain_seed"] == 1
+    assert len(list((tmp_path / "res").iterdir())) == 2
+    again = evaluate(uri, str(tmp_path / "a"), res, device="cpu")  # same model, same place: idempotent
+    assert again["scalars"] == a["scalars"]
+    # another model whose name collides (same task, mode, fraction, seed, encoder): refused, file untouched
+    name = next(p for p in (tmp_path / "res").iterdir() if a["origin"]["encoder_sha256"][:8] in p.name)
+    before = name.read_bytes()
+    ft.finetune(uri, str(tmp_path / "c"), quick("cls", "linear", epochs=2), init=pre, device="cpu")
+    with pytest.raises(ConfigError, match="already holds the result of another model"):
+        evaluate(uri, str(tmp_path / "c"), res, device="cpu")
+    assert name.read_bytes() == before
+
+
+def test_vgg_schedule_runs_its_whole_cycle_unless_asked_to_stop_early(toy, tmp_path, monkeypatch):
+    uri, _, _ = toy
+    scores = iter([0.9, 0.5, 0.5, 0.5, 0.5])  # never improves after epoch 0
+
+    run = bl.baseline(uri, str(tmp_path / "v"), bl.make_config("tiny", epochs=5), device="cpu")
+    hist = json.loads((tmp_path / "v" / "metrics.json").read_text())["epochs"]
+    assert run["training"]["epochs_run"] == 5 and not run["training"]["stopped_early"]
+    assert hist[-1]["lr"] < hist[0]["lr"] / 100  # the cycle annealed to its end
+    real = bl.classification_scores
+    monkeypatch.setattr(bl, "classification_scores", lambda p: {**real(p), "val_accuracy": next(scores)})
+    early = bl.baseline(uri, str(tmp_path / "e"), bl.make_config("tiny", epochs=5, patience=2), device="cpu")
+    assert early["training"]["stopped_early"] and early["training"]["epochs_run"] == 3

@@ -34,6 +34,28 @@ def test_matches_the_papers_algorithm(n, d, tau):
     assert got.item() == pytest.approx(naive_nt_xent(z1, z2, tau), rel=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 2, 5, 64])
+def test_collinear_embeddings_give_log_2n_minus_1(n):
+    # every embedding the same direction: all 2n - 1 candidates score alike, so each term is log(2n - 1)
+    z = torch.ones(n, 4) * torch.arange(1, n + 1).view(-1, 1)  # lengths differ; directions do not
+    loss = InfoNCELoss(temperature=0.1, learnable=False)(z, 3 * z)
+    assert loss.item() == pytest.approx(math.log(2 * n - 1), abs=1e-5)
+
+
+@pytest.mark.parametrize("noise", [1.0, 3.0])  # bf16 logits were off by 7e-3 and 9e-4 relative here
+def test_logits_are_fp32_under_bf16_autocast(noise):
+    # bf16 embeddings, as a model under autocast returns them; the loss must not drop to bf16 matmuls
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(64, 32, generator=g).bfloat16()
+    z2 = (z1.float() + noise * torch.randn(64, 32, generator=g)).bfloat16()
+    loss = InfoNCELoss(temperature=0.01, learnable=False)
+    reference = loss(z1.float(), z2.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(z1, z2)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(reference.item(), rel=1e-4)
+
+
 def test_symmetric_in_the_two_views():
     z1, z2 = torch.randn(9, 5), torch.randn(9, 5)
     loss = InfoNCELoss()

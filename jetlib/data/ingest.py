@@ -40,7 +40,7 @@ from jetlib import __version__
 from jetlib.data import schema
 from jetlib.data.manifest import FORMAT, MANIFEST, open_dataset
 from jetlib.data.shards import SparseRows, encode
-from jetlib.data.splits import SPLITS, TRAIN, Assignment, SplitConfig, assign
+from jetlib.data.splits import SPLITS, TRAIN, VAL, Assignment, SplitConfig, assign
 from jetlib.data.store import Store, open_store, sha256_bytes, sha256_file
 from jetlib.errors import ConfigError
 from jetlib.progress import progress
@@ -275,12 +275,17 @@ def _scalar_stats(values: np.ndarray) -> dict:
 
 def _manifest(name, ds_id, info, source_sha, cfg, plan, scalars, stats, records) -> dict:
     y = scalars.get("y")
-    train = plan.split == TRAIN
+    train, val = plan.split == TRAIN, plan.split == VAL
     subsets = []
     for j, f in enumerate(cfg.split.label_fractions):
         in_subset = train & (plan.tier <= j)
+        # the validation subset that goes with this label budget (splits.py, rule 4)
+        val_tiers = j + 1 if plan.val_per_class[f] is not None else len(cfg.split.label_fractions)
+        in_val = val & (plan.tier < val_tiers)
         subsets.append({"fraction": f, "tiers": j + 1, "rows": int(in_subset.sum()),
-                        "per_class": plan.subset_per_class[f], "class_counts": _class_counts(y, in_subset)})
+                        "per_class": plan.subset_per_class[f], "class_counts": _class_counts(y, in_subset),
+                        "val_tiers": val_tiers, "val_rows": int(in_val.sum()),
+                        "val_per_class": plan.val_per_class[f], "val_class_counts": _class_counts(y, in_val)})
     splits = {s: {"rows": int((plan.split == i).sum()), "class_counts": _class_counts(y, plan.split == i),
                   "shards": records[s]} for i, s in enumerate(SPLITS)}
     value_dtype = "float64" if info.dtype == "float64" else "float32"

@@ -10,6 +10,7 @@ byte size and sha256; :meth:`Dataset.read_shard` verifies the hash on every read
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,8 @@ from jetlib.errors import ConfigError, DataError, StoreError
 MANIFEST = "manifest.json"
 FORMAT = "jetlib.dataset/1"
 CLASS_NAMES = {0: "gluon", 1: "quark"}
+VALIDATION = ("fraction", "full")  # which val jets a supervised run on a label fraction chooses its epoch with
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,16 +60,37 @@ class Dataset:
                           f"re-ingest with --fractions to add one)")
 
     def shards(self, split: str, fraction: float | None = None) -> list[dict]:
-        """Shard records of ``split``; for train, ``fraction`` selects a nested subset (tiers 0..j)."""
+        """Shard records of ``split``; for train and val, ``fraction`` selects a nested subset (tiers 0..j).
+
+        Datasets ingested before val was tiered have one val tier: every val fraction is then
+        the whole split (:meth:`validation_fraction` says so before a run relies on it)."""
         if split not in self.manifest["splits"]:
             raise ConfigError(f"unknown split {split!r}: expected train, val or test")
         shards = self.manifest["splits"][split]["shards"]
         if fraction is None or fraction == 1.0:
             return list(shards)
-        if split != "train":
-            raise ConfigError("label fractions select subsets of the train split only")
-        tiers = self.subset(fraction)["tiers"]
+        if split == "test":
+            raise ConfigError("label fractions select subsets of the train and val splits only")
+        sub = self.subset(fraction)
+        tiers = sub["tiers"] if split == "train" else sub.get("val_tiers", len(self.fractions))
         return [s for s in shards if s["tier"] < tiers]
+
+    def validation_fraction(self, fraction: float, validation: str) -> tuple[float | None, str]:
+        """(val subset to load, what it is) for a run on the label fraction ``fraction``.
+
+        ``validation="fraction"``: the val subset drawn with the same label budget
+        (``"fraction"``); ``"full"``: the whole val split. A dataset ingested before val
+        subsets existed falls back to the whole split, with a warning, and says ``"full"``."""
+        if validation not in VALIDATION:
+            raise ConfigError(f"validation must be one of {', '.join(VALIDATION)}, got {validation!r}")
+        if validation == "full" or fraction == 1.0:  # at f = 1 the label budget's val subset is all of val
+            return None, validation
+        if "val_tiers" not in self.subset(fraction):
+            log.warning("%s has no validation subsets (ingested by an older jetlib): validating on the whole "
+                        "val split, %d labelled jets; re-ingest for an honest label budget", self.uri,
+                        self.rows("val"))
+            return None, "full"
+        return fraction, "fraction"
 
     def rows(self, split: str, fraction: float | None = None) -> int:
         return sum(s["rows"] for s in self.shards(split, fraction))
@@ -140,6 +164,9 @@ def format_manifest(ds: Dataset) -> str:
             lines.append(f"  {name:<7} {_counts(splits[name]['class_counts'])}")
     lines.append("subsets   " + "   ".join(
         f"{s['fraction']:.0%}: {s['rows']:,}" for s in m["subsets"]) + "   (nested, class-balanced)")
+    if all("val_rows" in s for s in m["subsets"]):
+        lines.append("  val     " + "   ".join(f"{s['fraction']:.0%}: {s['val_rows']:,}" for s in m["subsets"])
+                     + "   (validation with the same label budget)")
     n_shards = sum(len(s["shards"]) for s in splits.values())
     b = m["bytes"]
     lines.append(f"storage   {n_shards} shards, {_mb(b['shards'])}; dense float32 would be "

@@ -14,9 +14,10 @@ import torch
 from jetlib.cli import main
 from jetlib.data.ingest import IngestConfig, ingest
 from jetlib.data.loader import JetLoader
-from jetlib.data.manifest import open_dataset
+from jetlib.data.manifest import format_manifest, open_dataset
 from jetlib.data.splits import SplitConfig
 from jetlib.data.store import LocalStore, sha256_bytes
+from jetlib.errors import ConfigError
 from tests.conftest import free_port, run_cli
 
 
@@ -310,3 +311,26 @@ def test_cli_prints_uri_and_inspect_reads_it(make_h5, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["name"] == os.path.basename(uri)
     r2 = run_cli("ingest", path, "--store", tmp_path / "s", "--name", "demo")
     assert r2.stdout.strip() == uri and "already ingested" in r2.stderr
+
+
+def test_val_subsets_are_stored_as_tiers_and_read_back(make_h5, tmp_path):
+    path, src = make_h5(n=80)
+    cfg = IngestConfig(split=SplitConfig(label_fractions=(0.1, 0.75, 1.0), val_floor=2), shard_rows=10,
+                       row_group_rows=5)
+    ds = open_dataset(ingest(path, str(tmp_path / "s"), cfg=cfg))
+    full = read_back(ds.uri, "val")
+    assert len(full["jet"]) == ds.rows("val") == 8  # 4 per class
+    for sub, want in zip(ds.manifest["subsets"], (4, 6, 8), strict=True):  # floor 2 per class, 3 (75%), all
+        f = sub["fraction"]
+        assert sub["val_rows"] == ds.rows("val", f) == want
+        if f < 1:
+            assert sub["val_per_class"] == want // 2 and sub["val_class_counts"] == {"0": want // 2, "1": want // 2}
+    small, half = (set(torch.cat([b.jet for b in JetLoader(ds, "val", fraction=f, batch_size=64,
+                                                              shuffle=False)]).tolist()) for f in (0.1, 0.75))
+    assert small < half <= set(full["jet"].tolist())  # nested
+    assert sorted(src["y"][sorted(small)].tolist()) == [0, 0, 1, 1]
+    assert ds.validation_fraction(0.1, "fraction") == (0.1, "fraction")
+    assert ds.validation_fraction(0.1, "full") == (None, "full")
+    with pytest.raises(ConfigError, match="validation must be one of"):
+        ds.validation_fraction(0.1, "half")
+    assert "(validation with the same label budget)" in format_manifest(ds)

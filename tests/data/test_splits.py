@@ -86,3 +86,37 @@ def test_bad_config(kw):
 
 def test_full_fraction_is_always_added():
     assert SplitConfig(label_fractions=(0.1, 0.5)).label_fractions == (0.1, 0.5, 1.0)
+
+
+def test_val_subsets_follow_the_label_budget_with_a_floor():
+    a = assign(1000, labels(500, 500), SplitConfig())  # the docstring's worked example: val 50 per class
+    val_tiers = [int(((a.split == VAL) & (a.tier == j)).sum()) for j in range(5)]
+    assert val_tiers == [50, 0, 0, 0, 50]
+    assert a.val_per_class == {0.01: 25, 0.1: 25, 0.25: 25, 0.5: 25, 1.0: None}
+    big = assign(20000, labels(10000, 10000), SplitConfig())  # val 1000 per class: above the floor
+    assert big.val_per_class == {0.01: 25, 0.1: 100, 0.25: 250, 0.5: 500, 1.0: None}
+
+
+def test_val_subsets_are_nested_class_balanced_and_capped():
+    y = labels(700, 300)
+    cfg = SplitConfig(label_fractions=(0.05, 0.2, 0.8, 1.0), val_floor=10)
+    a = assign(1000, y, cfg)
+    previous = np.zeros(1000, bool)
+    for j, f in enumerate(cfg.label_fractions):
+        m = (a.split == VAL) & (a.tier <= j)
+        assert (m >= previous).all(), "val subsets must be nested"
+        previous = m
+        if f < 1:
+            assert (m & (y == 0)).sum() == (m & (y == 1)).sum() == a.val_per_class[f]
+    assert previous.sum() == (a.split == VAL).sum()
+    # 5% of 100 val jets is 2.5 per class: the floor gives 10; 80% would be 40: capped by 30 gluon val jets
+    assert a.val_per_class[0.05] == 10 and a.val_per_class[0.8] == 30
+    train_before = assign(1000, y, SplitConfig(label_fractions=cfg.label_fractions, val_floor=1))
+    np.testing.assert_array_equal(a.split, train_before.split)  # the floor moves no row between splits
+    is_train = a.split == TRAIN
+    np.testing.assert_array_equal(a.tier[is_train], train_before.tier[is_train])
+
+
+def test_val_floor_must_be_positive():
+    with pytest.raises(ConfigError, match="val floor"):
+        SplitConfig(val_floor=0)
