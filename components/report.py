@@ -14,7 +14,7 @@ def report(run: str, results: Input[list[Metrics]], baseline_results: Input[list
     Args:
         run: the run folder (the report reads result files by content, whatever their names).
         results: the ResNet evaluations (the fan-in: the report runs once all have finished).
-        baseline_results: the VGG evaluations.
+        baseline_results: the VGG evaluations (empty, or None under kfp.local, without cls-vgg).
         html: the self-contained report page.
         markdown: the same report as Markdown.
         summary: flat, stable keys such as ``cls_auc_finetune_f0.1_mean`` (finite values only).
@@ -29,5 +29,6 @@ def report(run: str, results: Input[list[Metrics]], baseline_results: Input[list
     for key, value in sorted(rep.summary.items()):
         summary.log_metric(key, value)
     # Not in summary: a Metrics artifact's metadata is all numbers the UI compares across runs.
-    html.metadata.update(uri=rep.out_uri, evaluations=len(results) + len(baseline_results), missing=rep.missing)
+    evaluations = len(results or []) + len(baseline_results or [])
+    html.metadata.update(uri=rep.out_uri, evaluations=evaluations, missing=rep.missing)
     print(f"report: {rep.out_uri}")
