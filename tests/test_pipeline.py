@@ -211,3 +211,14 @@ def test_a_failing_step_fails_the_run_with_its_error(toy, capfd):
     # the plan runs first: nothing was simulated, ingested or trained for it
     assert not (toy / "store" / "runs" / "bad").exists()
     assert "Executing task 'ingest'" not in re.sub(r"\x1b\[[0-9;]*m", "", captured.out + captured.err)
+
+
+@pytest.mark.slow
+def test_dag_without_vgg_collects_an_empty_loop(toy):
+    """No cls-vgg: the VGG loop has zero iterations and the report still runs on the rest."""
+    kfp_root = run_dag(toy, "novgg", seeds=[0], modes=["cls-scratch"])
+    results = list((toy / "store" / "runs" / "novgg" / "results").glob("*.json"))
+    assert [json.loads(r.read_text())["mode"] for r in results] == ["scratch"]
+    (report_out,) = kfp_root.rglob("report/executor_output.json")
+    html = json.loads(report_out.read_text())["artifacts"]["html"]["artifacts"][0]["metadata"]
+    assert html["evaluations"] == 1 and html["uri"].endswith("runs/novgg/report")
