@@ -38,7 +38,7 @@ bench: $(STAMP) ## run the data and pretraining benchmarks; each prints one JSON
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/pretrain.py
 
-study: $(STAMP) ## pretrain + every mode at 1% and 10% labels x 3 seeds on 8,000 simulated jets (~1.6 h on 2 cores)
+study: $(STAMP) ## 2 pretraining seeds x every mode at 1% and 10% labels x 2 seeds, 4,000 simulated jets (hours on 2 cores)
 	$(BIN)/python benchmarks/study.py
 
 demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets, pretrain, fine-tune vs scratch x 3 seeds, report (~15 min)
