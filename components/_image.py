@@ -7,8 +7,11 @@ another tag without recompiling.
 """
 
 import os
+from importlib.metadata import version
 
-from jetlib import __version__
+# The installed jetlib's version (the same as jetlib.__version__), read without importing jetlib: a
+# component module imports nothing heavy at module level.
+__version__ = version("jetlib")
 
 IMAGE = os.environ.get("JETLIB_IMAGE") or f"jetlib:{__version__}"
 CUDA_IMAGE = os.environ.get("JETLIB_CUDA_IMAGE") or f"jetlib-cuda:{__version__}"
