@@ -17,7 +17,6 @@ content, never by name)::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import posixpath
@@ -113,17 +112,11 @@ def training_config(step: str, preset: str, **values):
 
 
 def read_run(uri: str, fmt: str) -> dict:
-    """A finished step's ``run.json``; ConfigError when ``uri`` holds no finished ``fmt`` step."""
-    from jetlib.data.store import open_store
+    """A finished step's ``run.json`` (through :func:`jetlib.checkpoint.read_run_json`, the one reader):
+    StoreError (exit 3) when the store cannot be read, ConfigError when ``uri`` holds no finished ``fmt`` step."""
+    from jetlib.checkpoint import read_run_json
 
-    store = open_store(uri)
-    try:
-        run = json.loads(store.get_bytes("run.json"))
-    except Exception as e:
-        raise ConfigError(f"{uri}: no finished step there (run.json: {e})") from None
-    if run.get("format") != fmt:
-        raise ConfigError(f"{store.key_uri('run.json')}: format {run.get('format')!r}, expected {fmt!r}")
-    return run
+    return read_run_json(uri, formats=(fmt,), flag="step output")
 
 
 def ingest_step(store: str, source: str = "", n_jets: int = 3000, sim_seed: int = 0,

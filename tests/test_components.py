@@ -229,8 +229,8 @@ def test_pretrain_step_hands_several_nodes_to_the_launcher(tmp_path, monkeypatch
 
 
 def test_read_run_refuses_an_unfinished_or_foreign_folder(tmp_path):
-    with pytest.raises(ConfigError, match="no finished step"):
+    with pytest.raises(ConfigError, match="no finished run"):
         read_run(str(tmp_path), "jetlib.pretrain/1")
     open_store(str(tmp_path)).put_bytes("run.json", b'{"format": "jetlib.model/1"}')
-    with pytest.raises(ConfigError, match="expected 'jetlib.pretrain/1'"):
+    with pytest.raises(ConfigError, match="expected a jetlib.pretrain/1 run"):
         read_run(str(tmp_path), "jetlib.pretrain/1")
