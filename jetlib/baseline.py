@@ -71,6 +71,11 @@ class BaselineConfig:
             raise ConfigError(f"validation must be one of {', '.join(VALIDATION)}, got {self.validation!r}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be at least 1 epoch (or none), got {self.patience}")
+        if not self.max_lr > 0:  # also NaN
+            raise ConfigError(f"--lr (max_lr) must be positive, got {self.max_lr}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("need epochs and batch sizes of at least 1, got "
+                              f"{self.epochs}, {self.batch_size}, {self.eval_batch_size}")
 
 
 PRESETS = {

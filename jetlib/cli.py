@@ -167,7 +167,7 @@ def _finetune(args) -> None:
 
     cfg = make_config(_preset(args.preset), **_overrides(args, task=args.task, mode=args.mode, lr=args.lr,
                                                            label_fraction=args.label_fraction,
-                                                           augment=args.augment))
+                                                           augment=args.augment, validation=args.validation))
     run = finetune(args.data, args.out, cfg, init=args.init, device=args.device)
     print(json.dumps({"out": args.out, **run["training"]}))
 
@@ -175,7 +175,8 @@ def _finetune(args) -> None:
 def _baseline(args) -> None:
     from jetlib.baseline import baseline, make_config
 
-    cfg = make_config(_preset(args.preset), **_overrides(args, max_lr=args.lr, label_fraction=args.label_fraction))
+    cfg = make_config(_preset(args.preset), **_overrides(args, max_lr=args.lr, label_fraction=args.label_fraction,
+                                                           validation=args.validation))
     run = baseline(args.data, args.out, cfg, device=args.device)
     print(json.dumps({"out": args.out, **run["training"]}))
 
@@ -192,6 +193,9 @@ def _add_subset_flags(p) -> None:
     p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
     p.add_argument("--label-fraction", type=float, default=1.0, help="one of the dataset's subsets (default 1)")
     p.add_argument("--out", required=True, help="output folder or s3:// URI")
+    p.add_argument("--validation", choices=("fraction", "full"),
+                   help="validate on the label fraction's own nested val subset (default: fraction, the honest "
+                        "label budget) or on the whole val split (full)")
 
 
 def _add_finetune(sub) -> None:

@@ -108,6 +108,9 @@ class FinetuneConfig:
             raise ConfigError(f"validation must be one of {', '.join(VALIDATION)}, got {self.validation!r}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("need epochs, patience and batch sizes of at least 1, got "
+                              f"{self.epochs}, {self.patience}, {self.batch_size}, {self.eval_batch_size}")
 
     @property
     def learning_rate(self) -> float:

@@ -227,12 +227,15 @@ def test_errors_are_clear(toy, tmp_path):
 def test_cli_round_trip(toy, tmp_path):
     uri, pre, _ = toy
     r = run_cli("finetune", "--data", uri, "--task", "reg", "--mode", "scratch", "--label-fraction", "0.25",
-                "--out", tmp_path / "m", "--preset", "tiny", "--epochs", "1", "--device", "cpu")
+                "--out", tmp_path / "m", "--preset", "tiny", "--epochs", "1", "--device", "cpu",
+                "--validation", "full")
     assert r.returncode == 0, r.stderr
     r = run_cli("evaluate", "--data", uri, "--model", tmp_path / "m", "--out", tmp_path / "res")
     assert r.returncode == 0, r.stderr
     line = json.loads(r.stdout)
     assert line["task"] == "reg" and line["mae"] > 0 and "roc_auc" not in line
+    (result,) = (json.loads(f.read_text()) for f in (tmp_path / "res").glob("*.json"))
+    assert result["labels"]["validation"] == "full" and result["config"]["validation"] == "full"
 
 
 def test_label_budget_covers_validation_and_is_recorded(toy, tmp_path):
