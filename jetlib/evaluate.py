@@ -40,8 +40,9 @@ from jetlib.trainer import predict
 
 log = logging.getLogger(__name__)
 RESULT_FORMAT = "jetlib.result/1"
-SCALAR_KEYS = ("accuracy", "f1", "roc_auc", "rejection_at_eps_s_0.5", "rejection_at_eps_s_0.3",
-               "mse", "rmse", "mae", "r2", "relative_resolution")
+CLS_KEYS = ("accuracy", "f1", "roc_auc", "rejection_at_eps_s_0.5", "rejection_at_eps_s_0.3")
+REG_KEYS = ("mse", "rmse", "mae", "r2", "relative_resolution")
+SCALAR_KEYS = CLS_KEYS + REG_KEYS
 
 
 def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256: str | None = None) -> str:

@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 # Every training the study knows, as "<task>-<mode>"; the pipeline's default runs them all.
 MODES = ("cls-finetune", "reg-finetune", "cls-linear", "cls-scratch", "reg-scratch", "cls-vgg")
 PRETRAINED = ("finetune", "linear")  # modes that start from the pretrained encoder
-CLS_KEYS = ("accuracy", "f1", "roc_auc", "rejection_at_eps_s_0.5", "rejection_at_eps_s_0.3")
-REG_KEYS = ("mse", "rmse", "mae", "r2", "relative_resolution")
-ROC_POINTS = 200  # the Kubeflow UI draws at most this many ROC points per run
 
 
 def plan(fractions: list, seeds: list, modes: list) -> tuple[list[dict], list[dict]]:
@@ -199,6 +196,8 @@ def result_metrics(result: dict) -> dict[str, float]:
     is skipped rather than faked, and named in the step's log, so two comparable runs show the
     same keys in the UI.
     """
+    from jetlib.evaluate import CLS_KEYS, REG_KEYS  # the result file's own scalar keys, per task
+
     keys = CLS_KEYS if result["task"] == "cls" else REG_KEYS
     scalars = result["scalars"]
     undefined = [k for k in keys if scalars.get(k) is None]
@@ -213,12 +212,15 @@ def result_metrics(result: dict) -> dict[str, float]:
     return out
 
 
-def roc_points(result: dict, points: int = ROC_POINTS) -> tuple[list[float], list[float], list[float]] | None:
+def roc_points(result: dict, points: int | None = None) -> tuple[list[float], list[float], list[float]] | None:
     """(fpr, tpr, threshold) thinned to at most ``points`` for ``ClassificationMetrics.log_roc_curve``.
 
     The result file stores the curve on a grid of signal efficiencies, not of score thresholds,
     so the threshold column carries the signal efficiency (the working point) of each point.
     """
+    from jetlib.metrics import ROC_POINTS  # what results store; older results may hold more points
+
+    points = points or ROC_POINTS
     roc = (result.get("classification") or {}).get("roc")
     if not roc:
         return None

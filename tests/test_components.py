@@ -22,8 +22,9 @@ from components.pretrain import pretrain
 from components.report import report
 from jetlib.data.store import open_store
 from jetlib.errors import ConfigError, TrainingError
-from jetlib.workflow import CLS_KEYS, REG_KEYS, pretrain_step, read_run, result_metrics, roc_points, training_dir
+from jetlib.evaluate import CLS_KEYS, REG_KEYS
 from jetlib.workflow import plan as expand
+from jetlib.workflow import pretrain_step, read_run, result_metrics, roc_points, training_dir
 from tests.conftest import write_toy_h5
 
 COMMON = {"label_fraction", "seed", "test_jets", "trainable_parameters", "train_seconds"}
