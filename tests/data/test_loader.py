@@ -106,7 +106,7 @@ def test_unknown_fraction_lists_the_available_ones(dataset):
 
 def test_corrupt_shard_raises_from_the_prefetch_thread(dataset):
     ds, _ = dataset
-    loader = JetLoader(ds, "test", batch_size=4, shuffle=False)
+    loader = JetLoader(ds, "test", batch_size=4, shuffle=False, mode="stream")
     path = ds.store.root / ds.shards("test")[0]["key"]
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(DataError, match="checksum mismatch"):
@@ -115,7 +115,7 @@ def test_corrupt_shard_raises_from_the_prefetch_thread(dataset):
 
 def test_breaking_early_does_not_hang(dataset):
     ds, _ = dataset
-    loader = JetLoader(ds, batch_size=2, prefetch=1)
+    loader = JetLoader(ds, batch_size=2, prefetch=1, mode="stream")
     for i, _ in enumerate(loader):
         if i == 1:
             break
@@ -134,7 +134,7 @@ def test_stopping_early_leaves_no_live_thread(dataset):
     import gc
 
     ds, _ = dataset
-    loader = JetLoader(ds, batch_size=2, prefetch=1)  # a full queue as soon as the consumer pauses
+    loader = JetLoader(ds, batch_size=2, prefetch=1, mode="stream")  # a full queue as soon as the consumer pauses
     for _ in loader:  # break
         break
     assert _prefetch_threads() == []
@@ -152,7 +152,7 @@ def test_stopping_early_leaves_no_live_thread(dataset):
 
 def test_a_failing_read_behind_a_full_queue_does_not_block_the_thread(dataset, monkeypatch):
     ds, _ = dataset
-    loader = JetLoader(ds, batch_size=2, prefetch=1, shuffle=False, window=1)
+    loader = JetLoader(ds, batch_size=2, prefetch=1, shuffle=False, window=1, mode="stream")
     real = JetLoader._read_piece
 
     def fails_on_the_third(self, p, calls=[]):  # noqa: B006 - counts calls across the epoch
@@ -166,3 +166,115 @@ def test_a_failing_read_behind_a_full_queue_does_not_block_the_thread(dataset, m
     next(it)  # the producer now holds the error with no room in the queue: its last put must give up
     it.close()
     assert _prefetch_threads() == []
+
+
+# --- the device-resident mode (issue 16, item 6) ---
+
+def bits(t):
+    """A tensor's raw bits, so that equality below is bitwise (a -0.0 or a NaN payload would differ)."""
+    return t.contiguous().view(torch.int32 if t.element_size() == 4 else torch.int64)
+
+
+def assert_same_batches(a, b):
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        for key in ("x", "jet", "y", "m0", "pt"):
+            u, v = getattr(x, key), getattr(y, key)
+            assert u.dtype == v.dtype and u.shape == v.shape, key
+            assert torch.equal(bits(u), bits(v)), key
+
+
+@pytest.mark.parametrize("split, batch, world, shuffle, drop_last, window, normalize", [
+    ("train", 8, 1, True, True, 8, "scale"),
+    ("train", 7, 2, True, False, 1, "scale"),
+    ("train", 5, 3, True, True, 2, "none"),
+    ("val", 3, 2, True, False, 3, "scale"),
+    ("test", 16, 1, False, False, 8, "scale"),
+])
+@pytest.mark.parametrize("static", [False, True])
+def test_resident_gives_exactly_the_streamed_batches(dataset, split, batch, world, shuffle, drop_last, window,
+                                                     normalize, static):
+    """For every seed, epoch and rank the resident loader yields the streaming loader's batches, bit for
+    bit: same jets in the same order, same pixel values (normalised the same way), same dtypes. With
+    ``static`` the fixed-capacity gather (the CUDA path) is run on CPU."""
+    ds, _ = dataset
+    for rank in range(world):
+        kw = dict(batch_size=batch, seed=4, rank=rank, world_size=world, shuffle=shuffle, drop_last=drop_last,
+                  window=window, normalize=normalize)
+        stream, resident = JetLoader(ds, split, mode="stream", **kw), JetLoader(ds, split, mode="resident", **kw)
+        resident.static_shapes = static
+        for epoch in (0, 3):
+            stream.set_epoch(epoch)
+            resident.set_epoch(epoch)
+            assert len(stream) == len(resident)
+            assert_same_batches(list(stream), list(resident))
+
+
+def test_resident_subset_and_raw_values(dataset):
+    ds, src = dataset
+    kw = dict(fraction=0.25, batch_size=4, drop_last=False, seed=1)
+    assert_same_batches(list(JetLoader(ds, mode="stream", **kw)), list(JetLoader(ds, mode="resident", **kw)))
+    b = next(iter(JetLoader(ds, "test", batch_size=8, normalize="none", mode="resident")))
+    np.testing.assert_array_equal(b.x.numpy(), src["images"][b.jet.numpy()])
+
+
+def test_static_capacity_holds_the_fullest_batch(dataset):
+    """The fixed capacity for B jets is the sum of the B largest pixel counts: any batch fits."""
+    ds, _ = dataset
+    loader = JetLoader(ds, batch_size=6, mode="resident")
+    list(loader)
+    r = loader.resident
+    counts = np.sort(r.counts.numpy())[::-1]
+    assert r.capacity[6] == counts[:6].sum() and r.capacity[1] == counts[0]
+    top = torch.from_numpy(np.argsort(r.counts.numpy())[::-1][:6].copy())  # the fullest batch there is
+    x = r.batch(top).x
+    r.static = True
+    assert torch.equal(x, r.batch(top).x)
+
+
+def test_auto_mode_follows_the_stated_memory_rule(dataset, monkeypatch):
+    import jetlib.data.loader as loader_mod
+
+    ds, _ = dataset
+    need = loader_mod.resident_bytes(ds, ds.rows("train"))
+    budget = need / loader_mod.RESIDENT_FRACTION
+    monkeypatch.setattr(loader_mod, "device_memory_bytes", lambda device: int(budget))
+    assert JetLoader(ds, batch_size=4).mode == "resident"
+    monkeypatch.setattr(loader_mod, "device_memory_bytes", lambda device: int(budget) - 64)
+    assert JetLoader(ds, batch_size=4).mode == "stream"
+    loader = JetLoader(ds, batch_size=4, mode="resident")
+    list(loader)
+    assert 0.7 < loader.resident.nbytes / need < 1.3  # the estimate is the real footprint, within 30%
+    with pytest.raises(ConfigError, match="loader mode"):
+        JetLoader(ds, mode="gpu")
+
+
+def test_cpu_device_memory_is_the_lower_of_ram_and_cgroup_shared_by_local_ranks(monkeypatch):
+    import os
+
+    import jetlib.data.loader as loader_mod
+
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loader_mod, "cgroup_memory_limit", lambda: None)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert loader_mod.device_memory_bytes(cpu) == ram
+    monkeypatch.setattr(loader_mod, "cgroup_memory_limit", lambda: 1 << 30)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert loader_mod.device_memory_bytes(cpu) == (1 << 30) // 4
+
+
+def test_streaming_host_path_keeps_idx_int32(dataset):
+    ds, _ = dataset
+    loader = JetLoader(ds, batch_size=8, mode="stream")
+    parts = next(iter(loader._host_batches(pin=False)))
+    assert parts["idx"].dtype == torch.int32 and parts["val"].dtype == torch.float32
+    assert len(parts["jet"]) == 8 and int(parts["counts"].sum()) == len(parts["idx"])
+
+
+def test_corrupt_shard_is_refused_by_the_resident_loader_too(dataset):
+    ds, _ = dataset
+    path = ds.store.root / ds.shards("test")[0]["key"]
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DataError, match="checksum mismatch"):
+        list(JetLoader(ds, "test", batch_size=4, mode="resident"))
