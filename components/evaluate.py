@@ -8,29 +8,33 @@ from components._image import COMPONENT
 
 @dsl.component(**COMPONENT)
 def evaluate(dataset: Input[Dataset], model: Input[Model], run: str, metrics: Output[Metrics],
-             curves: Output[ClassificationMetrics]):
+             confusion: Output[ClassificationMetrics]):
     """Write the result file into ``RUN/results/`` and log its numbers.
 
     Args:
         dataset: the ingested dataset the model was trained on.
-        model: a ``finetune`` or ``baseline`` output.
+        model: a ``train`` output.
         run: the run folder.
         metrics: the task's five scores (classification: accuracy, f1, roc_auc,
             rejection_at_eps_s_0.5, rejection_at_eps_s_0.3; regression: mse, rmse, mae, r2,
             relative_resolution) plus label_fraction, seed, test_jets, trainable_parameters,
             train_seconds. A score undefined on the test split is left out, never faked.
-        curves: classification only: the ROC curve (at most 200 points; the threshold column is
-            the signal efficiency) and the confusion matrix (rows: true gluon, quark).
+            ``display_name`` (e.g. ``cls-finetune f0.1 s2``) names the training in the UI.
+        confusion: classification only: the confusion matrix (rows: true gluon, quark), named
+            like ``metrics``. The ROC curves are the report's (one per mode and fraction).
     """
     import posixpath
 
     from jetlib.evaluate import evaluate as score
-    from jetlib.workflow import result_metrics, roc_points
+    from jetlib.kfp_outputs import display_name, flat_metadata, result_metrics
+    from jetlib.workflow import step_errors
 
-    result = score(dataset.metadata["uri"], model.metadata["uri"], posixpath.join(run, "results"))
-    for key, value in result_metrics(result).items():
+    with step_errors():
+        result = score(dataset.metadata["uri"], model.metadata["uri"], posixpath.join(run, "results"))
+    name = display_name(result["task"], result["mode"], result["label_fraction"], result["seed"])
+    for key, value in flat_metadata(result_metrics(result)).items():
         metrics.log_metric(key, value)
-    roc = roc_points(result)
-    if roc is not None:
-        curves.log_roc_curve(*roc)
-        curves.log_confusion_matrix(["gluon", "quark"], result["classification"]["confusion_matrix"])
+    metrics.metadata["display_name"] = name
+    if result.get("classification"):
+        confusion.log_confusion_matrix(["gluon", "quark"], result["classification"]["confusion_matrix"])
+        confusion.metadata["display_name"] = f"{name} confusion"

@@ -15,7 +15,8 @@ def ingest(store: str, dataset: Output[Dataset], source: str = "", n_jets: int =
         store: the object store (``s3://bucket/prefix``, or a local folder for ``kfp.local``).
         dataset: where the dataset is: ``dataset.metadata["uri"]`` (the store URI; the data itself
             never travels as an artifact), ``id``, ``jets``, ``sha256`` (of the source file),
-            ``labelled``, ``splits`` (jets per split). The artifact file holds the same as JSON.
+            ``labelled``, ``<split>_jets`` (``train_jets``, ``val_jets``, ``test_jets``): flat, as MLMD
+            stores it. The artifact file holds the same as JSON.
         source: HDF5 file, local path or ``s3://`` URI; empty: simulate ``n_jets`` jets first.
         n_jets: jets to simulate when ``source`` is empty.
         sim_seed: simulation seed.
@@ -23,11 +24,14 @@ def ingest(store: str, dataset: Output[Dataset], source: str = "", n_jets: int =
     """
     import json
 
-    from jetlib.workflow import ingest_step
+    from jetlib.kfp_outputs import flat_metadata
+    from jetlib.workflow import ingest_step, step_errors
 
-    m = ingest_step(store, source=source, n_jets=n_jets, sim_seed=sim_seed, workers=workers or None)
+    with step_errors():
+        m = ingest_step(store, source=source, n_jets=n_jets, sim_seed=sim_seed, workers=workers or None)
     splits = {name: s["rows"] for name, s in m["splits"].items()}
-    dataset.metadata.update(uri=m["uri"], id=m["id"], jets=sum(splits.values()), sha256=m["source"]["sha256"],
-                            labelled=m["labelled"], splits=splits)
+    dataset.metadata.update(flat_metadata({"uri": m["uri"], "id": m["id"], "jets": sum(splits.values()),
+                                           "sha256": m["source"]["sha256"], "labelled": m["labelled"],
+                                           **{f"{name}_jets": rows for name, rows in splits.items()}}))
     with open(dataset.path, "w") as f:
         json.dump(dataset.metadata, f, indent=1)

@@ -1,4 +1,5 @@
-"""``plan`` and ``run_folder``: the study grid and where the run writes, checked before any training."""
+"""``plan``, ``run_folder`` and ``pretrain_gpus``: the study grid, where the run writes and what the
+pretraining pod asks for, each checked before any simulation or training."""
 
 from kfp import dsl
 
@@ -6,38 +7,49 @@ from components._image import COMPONENT
 
 
 @dsl.component(**COMPONENT)
-def plan(store: str, run_name: str, job_name: str, label_fractions: list, seeds: list, modes: list,
-         kind: str) -> list:
-    """Expand label fractions x seeds x modes into loop items.
+def plan(store: str, run_name: str, job_id: str, label_fractions: list, seeds: list, modes: list) -> list:
+    """Expand label fractions x seeds x modes into the items of the one training loop.
 
     Args:
         store: the object store.
-        run_name: the run folder's name (empty: ``job_name``).
-        job_name: the KFP run's name.
+        run_name: the run folder's name (empty: ``job_id``).
+        job_id: the KFP run's id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``), unique per run.
         label_fractions: label fractions in (0, 1], each one of the dataset's subsets.
         seeds: training seeds.
-        modes: ``<task>-<mode>`` trainings to run, a subset of ``jetlib.workflow.MODES``.
-        kind: ``resnet`` (fine-tune, linear, scratch) or ``vgg`` (the baseline).
+        modes: ``<task>-<mode>`` trainings to run, a non-empty subset of ``jetlib.workflow.MODES``.
 
     Returns:
-        ``resnet``: ``{"fraction", "seed", "problem", "mode", "folder"}`` per training; ``vgg``:
-        ``{"fraction", "seed", "folder"}`` per training (empty without ``cls-vgg`` in ``modes``).
+        ``{"fraction", "seed", "problem", "mode", "folder"}`` per training, never empty.
         ``folder`` is the run folder: kfp.local 2.17 replaces any task output passed into a loop
         by the loop item, so the folder travels inside the items.
     """
     from jetlib.workflow import plan as expand
-    from jetlib.workflow import run_dir
+    from jetlib.workflow import run_dir, step_errors
 
-    runs, baselines = expand(label_fractions, seeds, modes)
-    folder = run_dir(store, run_name or job_name)
-    items = [{**item, "folder": folder} for item in {"resnet": runs, "vgg": baselines}[kind]]
-    print(f"{len(items)} {kind} trainings")
+    with step_errors():
+        folder = run_dir(store, run_name or job_id)
+        items = [{**item, "folder": folder} for item in expand(label_fractions, seeds, modes)]
+    print(f"{len(items)} trainings into {folder}")
     return items
 
 
 @dsl.component(**COMPONENT)
-def run_folder(store: str, run_name: str, job_name: str) -> str:
-    """``STORE/runs/<run_name>``, or ``STORE/runs/<job_name>`` (the KFP run's name) when ``run_name`` is empty."""
-    from jetlib.workflow import run_dir
+def run_folder(store: str, run_name: str, job_id: str) -> str:
+    """``STORE/runs/<run_name>``, or ``STORE/runs/<job_id>`` (the KFP run's id) when ``run_name`` is empty."""
+    from jetlib.workflow import run_dir, step_errors
 
-    return run_dir(store, run_name or job_name)
+    with step_errors():
+        return run_dir(store, run_name or job_id)
+
+
+@dsl.component(**COMPONENT)
+def pretrain_gpus(nodes: int, gpus_per_node: int) -> str:
+    """The pretraining pod's GPU limit, as the string a KFP 2.17 driver can read: ``gpus_per_node``
+    on one node, ``0`` when the pod only waits for a multi-node job."""
+    from jetlib.errors import ConfigError
+    from jetlib.workflow import step_errors
+
+    with step_errors():
+        if nodes < 1 or gpus_per_node < 0:
+            raise ConfigError(f"need nodes >= 1 and gpus_per_node >= 0, got {nodes} and {gpus_per_node}")
+    return str(gpus_per_node if nodes == 1 else 0)

@@ -8,7 +8,7 @@ from components._image import COMPONENT
 
 @dsl.component(**COMPONENT)
 def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: str = "auto",
-             augment: str = "seed", seed: int = 0, nodes: int = 1, gpus_per_node: int = 1, image: str = "",
+             augment: str = "seed", seed: int = 0, nodes: int = 1, gpus_per_node: int = 0, image: str = "",
              secret: str = "jetlib-s3"):
     """Pretrain the ResNet-15 encoder with SimCLR into ``RUN/pretrain-s<seed>`` (resumes when retried).
 
@@ -16,25 +16,30 @@ def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: 
         dataset: the ingested dataset (its store URI in ``metadata["uri"]``).
         run: the run folder (``plan``'s ``run``).
         encoder: ``metadata["uri"]`` is the pretraining folder (``run.json``, ``encoder.pt``), with
-            ``sha256`` of the encoder, ``dataset_id``, ``seed``, ``preset``, ``loss``, ``knn_accuracy``.
-        preset: tiny, cpu, gpu, or auto (gpu when CUDA is visible).
+            ``sha256`` of the encoder, ``dataset_id``, ``seed``, ``preset``, ``loss`` and ``knn_accuracy``
+            (absent when undefined: an unlabelled dataset or ``monitor_bank=0`` has no k-NN monitor).
+        preset: tiny, cpu, gpu, or auto (gpu when GPUs were asked for, else cpu).
         augment: seed or physics.
         seed: the pretraining seed.
         nodes: more than 1: a multi-node job through ``jetlib.launch`` (this pod only waits).
-        gpus_per_node: more than 1 on one node: torchrun with that many processes in this pod.
+        gpus_per_node: GPUs asked for per node: 0 trains on the CPU; at least 1 on one node refuses
+            (exit 2) unless this pod sees that many CUDA devices; more than 1: torchrun in this pod.
         image: the training image for a multi-node job.
         secret: the Kubernetes Secret with the store credentials, for a multi-node job's pods.
     """
     import json
 
-    from jetlib.workflow import pretrain_dir, pretrain_step
+    from jetlib.kfp_outputs import flat_metadata
+    from jetlib.workflow import pretrain_dir, pretrain_step, step_errors
 
     out = pretrain_dir(run, seed)
-    record = pretrain_step(dataset.metadata["uri"], out, preset=preset, augment=augment, seed=seed, nodes=nodes,
-                           gpus_per_node=gpus_per_node, image=image, secret=secret)
+    with step_errors():
+        record = pretrain_step(dataset.metadata["uri"], out, preset=preset, augment=augment, seed=seed, nodes=nodes,
+                               gpus_per_node=gpus_per_node, image=image, secret=secret)
     final = record.get("final", {})
-    encoder.metadata.update(uri=out, sha256=record["encoder"]["sha256"], dataset_id=record["dataset"]["id"],
-                            seed=seed, preset=record["config"]["preset"], loss=final.get("loss"),
-                            knn_accuracy=final.get("knn_accuracy"))
+    encoder.metadata.update(flat_metadata({
+        "uri": out, "sha256": record["encoder"]["sha256"], "dataset_id": record["dataset"]["id"], "seed": seed,
+        "preset": record["config"]["preset"], "display_name": f"encoder s{seed}", "loss": final.get("loss"),
+        "knn_accuracy": final.get("knn_accuracy")}))
     with open(encoder.path, "w") as f:
         json.dump(encoder.metadata, f, indent=1)

@@ -18,6 +18,7 @@ import sys
 import traceback
 
 from jetlib import __version__
+from jetlib.config import resolve_preset
 from jetlib.errors import JetlibError
 
 DEFAULT_STORE = "jetstore"  # the embedded default: a folder in the working directory
@@ -108,7 +109,7 @@ def _inspect(args) -> None:
 def _pretrain(args) -> None:
     from jetlib.pretrain import make_config, pretrain
 
-    cfg = make_config(_preset(args.preset), **_overrides(args, augment=args.augment, lr=args.lr,
+    cfg = make_config(resolve_preset(args.preset), **_overrides(args, augment=args.augment, lr=args.lr,
                                                            compile=args.compile or None))
     final = pretrain(args.data, args.out, cfg, device=args.device)
     if _rank() == 0:  # the process group is gone by now: ask torchrun's environment
@@ -117,14 +118,6 @@ def _pretrain(args) -> None:
 
 def _rank() -> int:
     return int(os.environ.get("RANK", 0))
-
-
-def _preset(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 def _add_training_flags(p, presets: tuple[str, ...]) -> None:
@@ -165,7 +158,7 @@ def _overrides(args, **extra) -> dict:
 def _finetune(args) -> None:
     from jetlib.finetune import finetune, make_config
 
-    cfg = make_config(_preset(args.preset), **_overrides(args, task=args.task, mode=args.mode, lr=args.lr,
+    cfg = make_config(resolve_preset(args.preset), **_overrides(args, task=args.task, mode=args.mode, lr=args.lr,
                                                            label_fraction=args.label_fraction,
                                                            augment=args.augment, validation=args.validation))
     run = finetune(args.data, args.out, cfg, init=args.init, device=args.device)
@@ -175,8 +168,9 @@ def _finetune(args) -> None:
 def _baseline(args) -> None:
     from jetlib.baseline import baseline, make_config
 
-    cfg = make_config(_preset(args.preset), **_overrides(args, max_lr=args.lr, label_fraction=args.label_fraction,
-                                                           validation=args.validation))
+    cfg = make_config(resolve_preset(args.preset), **_overrides(args, max_lr=args.lr,
+                                                                label_fraction=args.label_fraction,
+                                                                validation=args.validation))
     run = baseline(args.data, args.out, cfg, device=args.device)
     print(json.dumps({"out": args.out, **run["training"]}))
 

@@ -73,3 +73,15 @@ def resolve(default, presets: dict[str, dict], preset: str, values: dict[str, ob
     if preset not in presets:
         raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
     return override(override(default, {"preset": preset, **presets[preset]}), values)
+
+
+def resolve_preset(name: str) -> str:
+    """``auto`` becomes ``gpu`` where CUDA is visible, else ``cpu``; any other name is returned as given.
+
+    The one place ``auto`` is decided (the CLI and the pipeline steps call it). Imports torch only for ``auto``.
+    """
+    if name != "auto":
+        return name
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"

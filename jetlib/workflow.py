@@ -17,9 +17,11 @@ content, never by name)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
+import re
 import subprocess
 import sys
 
@@ -32,24 +34,26 @@ MODES = ("cls-finetune", "reg-finetune", "cls-linear", "cls-scratch", "reg-scrat
 PRETRAINED = ("finetune", "linear")  # modes that start from the pretrained encoder
 
 
-def plan(fractions: list, seeds: list, modes: list) -> tuple[list[dict], list[dict]]:
-    """The study grid as two lists of loop items: ResNet runs and VGG runs.
+def plan(fractions: list, seeds: list, modes: list) -> list[dict]:
+    """The study grid as one list of loop items, every training (VGG included) in one list.
+
+    One list, so the pipeline has one loop and one fan-in: with ``modes`` non-empty and at least
+    one fraction and seed (checked here) the loop never has zero iterations, which a KFP backend
+    cannot collect (README, "The workflow").
 
     Args:
         fractions: label fractions in (0, 1], e.g. ``[0.01, 0.1]``.
         seeds: integer training seeds, e.g. ``[0, 1, 2]``.
-        modes: a subset of :data:`MODES`.
+        modes: a non-empty subset of :data:`MODES`.
 
     Returns:
-        ``(runs, baselines)``: ``runs`` has one ``{"fraction", "seed", "problem", "mode"}`` per
-        fraction x seed x ResNet mode (``problem`` is cls or reg: ``task`` is a reserved name in
-        KFP's loop items); ``baselines`` one ``{"fraction", "seed"}`` per fraction x seed when
-        ``cls-vgg`` is among the modes, else empty.
+        One ``{"fraction", "seed", "problem", "mode"}`` per fraction x seed x mode, in the order of
+        :data:`MODES` (``problem`` is cls or reg: ``task`` is a reserved name in KFP's loop items;
+        ``mode`` is finetune, linear, scratch or vgg).
 
     Example:
-        >>> runs, baselines = plan([0.1], [0, 1], ["cls-finetune", "cls-vgg"])
-        >>> runs[1], baselines[1]
-        ({'fraction': 0.1, 'seed': 1, 'problem': 'cls', 'mode': 'finetune'}, {'fraction': 0.1, 'seed': 1})
+        >>> [(i["seed"], i["mode"]) for i in plan([0.1], [0, 1], ["cls-vgg", "cls-finetune"])]
+        [(0, 'finetune'), (0, 'vgg'), (1, 'finetune'), (1, 'vgg')]
     """
     fractions = [_fraction(f) for f in fractions]
     seeds = [_seed(s) for s in seeds]
@@ -59,11 +63,9 @@ def plan(fractions: list, seeds: list, modes: list) -> tuple[list[dict], list[di
                           f"choose from {', '.join(MODES)}")
     if not fractions or not seeds:
         raise ConfigError("label_fractions and seeds must each name at least one value")
-    resnet = [m for m in MODES if m in modes and not m.endswith("-vgg")]
-    runs = [{"fraction": f, "seed": s, "problem": m.split("-")[0], "mode": m.split("-")[1]}
-            for f in fractions for s in seeds for m in resnet]
-    baselines = [{"fraction": f, "seed": s} for f in fractions for s in seeds] if "cls-vgg" in modes else []
-    return runs, baselines
+    chosen = [m.split("-") for m in MODES if m in modes]
+    return [{"fraction": f, "seed": s, "problem": task, "mode": mode}
+            for f in fractions for s in seeds for task, mode in chosen]
 
 
 def _fraction(value) -> float:
@@ -82,10 +84,21 @@ def _seed(value) -> int:
     return int(value)
 
 
+# A run folder's name: what a KFP run id (a UUID), a Kubernetes object name and a person's
+# "exp1" all match, and nothing that could leave ``STORE/runs/`` or needs quoting.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def run_dir(store: str, run_name: str) -> str:
-    """``STORE/runs/<run_name>``: the folder the whole pipeline run writes into."""
-    if not run_name or "/" in run_name or run_name in (".", ".."):
-        raise ConfigError(f"run_name must be a non-empty folder name without '/', got {run_name!r}")
+    """``STORE/runs/<run_name>``: the folder the whole pipeline run writes into.
+
+    Raises:
+        ConfigError: ``run_name`` cannot be one folder name (empty, ``/``, ``..``, spaces, an
+            unresolved ``{{$.placeholder}}``, more than 128 characters).
+    """
+    if not isinstance(run_name, str) or not RUN_NAME.fullmatch(run_name) or ".." in run_name:
+        raise ConfigError(f"run_name must be one folder name (letters, digits, '.', '_', '-'; starting with a "
+                          f"letter or digit; at most 128), got {run_name!r}")
     return posixpath.join(store.rstrip("/"), "runs", run_name)
 
 
@@ -103,9 +116,9 @@ def training_config(step: str, preset: str, **values):
     """``make_config`` of ``jetlib.finetune`` or ``jetlib.baseline`` with ``preset`` auto resolved as the CLI does."""
     import importlib
 
-    from jetlib.cli import _preset
+    from jetlib.config import resolve_preset
 
-    return importlib.import_module(f"jetlib.{step}").make_config(_preset(preset), **values)
+    return importlib.import_module(f"jetlib.{step}").make_config(resolve_preset(preset), **values)
 
 
 def read_run(uri: str, fmt: str) -> dict:
@@ -153,19 +166,45 @@ def ingest_step(store: str, source: str = "", n_jets: int = 3000, sim_seed: int 
     return {**ds.manifest, "uri": ds.uri}
 
 
-def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, nodes: int = 1,
-                  gpus_per_node: int = 1, image: str = "", secret: str | None = None,
-                  device: str = "auto") -> dict:
-    """Pretrain on one process, on ``gpus_per_node`` processes under torchrun in this pod, or on
-    ``nodes`` pods through :func:`jetlib.launch.launch_pretrain`; returns the pretraining run.json.
+def pretrain_placement(preset: str, nodes: int, gpus_per_node: int, visible_gpus: int | None = None) -> tuple[str, str]:
+    """``(preset, device)`` for a pretraining asked to run on ``nodes`` x ``gpus_per_node``.
 
-    Each path ends with the same ``out`` folder, so a retried step resumes from its checkpoints.
+    ``gpus_per_node`` is what the run asked for, so it decides, not what this pod happens to see:
+    0 is a CPU run (``auto`` means ``cpu``, the device is the CPU even where a GPU is visible); at
+    least 1 on one node must find that many CUDA devices here, or the step refuses rather than
+    train the CPU preset for hours on a pod that silently got no GPU (a KFP 2.17 backend sets no
+    GPU limit for a count it cannot read, README "The workflow"). With ``nodes > 1`` this pod only
+    waits (it asks for no GPU) and the workers run ``preset``, ``auto`` meaning ``gpu`` for GPU workers.
+
+    Raises:
+        ConfigError: GPUs asked for on one node and fewer visible (exit 2), or counts below range.
     """
     if nodes < 1 or gpus_per_node < 0:
         raise ConfigError(f"need nodes >= 1 and gpus_per_node >= 0, got {nodes} and {gpus_per_node}")
-    from jetlib.cli import _preset
+    if gpus_per_node == 0:
+        return ("cpu" if preset == "auto" else preset), "cpu"
+    if nodes == 1:
+        if visible_gpus is None:
+            import torch
 
-    preset = _preset(preset)
+            visible_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if visible_gpus < gpus_per_node:
+            raise ConfigError(f"gpus_per_node={gpus_per_node} but this pod sees {visible_gpus} CUDA device(s): "
+                              f"refusing to fall back to the CPU preset (check the pod's nvidia.com/gpu limit and "
+                              f"the node's driver, or run with gpus_per_node=0 to pretrain on the CPU)")
+    return ("gpu" if preset == "auto" else preset), ("cuda" if nodes == 1 else "auto")
+
+
+def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, nodes: int = 1,
+                  gpus_per_node: int = 0, image: str = "", secret: str | None = None,
+                  visible_gpus: int | None = None) -> dict:
+    """Pretrain on one process, on ``gpus_per_node`` processes under torchrun in this pod, or on
+    ``nodes`` pods through :func:`jetlib.launch.launch_pretrain`; returns the pretraining run.json.
+
+    ``preset`` and the device follow from what the run asked for (:func:`pretrain_placement`);
+    each path ends with the same ``out`` folder, so a retried step resumes from its checkpoints.
+    """
+    preset, device = pretrain_placement(preset, nodes, gpus_per_node, visible_gpus)
     if nodes > 1:
         from jetlib.launch import launch_pretrain
 
@@ -187,44 +226,43 @@ def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, 
     return read_run(out, "jetlib.pretrain/1")
 
 
-def result_metrics(result: dict) -> dict[str, float]:
-    """The scalars an evaluate step logs to its ``Metrics`` artifact.
+def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float, seed: int, preset: str,
+               augment: str = "none", encoder: dict | None = None) -> tuple[str, dict]:
+    """One training of the study: ``finetune``, ``linear`` or ``scratch`` (jetlib.finetune) or ``vgg``
+    (jetlib.baseline), into its folder in ``run``; returns ``(folder, run.json)``.
 
-    The keys are fixed per task: the five classification (or regression) scores, plus
-    ``label_fraction``, ``seed``, ``test_jets``, ``trainable_parameters``, ``train_seconds``.
-    A score the result file holds as null (undefined on that test split, e.g. one class only)
-    is skipped rather than faked, and named in the step's log, so two comparable runs show the
-    same keys in the UI.
+    ``encoder`` is the pretraining artifact's metadata (``uri``, ``seed``), used by the pretrained
+    modes only. One dispatcher, so the pipeline has one loop over every training (see :func:`plan`).
     """
-    from jetlib.evaluate import CLS_KEYS, REG_KEYS  # the result file's own scalar keys, per task
+    if f"{problem}-{mode}" not in MODES:
+        raise ConfigError(f"no training {problem}-{mode}; choose from {', '.join(MODES)}")
+    if mode == "vgg":
+        from jetlib.baseline import baseline
 
-    keys = CLS_KEYS if result["task"] == "cls" else REG_KEYS
-    scalars = result["scalars"]
-    undefined = [k for k in keys if scalars.get(k) is None]
-    if undefined:
-        log.warning("undefined on this test split, not logged: %s", ", ".join(undefined))
-    out = {k: float(scalars[k]) for k in keys if scalars.get(k) is not None}
-    res = result.get("resources", {})
-    out.update(label_fraction=float(result["label_fraction"]), seed=float(result["seed"]),
-               test_jets=float(result["dataset"]["jets"]),
-               trainable_parameters=float(res.get("trainable_parameters", 0)),
-               train_seconds=float(res.get("train_seconds", 0.0)))
-    return out
+        out = training_dir(run, problem, mode, fraction, seed, None)
+        return out, baseline(data, out, training_config("baseline", preset, label_fraction=fraction, seed=seed))
+    from jetlib.finetune import finetune
+
+    pretrained = mode in PRETRAINED
+    if pretrained and not (encoder or {}).get("uri"):
+        raise ConfigError(f"{problem}-{mode} starts from the pretrained encoder, but none was given")
+    out = training_dir(run, problem, mode, fraction, seed, int(encoder["seed"]) if pretrained else None)
+    cfg = training_config("finetune", preset, task=problem, mode=mode, label_fraction=fraction, seed=seed,
+                          augment=augment)
+    return out, finetune(data, out, cfg, init=encoder["uri"] if pretrained else None)
 
 
-def roc_points(result: dict, points: int | None = None) -> tuple[list[float], list[float], list[float]] | None:
-    """(fpr, tpr, threshold) thinned to at most ``points`` for ``ClassificationMetrics.log_roc_curve``.
+@contextlib.contextmanager
+def step_errors():
+    """Inside a KFP component: a jetlib error becomes its one line on stderr and the CLI's exit code.
 
-    The result file stores the curve on a grid of signal efficiencies, not of score thresholds,
-    so the threshold column carries the signal efficiency (the working point) of each point.
+    What the pod log and the KFP UI then show is the reason (``ConfigError``: exit 2, store: 3,
+    training: 4), as ``jetlib <step>`` prints it, instead of a traceback through the executor.
     """
-    from jetlib.metrics import ROC_POINTS  # what results store; older results may hold more points
+    from jetlib.errors import JetlibError
 
-    points = points or ROC_POINTS
-    roc = (result.get("classification") or {}).get("roc")
-    if not roc:
-        return None
-    n = len(roc["tpr"])
-    idx = sorted({round(i * (n - 1) / (points - 1)) for i in range(points)}) if n > points else range(n)
-    fpr, tpr = [float(roc["fpr"][i]) for i in idx], [float(roc["tpr"][i]) for i in idx]
-    return fpr, tpr, list(tpr)
+    try:
+        yield
+    except JetlibError as e:
+        print(f"jetlib: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(e.exit_code) from None

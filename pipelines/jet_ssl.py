@@ -1,25 +1,47 @@
-"""The study as one KFP v2 pipeline: ingest -> pretrain -> every training x label fraction x seed
--> evaluate each -> report.
+"""The study as one KFP v2 pipeline: ingest -> pretrain -> one loop over every training (label
+fraction x seed x mode) -> evaluate each -> report.
 
 ``python -m pipelines.jet_ssl`` (``make compile``) writes ``pipelines/jet_ssl.yaml`` (GPU nodes) and
 ``pipelines/jet_ssl_cpu.yaml`` (no accelerators, node selectors or tolerations: a GPU-less kind
 cluster, and what ``make demo`` runs under ``kfp.local``). Everything Kubernetes-specific is set
-here, never in a component:
+here, never in a component, each for a reason a KFP 2.17.0 backend gives (README, "The workflow"):
 
-* GPU steps (pretrain, finetune, baseline): ``nvidia.com/gpu`` limit (``gpus_per_node`` for
-  pretraining, 1 otherwise), the ``nvidia.com/gpu.present=true`` node selector, a toleration
-  for the ``nvidia.com/gpu`` taint, and the CUDA image;
-* training steps: a memory-backed ``/dev/shm`` (PyTorch shares tensors through it);
-* every step: CPU and memory requests, and the store credentials from the Secret named by the
-  ``store_secret`` parameter (keys ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-  ``JETLIB_S3_ENDPOINT``; kfp-kubernetes 2.17 takes the name at run time);
-* retries on the steps that resume from the store (ingest, pretrain, finetune, baseline);
-  caching on for ingest, pretrain and the trainings (same inputs, same outputs), off for the
-  plan (it names the run folder) and the report (it reads whatever the run folder holds).
+* **One loop, one fan-in.** A backend's driver collects a ``dsl.Collected`` only from a loop that
+  ran (``backend/src/v2/driver/resolve.go``, ``resolveUpstreamArtifacts``: ``iterations > 0``);
+  a loop with zero iterations fails the consumer. So every training, the VGG baseline included,
+  is an item of one loop (``plan`` refuses an empty grid), dispatched by one ``train``
+  component, and the report collects that loop's evaluations. The cost: scratch and VGG
+  trainings wait for pretraining although they do not use it.
+* **GPU counts are strings.** The driver reads an accelerator count with ``GetStringValue()``
+  (``resolve.go``, ``resolvePodSpecInputRuntimeParameter``) and sets no limit when it is empty,
+  which it is for an ``int`` parameter. The trainings ask for the constant ``"1"``; pretraining
+  for the string output of ``pretrain_gpus``: ``gpus_per_node`` on one node, and ``"0"`` when
+  ``nodes > 1``, because that pod only waits for the multi-node job, and holding GPUs while the
+  job's workers wait for theirs deadlocks a small cluster. The CPU pipeline defaults to
+  ``gpus_per_node=0``; ``pretrain`` refuses GPUs it was asked for and cannot see.
+* GPU steps (pretrain, train): ``nvidia.com/gpu`` limit, the ``nvidia.com/gpu.present=true``
+  node selector, a toleration for the ``nvidia.com/gpu`` taint, and the CUDA image.
+* **``/dev/shm`` with a ``size_limit``** (:data:`SHM`) on the training steps: a memory-backed
+  emptyDir counts against the pod's memory and, unbounded, lets a leak grow until the node
+  evicts pods; the sizes cover NCCL's shared-memory transport between torchrun's processes
+  (pretraining) and PyTorch's tensor sharing, with room to spare.
+* **The loop's ``parallelism``** (:data:`PARALLELISM`): at most 8 trainings at once on GPU nodes
+  (8 GPUs, one node's worth, instead of up to 30 pods asking at once and starving other
+  users' jobs), 2 on a CPU cluster (a kind cluster's two workers).
+* every step: CPU and memory requests, readable display names, and the store credentials from
+  the Secret named by the ``store_secret`` parameter (keys ``AWS_ACCESS_KEY_ID``,
+  ``AWS_SECRET_ACCESS_KEY``, ``JETLIB_S3_ENDPOINT``; kfp-kubernetes 2.17 takes the name at run time);
+* retries on the steps that resume from the store (ingest, pretrain, train); caching on for
+  ingest, pretrain and the trainings (same inputs, same outputs), off for the plan, the run
+  folder (they name the run's folder from its id) and the report (it reads the run folder).
+* **The run folder** defaults to the run's id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``: the backend's
+  ``{{workflow.uid}}``, kfp.local's random id), unique per run; ``run_name`` names it to resume.
 
 The images are fixed at compile time (``components/_image.py``: ``JETLIB_IMAGE``,
 ``JETLIB_CUDA_IMAGE``) because ``kfp.local``'s DockerRunner cannot resolve an image given as a
-run parameter; ``image`` (a parameter) is only what a multi-node pretraining's workers run.
+run parameter, and because a backend's cache key covers the image string: ``make compile-pinned``
+compiles against the built images' digests into ``build/pipelines/`` (``pipelines/pin.py``).
+``image`` (a parameter) is only what a multi-node pretraining's workers run.
 """
 
 import argparse
@@ -28,13 +50,12 @@ from pathlib import Path
 from kfp import compiler, dsl, kubernetes
 
 from components._image import CUDA_IMAGE, IMAGE
-from components.baseline import baseline
 from components.evaluate import evaluate
-from components.finetune import finetune
 from components.ingest import ingest
-from components.plan import plan, run_folder
+from components.plan import plan, pretrain_gpus, run_folder
 from components.pretrain import pretrain
 from components.report import report
+from components.train import train
 from jetlib.workflow import MODES
 
 HERE = Path(__file__).resolve().parent
@@ -47,20 +68,29 @@ REQUESTS = {
     False: {"plan": ("100m", "256Mi"), "ingest": ("1", "2Gi"), "pretrain": ("2", "4Gi"), "train": ("1", "2Gi"),
             "evaluate": ("1", "2Gi"), "report": ("500m", "2Gi")},
 }
+# /dev/shm size limits of the training steps (a quarter of the step's memory request).
+SHM = {True: {"pretrain": "8Gi", "train": "4Gi"}, False: {"pretrain": "1Gi", "train": "512Mi"}}
+PARALLELISM = {True: 8, False: 2}  # trainings running at once (see the module docstring)
+GPUS_PER_NODE = {True: 1, False: 0}  # the default of the gpus_per_node parameter
+NAMES = {"plan": "plan the study", "run-folder": "run folder", "pretrain-gpus": "pretraining GPUs",
+         "ingest": "ingest", "pretrain": "pretrain (SimCLR)", "train": "train", "evaluate": "evaluate",
+         "report": "report"}
 
 
-def _configure(task, step: str, secret, gpu: bool, gpus=None, cache: bool = True, retries: int = 0):
-    """Kubernetes settings for one task."""
+def _configure(task, step: str, secret, gpu: bool, gpus="1", cache: bool = True, retries: int = 0, name: str = ""):
+    """Kubernetes settings for one task; ``gpus`` is the GPU limit of a GPU step (a string, see above)."""
     cpu, memory = REQUESTS[gpu][step]
     task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(cache)
+    task.set_display_name(NAMES[name or step])
     if step != "plan":
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={k: k for k in SECRET_KEYS})
     if retries:
         task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0)
     if step in ("pretrain", "train"):
-        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                   size_limit=SHM[gpu][step])
         if gpu:
-            task.set_container_image(CUDA_IMAGE).set_accelerator_type(GPU).set_accelerator_limit(gpus or 1)
+            task.set_container_image(CUDA_IMAGE).set_accelerator_type(GPU).set_accelerator_limit(gpus)
             kubernetes.add_node_selector(task, "nvidia.com/gpu.present", "true")
             kubernetes.add_toleration(task, key=GPU, operator="Exists", effect="NoSchedule")
     return task
@@ -84,7 +114,7 @@ def build(gpu: bool = True):
         seeds: list = [0, 1, 2],  # noqa: B006
         modes: list = list(MODES),  # noqa: B006
         pretrain_seed: int = 0,
-        gpus_per_node: int = 1,
+        gpus_per_node: int = GPUS_PER_NODE[gpu],
         nodes: int = 1,
         image: str = CUDA_IMAGE if gpu else IMAGE,
         store_secret: str = "jetlib-s3",
@@ -97,50 +127,46 @@ def build(gpu: bool = True):
             source: HDF5 file (``s3://`` URI or path); empty: simulate ``n_jets`` jets with ``sim_seed``.
             n_jets: jets to simulate when ``source`` is empty.
             sim_seed: simulation seed.
-            run_name: output folder ``STORE/runs/<run_name>``; empty: the KFP run's name. Give one
-                to have a re-run reuse (resume) its steps.
-            preset: tiny, cpu, gpu, or auto (gpu where CUDA is visible).
+            run_name: output folder ``STORE/runs/<run_name>``; empty: the KFP run's id (unique per
+                run). Give one to have a re-run reuse (resume) its steps.
+            preset: tiny, cpu, gpu, or auto (gpu when GPUs were asked for, else cpu).
             augment: pretraining augmentations, seed or physics.
             finetune_augment: fine-tuning augmentations, none, seed or physics.
             label_fractions: label fractions for every training (subsets the dataset has).
             seeds: training seeds.
             modes: trainings, ``<task>-<mode>`` from cls-finetune, reg-finetune, cls-linear,
-                cls-scratch, reg-scratch, cls-vgg.
+                cls-scratch, reg-scratch, cls-vgg (at least one).
             pretrain_seed: SimCLR seed.
-            gpus_per_node: GPUs of the pretraining pod (torchrun runs one process per GPU).
+            gpus_per_node: GPUs of each pretraining node (torchrun runs one process per GPU); 0
+                pretrains on the CPU; at least 1 fails the step if the pod sees fewer.
             nodes: pretraining nodes; more than 1 submits a multi-node training job.
             image: the image of a multi-node pretraining's workers.
             store_secret: Kubernetes Secret holding the store credentials.
         """
-        run = _configure(run_folder(store=store, run_name=run_name, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
-                         "plan", store_secret, gpu, cache=False).output
-        # Two plans, each with the one output kfp.local can loop over (``Output``).
-        plans = [_configure(plan(store=store, run_name=run_name, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                                 label_fractions=label_fractions, seeds=seeds, modes=modes, kind=kind),
-                            "plan", store_secret, gpu, cache=False) for kind in ("resnet", "vgg")]
-        runs, baselines = (p.output for p in plans)
-        # A bad grid stops the run before any simulation or training.
+        job = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        run = _configure(run_folder(store=store, run_name=run_name, job_id=job), "plan", store_secret, gpu,
+                         cache=False, name="run-folder").output
+        grid = _configure(plan(store=store, run_name=run_name, job_id=job, label_fractions=label_fractions,
+                               seeds=seeds, modes=modes), "plan", store_secret, gpu, cache=False)
+        # A bad grid or run name stops the run before any simulation or training.
         data = _configure(ingest(store=store, source=source, n_jets=n_jets, sim_seed=sim_seed),
-                          "ingest", store_secret, gpu, retries=2).after(*plans)
+                          "ingest", store_secret, gpu, retries=2).after(grid)
         ds = data.outputs["dataset"]
+        gpus = "0"
+        if gpu:
+            gpus = _configure(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", store_secret, gpu,
+                              name="pretrain-gpus").output
         enc = _configure(pretrain(dataset=ds, run=run, preset=preset, augment=augment, seed=pretrain_seed,
                                   nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=store_secret),
-                         "pretrain", store_secret, gpu, gpus=gpus_per_node, retries=2)
-        with dsl.ParallelFor(runs) as item:
-            trained = _configure(finetune(dataset=ds, encoder=enc.outputs["encoder"], run=item.folder,
-                                          problem=item.problem, mode=item.mode, label_fraction=item.fraction,
-                                          seed=item.seed, preset=preset, augment=finetune_augment),
+                         "pretrain", store_secret, gpu, gpus=gpus, retries=2)
+        with dsl.ParallelFor(grid.output, parallelism=PARALLELISM[gpu]) as item:
+            trained = _configure(train(dataset=ds, encoder=enc.outputs["encoder"], run=item.folder,
+                                       problem=item.problem, mode=item.mode, label_fraction=item.fraction,
+                                       seed=item.seed, preset=preset, augment=finetune_augment),
                                  "train", store_secret, gpu, retries=2)
             scored = _configure(evaluate(dataset=ds, model=trained.outputs["model"], run=item.folder),
                                 "evaluate", store_secret, gpu)
-        with dsl.ParallelFor(baselines) as item:
-            vgg = _configure(baseline(dataset=ds, run=item.folder, label_fraction=item.fraction, seed=item.seed,
-                                      preset=preset),
-                             "train", store_secret, gpu, retries=2)
-            vgg_scored = _configure(evaluate(dataset=ds, model=vgg.outputs["model"], run=item.folder),
-                                    "evaluate", store_secret, gpu)
-        _configure(report(run=run, results=dsl.Collected(scored.outputs["metrics"]),
-                          baseline_results=dsl.Collected(vgg_scored.outputs["metrics"])),
+        _configure(report(run=run, results=dsl.Collected(scored.outputs["metrics"])),
                    "report", store_secret, gpu, cache=False)
 
     return jet_ssl

@@ -1,7 +1,8 @@
 """Run the compiled pipeline on this machine with ``kfp.local`` (no cluster).
 
 The compiled YAML is loaded as a component and called like a function: ``kfp.local`` then
-orchestrates the same DAG a cluster runs (ParallelFor, the Collected fan-in), each step as a
+orchestrates the same DAG a cluster runs (ParallelFor, the Collected fan-in), untouched: no
+part of kfp.local is patched, so what runs here is what the compiled YAML says. Each step runs as a
 subprocess of this Python (``SubprocessRunner(use_venv=False)``: the project's ``.venv`` is the
 image) or, with ``docker=True``, in the project's image (``DockerRunner``). Kubernetes settings
 (GPUs, Secret, ``/dev/shm``, node selectors) are cluster-only and ignored here.
@@ -34,7 +35,6 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
     """
     from kfp import components, local
 
-    _collect_empty_loops()
     if docker:
         runner = local.DockerRunner(**(docker if isinstance(docker, dict) else {}))
     else:
@@ -51,32 +51,6 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
         except RuntimeError as e:
             raise TrainingError(f"the pipeline failed: {_plain(str(e))}") from None
     return time.perf_counter() - t0
-
-
-def _collect_empty_loops() -> None:
-    """Let a ParallelFor over an empty list hand ``[]`` to its ``dsl.Collected`` consumers.
-
-    kfp.local 2.17 records no outputs for a loop with zero iterations, so the report (which
-    collects the VGG evaluations) fails with "task 'for-loop-2' not found" when ``modes`` has no
-    ``cls-vgg``. A loop that ran records one list per output; an empty one now records ``[]``.
-    """
-    from kfp.local.orchestrator import enhanced_dag_orchestrator as dag
-
-    original = dag._run_parallel_for_task
-    if getattr(original, "collects_empty", False):
-        return
-
-    def run_parallel_for(**kw):
-        failed = original(**kw)
-        if not failed:
-            spec = kw["components"][kw["task_spec"].component_ref.name].output_definitions
-            known = kw["io_store"]._task_output_data[kw["task_name"]]
-            for key in [*spec.artifacts, *spec.parameters]:
-                known.setdefault(key, [])
-        return failed
-
-    run_parallel_for.collects_empty = True
-    dag._run_parallel_for_task = run_parallel_for
 
 
 @contextlib.contextmanager

@@ -1,0 +1,44 @@
+"""``train``: one training of the study (fine-tune, linear probe, scratch or the VGG baseline)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components._image import COMPONENT
+
+
+@dsl.component(**COMPONENT)
+def train(dataset: Input[Dataset], encoder: Input[Model], run: str, problem: str, mode: str, label_fraction: float,
+          seed: int, model: Output[Model], preset: str = "auto", augment: str = "none"):
+    """Train one (task, mode, label fraction, seed) into ``RUN/<task>-<mode>-f<fraction>-s<seed>[-p<pseed>]``.
+
+    Args:
+        dataset: the ingested dataset (store URI in ``metadata["uri"]``).
+        encoder: the pretraining output; used by ``finetune`` and ``linear``, ignored by ``scratch``
+            and ``vgg`` (every training takes it so that one loop runs them all).
+        run: the run folder.
+        problem: cls (quark vs gluon) or reg (jet mass).
+        mode: finetune (end to end), linear (frozen encoder), scratch (random init): the ResNet-15
+            of ``jetlib finetune``; vgg: the VGG + squeeze-excitation of ``jetlib baseline`` (cls only).
+        label_fraction: one of the dataset's nested label subsets.
+        seed: the training seed.
+        model: ``metadata["uri"]`` is the training folder (``run.json``, ``model.pt``), with the
+            model's ``sha256``, ``task``, ``mode``, ``label_fraction``, ``seed``, ``display_name``
+            and ``best_epoch`` (absent when no epoch was selected).
+        preset: tiny, cpu, gpu or auto.
+        augment: none, seed or physics (mild augmentation of training batches; not for vgg).
+    """
+    import json
+
+    from jetlib.kfp_outputs import display_name, flat_metadata
+    from jetlib.workflow import step_errors, train_step
+
+    with step_errors():
+        out, record = train_step(dataset.metadata["uri"], run, problem=problem, mode=mode, fraction=label_fraction,
+                                 seed=seed, preset=preset, augment=augment, encoder=encoder.metadata)
+    model.metadata.update(flat_metadata({
+        "uri": out, "sha256": record["model"]["sha256"], "task": problem, "mode": mode,
+        "label_fraction": label_fraction, "seed": seed,
+        "display_name": display_name(problem, mode, label_fraction, seed),
+        "best_epoch": record["training"].get("best_epoch")}))
+    with open(model.path, "w") as f:
+        json.dump(model.metadata, f, indent=1)
