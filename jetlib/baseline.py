@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import autocast_for
@@ -142,6 +143,9 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
         return classification_scores(predict(model, val, autocast, score))
 
     config = asdict(cfg)
+    # before the first write, after every check of the input (issue 19, item 4)
+    claim(store, "baseline", {"config": config, "dataset": ds.manifest["id"]},
+          f"VGG, fraction {cfg.label_fraction:g}, seed {cfg.seed}")
     # without patience, stopping never triggers: at most epochs - 1 epochs can go without improvement
     patience = cfg.patience if cfg.patience is not None else cfg.epochs
     result = fit(store, model, optimizer, scheduler, Stopping("val_accuracy", True, patience), cfg.epochs,

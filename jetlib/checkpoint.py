@@ -17,6 +17,11 @@ Nothing executable is read back: every object is loaded with
 ``torch.load(weights_only=True)``, so everything saved is tensors, plain containers,
 strings and numbers (RNG states included). A file that needs more is refused, since a
 sha256 stored in the same bucket proves nothing about who wrote it (issue 11, item 4).
+
+Nothing read back chooses a path either: the pointer's key must be an
+``epoch-NNNN.pt`` directly in ``checkpoints/`` and ``run.json``'s artifact key a plain
+``<name>.pt`` in the run's folder, each with a well-formed sha256, or they are refused
+before anything is read or deleted (a crafted pointer once deleted another run's checkpoint).
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ import numpy as np
 import torch
 
 from jetlib import dist
+from jetlib.data.keys import check_sha256, confine
 from jetlib.data.store import Store, open_store, sha256_bytes
 from jetlib.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
 POINTER = "latest.json"
+CHECKPOINT_NAME = re.compile(r"epoch-\d{4,9}\.pt")
+ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.pt")
 
 
 def to_bytes(obj) -> bytes:
@@ -117,7 +125,10 @@ def read_run(uri: str, artifact: str, *, formats: tuple[str, ...], flag: str, ma
     record = run.get(artifact)
     if not isinstance(record, dict) or not {"key", "sha256"} <= set(record):
         raise ConfigError(f"{flag} {uri}: run.json names no {artifact} (key and sha256)")
-    return load_object(open_store(uri), record["key"], record["sha256"], map_location), run
+    store = open_store(uri)
+    where = f"{flag} {store.key_uri('run.json')}: {artifact}"
+    key = confine(record["key"], where, name=ARTIFACT_NAME)  # a file of this run's folder, nothing else
+    return load_object(store, key, check_sha256(record["sha256"], where), map_location), run
 
 
 def rng_state() -> dict:
@@ -201,7 +212,7 @@ class Checkpoints:
     def save(self, state: dict, epoch: int) -> dict:
         record = save_object(self.store, f"epoch-{epoch:04d}.pt", state)
         previous = self.pointer()
-        self.store.put_bytes(POINTER, json.dumps({"epoch": epoch, **record}).encode())
+        self.store.put_bytes(POINTER, json.dumps({"epoch": epoch, **record}, allow_nan=False).encode())
         if previous and previous["key"] != record["key"]:
             kept = self.keep_every and previous["epoch"] % self.keep_every == 0
             if not kept:
@@ -209,12 +220,24 @@ class Checkpoints:
         return record
 
     def pointer(self) -> dict | None:
+        """``latest.json``, checked: its key an ``epoch-NNNN.pt`` here, its sha256 and epoch well formed."""
         try:
-            return json.loads(self.store.get_bytes(POINTER))
+            raw = self.store.get_bytes(POINTER)
         except StoreError as e:
             if "does not exist" in str(e):
                 return None
             raise
+        where = self.store.key_uri(POINTER)
+        try:
+            ptr = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise DataError(f"{where}: not JSON (a corrupt or foreign checkpoint pointer: refused)") from None
+        epoch = ptr.get("epoch") if isinstance(ptr, dict) else None
+        if not isinstance(ptr, dict) or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise DataError(f"{where}: not a checkpoint pointer (epoch, key, sha256): refused")
+        confine(ptr.get("key"), where, name=CHECKPOINT_NAME)
+        check_sha256(ptr.get("sha256"), where)
+        return ptr
 
     def latest(self, map_location="cpu") -> dict | None:
         """The newest checkpoint, verified, or None when the run has not saved one."""

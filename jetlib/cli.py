@@ -3,9 +3,10 @@
 Every step is runnable on a laptop, in ``docker run``, under ``torchrun -m jetlib``
 and inside a KFP component, with the same flags. Results a program wants (a URI,
 a JSON summary) go to stdout; progress and logs go to stderr. A user error is one
-line on stderr and a non-zero exit (2 bad input or flag, 3 store, 4 training);
-``--debug`` shows the traceback instead. An unexpected error (a bug) prints its
-one-line summary and then always its traceback, and exits 1.
+line on stderr and a non-zero exit (2 bad input or flag, 3 store, 4 training, 5 out of
+disk or memory); ``--debug`` (before or after the step name) shows the traceback instead.
+An unexpected error (a bug) prints its one-line summary and then always its traceback, and
+exits 1.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import traceback
 
 from jetlib import __version__
 from jetlib.config import resolve_preset
-from jetlib.errors import JetlibError
+from jetlib.errors import JetlibError, ResourceError
+from jetlib.progress import end_line
 
 DEFAULT_STORE = "jetstore"  # the embedded default: a folder in the working directory
 
@@ -73,6 +75,16 @@ def fraction_list(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
+def unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def image_size(text: str) -> int | None:
     return None if text == "any" else positive_int(text)
 
@@ -95,7 +107,8 @@ def _ingest(args) -> None:
     split = SplitConfig(test_fraction=args.test_fraction, val_fraction=args.val_fraction,
                         label_fractions=args.fractions, seed=args.split_seed)
     cfg = IngestConfig(split=split, shard_rows=args.shard_rows, row_group_rows=args.row_group_rows,
-                       image_size=args.image_size, memory_mb=args.memory_mb)
+                       image_size=args.image_size, memory_mb=args.memory_mb, pixel_max=args.pixel_max,
+                       max_empty_fraction=args.max_empty_fraction)
     print(ingest(args.source, args.store, name=args.name, cfg=cfg))
 
 
@@ -104,6 +117,13 @@ def _inspect(args) -> None:
 
     ds = open_dataset(args.dataset)
     print(json.dumps(ds.manifest, indent=1) if args.json else format_manifest(ds))
+    if args.verify:
+        from jetlib.progress import progress
+
+        total = sum(len(s["shards"]) for s in ds.manifest["splits"].values())
+        with progress(total=total, desc="verify", unit="shard") as bar:
+            n, size = ds.verify(bar)
+        print(f"verified  {n} shards, {size / 1e6:,.1f} MB: every sha256, size and row count matches the manifest")
 
 
 def _pretrain(args) -> None:
@@ -285,6 +305,11 @@ def _add_ingest(sub) -> None:
                    help="required image side in pixels, or 'any' (default 125)")
     p.add_argument("--memory-mb", type=positive_int, default=1024,
                    help="RAM for the shuffle before spilling to local disk (default 1024)")
+    p.add_argument("--pixel-max", type=positive_float, default=14_000.0,
+                   help="refuse a pixel above this many GeV as non-physical (default 14000, the LHC's energy)")
+    p.add_argument("--max-empty-fraction", type=unit_interval, default=0.01,
+                   help="refuse the file if more jets than this have an all-zero image (default 0.01); fewer "
+                        "are kept, warned about and recorded in the manifest")
     p.set_defaults(func=_ingest)
 
 
@@ -292,6 +317,8 @@ def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="show a dataset's manifest", description="Show a committed dataset.")
     p.add_argument("dataset", help="dataset URI, as printed by jetlib ingest")
     p.add_argument("--json", action="store_true", help="print the raw manifest")
+    p.add_argument("--verify", action="store_true",
+                   help="also read every shard and check its sha256, size and row count (exit 2 if any fails)")
     p.set_defaults(func=_inspect)
 
 
@@ -312,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                 _add_report):
         add(sub)
     for p in sub.choices.values():  # --debug works after the step name too
-        p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+        # SUPPRESS: absent after the step, it must not reset a `jetlib --debug <step>` to False
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks and debug logs")
     return parser
 
 
@@ -330,9 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     except JetlibError as e:
         if args.debug:
             raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        end_line()
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        end_line()
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `jetlib inspect ... | head`
@@ -341,8 +372,27 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: the summary line, then the traceback (nobody can rerun
         if args.debug:      # a KFP pod or a ten-GPU-hour run with --debug; issue 11, item 8)
             raise
+        end_line()
+        if _out_of_memory(e):  # the machine, not a bug: one line, exit 5 (ResourceError's code)
+            print(f"{prog}: error: out of memory ({_one_line(e)[:160]}): use a smaller model or batch "
+                  f"(--set, --batch-size) or a machine with more memory", file=sys.stderr)
+            return ResourceError.exit_code
         print(f"{prog}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    """An error's message on one line (a value read back from a file may carry a newline)."""
+    return " ".join(str(e).split())
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Python's MemoryError, torch's OutOfMemoryError (CUDA), or the CPU allocator's RuntimeError."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text
+                                            or "CUDA out of memory" in text)
 

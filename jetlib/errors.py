@@ -31,3 +31,9 @@ class TrainingError(JetlibError):
     """Training cannot go on (a non-finite loss); the newest checkpoint is still good."""
 
     exit_code = 4
+
+
+class ResourceError(JetlibError):
+    """The machine ran out of something the step needs (disk space, memory); the input is fine."""
+
+    exit_code = 5

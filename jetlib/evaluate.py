@@ -17,7 +17,10 @@ in a table and in the Kubeflow UI:
 
 The file is ``<out>/<task>-<mode>-f<fraction>-s<seed>[-p<encoder sha256[:8]>].json``: fine-tunes
 of two pretraining runs land side by side. Readers should read the content, not parse
-the name. Writing a different result (another model or dataset) over an existing file
+the name. Every part of the name comes from the model file, which lives in a shared store,
+so each is checked by its grammar first (:func:`result_name`): a known task and mode, a
+fraction in (0, 1], a whole-number seed, a hex sha256; a crafted mode cannot write outside
+``--out``. Writing a different result (another model or dataset) over an existing file
 is refused; re-evaluating the same model into the same place rewrites it.
 """
 
@@ -29,6 +32,7 @@ import time
 
 from jetlib import baseline, finetune
 from jetlib.checkpoint import read_run
+from jetlib.data.keys import is_sha256
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
@@ -45,7 +49,25 @@ REG_KEYS = ("mse", "rmse", "mae", "r2", "relative_resolution")
 SCALAR_KEYS = CLS_KEYS + REG_KEYS
 
 
+MODES = {"cls": ("finetune", "linear", "scratch", "vgg"), "reg": ("finetune", "linear", "scratch")}
+MODEL_KINDS = {"resnet": finetune.build_model, "vgg": baseline.build_model}
+
+
 def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256: str | None = None) -> str:
+    """The result file's name, every part checked by its grammar (they are read back from a model file).
+
+    Raises:
+        DataError: a part that is not what jetlib writes.
+    """
+    if task not in MODES or mode not in MODES[task]:
+        raise DataError(f"the model records task {str(task)[:40]!r} and mode {str(mode)[:40]!r}: not a task and mode "
+                        f"jetlib trains (refused: they would name the result file)")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise DataError(f"the model records label fraction {str(fraction)[:40]!r}: expected a number in (0, 1]")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(f"the model records seed {str(seed)[:40]!r}: expected a whole number")
+    if encoder_sha256 is not None and not is_sha256(encoder_sha256):
+        raise DataError(f"the model records encoder sha256 {str(encoder_sha256)[:70]!r}: expected 64 hex digits")
     origin = f"-p{encoder_sha256[:8]}" if encoder_sha256 else ""
     return f"{task}-{mode}-f{fraction:g}-s{seed}{origin}.json"
 
@@ -82,8 +104,11 @@ def write_result(out: str, result: dict) -> str:
 def load_model(model_uri: str, device):
     """(network with its best weights, model blob, run record) from a training step's output."""
     blob, run = read_run(model_uri, "model", formats=("jetlib.model/1",), flag="--model")
-    build = {"resnet": finetune.build_model, "vgg": baseline.build_model}[blob["kind"]]
-    model = build(blob)
+    kind = blob.get("kind") if isinstance(blob, dict) else None
+    if kind not in MODEL_KINDS:
+        raise DataError(f"--model {model_uri}: model.pt records kind {str(kind)[:40]!r}, expected resnet or vgg")
+    result_name(blob.get("task"), blob.get("mode"), blob.get("label_fraction"), blob.get("seed"))  # fail early
+    model = MODEL_KINDS[kind](blob)
     model.load_state_dict(blob["state_dict"])
     return model.to(device), blob, run
 

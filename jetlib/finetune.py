@@ -40,6 +40,7 @@ from torch import nn
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, augment
 from jetlib.checkpoint import read_run
+from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import autocast_for
@@ -274,6 +275,9 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
             scheduler.step(val_stats["val_accuracy"])
 
     config = {**cfg.resolved(), "init": origin.get("init")}
+    # before the first write, after every check of the input (issue 19, item 4)
+    claim(store, "finetune", {"config": config, "dataset": ds.manifest["id"]},
+          f"{cfg.task} {cfg.mode}, fraction {cfg.label_fraction:g}, seed {cfg.seed}")
     result = fit(store, model, optimizer, scheduler, stopping, cfg.epochs, one_epoch, validate, config,
                  ds.manifest["id"], after_validation)
     blob = {"kind": "resnet", "task": cfg.task, "mode": cfg.mode, "label_fraction": cfg.label_fraction,

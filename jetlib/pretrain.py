@@ -34,6 +34,7 @@ from jetlib import __version__, dist
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, two_views
 from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
+from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
@@ -231,6 +232,8 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
     total_steps, warmup_steps = cfg.epochs * steps, cfg.warmup_epochs * steps
 
     history, start, step = [], 0, 0
+    if dist.is_main():  # before the first write, after every check of the input (issue 19, item 4)
+        claim(store, "pretrain", {"config": asdict(cfg), "dataset": ds.manifest["id"]}, f"seed {cfg.seed}")
     saved = resume(ckpts, config=asdict(cfg), dataset_id=ds.manifest["id"], model=model, optimizer=optimizer,
                    map_location=device)
     if saved is not None:

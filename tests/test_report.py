@@ -156,7 +156,7 @@ def test_a_partial_run_names_what_is_missing(tmp_path):
     (run / "results" / "torn.json").write_text('{"format": "jetlib.res')
     report = build_report(str(run))
     assert "no result for cls scratch at 10% labels, seed 1" in report.missing
-    assert any(m.startswith("unreadable: ") and "broken.json: a result file without" in m for m in report.missing)
+    assert any(m.startswith("unreadable: ") and "broken.json: a result file jetlib cannot read (mode is null" in m for m in report.missing)
     assert any(m.startswith("unreadable: ") and "torn.json: not a JSON object" in m for m in report.missing)
     assert any("cls-vgg-f0.1-s0 started but did not finish" in m for m in report.missing)
     assert any("pretrain-s0 has no encoder.pt" in m for m in report.missing)

@@ -10,26 +10,41 @@ The steps, in order, each before anything is written:
 3. labels, masses and pTs are read and checked; every row is placed
    (:func:`~jetlib.data.splits.assign`);
 4. **pass 1** streams the images in blocks (bounded memory), checks every pixel is
-   finite, encodes the non-zero pixels, accumulates train-only statistics and
-   scatters rows towards their destination shard: an external shuffle that keeps
-   at most ``memory_mb`` in RAM and spills the rest to local disk;
+   finite and physical (:class:`_Quality`), encodes the non-zero pixels, accumulates
+   train-only statistics and scatters rows towards their destination shard: an
+   external shuffle that keeps at most ``memory_mb`` in RAM and spills the rest to
+   local disk (``$JETLIB_TMPDIR``; a full disk is one line, exit 5; the spill folder
+   of a killed ingest is removed by the next one on the same machine);
 5. **pass 2** assembles each shard in its random order and uploads it. A shard
    already in the store with the same sha256 (from a killed run) is not uploaded
    again, so a re-run resumes;
 6. ``manifest.json`` is written last: the commit.
 
 Bad input stops the run in steps 1-4, before the first byte reaches the store.
+
+What no physicist would want trained on is refused: a pixel above ``pixel_max``
+(14 TeV, the collision energy, by default), a negative pixel in the quark/gluon layout
+(Tracks, ECAL and HCAL are energies; other layouts may hold signed quantities such as
+impact parameters, so there negatives are counted, warned about and recorded), and
+more than ``max_empty_fraction`` (1%) of jets with an all-zero image. Fewer empty jets
+are warned about and recorded in the manifest's ``quality``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import signal
+import socket
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +57,7 @@ from jetlib.data.manifest import FORMAT, MANIFEST, open_dataset
 from jetlib.data.shards import SparseRows, encode
 from jetlib.data.splits import SPLITS, TRAIN, VAL, Assignment, SplitConfig, assign
 from jetlib.data.store import Store, open_store, sha256_bytes, sha256_file
-from jetlib.errors import ConfigError
+from jetlib.errors import ConfigError, DataError, ResourceError
 from jetlib.progress import progress
 
 log = logging.getLogger(__name__)
@@ -56,12 +71,16 @@ class IngestConfig:
     image_size: int | None = 125  # required image side in pixels; None accepts any square image
     memory_mb: int = 1024  # RAM for the external shuffle before spilling to local disk
     block_mb: int = 64  # images read from the HDF5 file per step
+    pixel_max: float = schema.ENERGY_MAX  # GeV: a pixel above this is refused as non-physical
+    max_empty_fraction: float = 0.01  # more jets than this with an all-zero image are refused
 
     def __post_init__(self):
         if self.shard_rows < 1 or self.row_group_rows < 1 or self.row_group_rows > self.shard_rows:
             raise ConfigError("need 1 <= row-group rows <= shard rows")
         if self.memory_mb < 1 or self.block_mb < 1:
             raise ConfigError("memory and block sizes must be at least 1 MB")
+        if not 0 < self.pixel_max < float("inf") or not 0 <= self.max_empty_fraction <= 1:
+            raise ConfigError("need a finite pixel ceiling above 0 and an empty-jet fraction in [0, 1]")
 
     def identity(self) -> dict:
         """The settings that change what is written (memory and block sizes do not)."""
@@ -180,6 +199,51 @@ class _Buckets:
 
 
 @dataclass
+class _Quality:
+    """Per-jet checks of pass 1: non-physical pixels refused at once, empty jets counted."""
+
+    path: str
+    layout: str
+    pixel_max: float
+    energies: bool  # every channel is an energy (the quark/gluon layout): a negative pixel is refused
+    empty_jets: int = 0
+    first_empty: int | None = None
+    negative_pixels: int = 0
+
+    def check(self, start: int, block: np.ndarray) -> None:
+        """``block`` (B, C, H, W) holds jets ``start .. start + B - 1`` of the file."""
+        for bad, what in ((block > self.pixel_max, f"above the {self.pixel_max:,.0f} GeV ceiling"),
+                          (block < 0, "negative (Tracks, ECAL and HCAL are energies)")):
+            if what.startswith("negative"):
+                self.negative_pixels += int(bad.sum())
+                if not self.energies:
+                    continue
+            if bad.any():
+                b, c, i, j = (int(v) for v in np.argwhere(bad)[0])
+                raise DataError(f"{self.path}: '{self.layout}' has {block[b, c, i, j].item():g} at jet {start + b} "
+                                f"(channel {c}, pixel {i},{j}): {what}; refused as non-physical")
+        empty = ~block.reshape(len(block), -1).any(axis=1)
+        if empty.any():
+            self.empty_jets += int(empty.sum())
+            if self.first_empty is None:
+                self.first_empty = start + int(np.argmax(empty))
+
+    def finish(self, n_jets: int, max_fraction: float) -> dict:
+        """Refuse too many empty jets; warn about the rest; the manifest's ``quality`` record."""
+        if self.empty_jets > max_fraction * n_jets:
+            raise DataError(f"{self.path}: {self.empty_jets:,} of {n_jets:,} jets in '{self.layout}' have an all-zero "
+                            f"image (first: jet {self.first_empty}), more than {max_fraction:.0%}: refused")
+        if self.empty_jets:
+            log.warning("%s: %d of %d jets have an all-zero image (first: jet %d); kept, and recorded in the "
+                        "manifest", self.path, self.empty_jets, n_jets, self.first_empty)
+        if self.negative_pixels:
+            log.warning("%s: %d negative pixels in '%s' (channels of unknown meaning); kept, and recorded in the "
+                        "manifest", self.path, self.negative_pixels, self.layout)
+        return {"empty_jets": self.empty_jets, "negative_pixels": self.negative_pixels,
+                "pixel_max": self.pixel_max, "max_empty_fraction": max_fraction}
+
+
+@dataclass
 class _Stats:
     """Train-only pixel statistics, accumulated from sparse rows in float64."""
 
@@ -215,14 +279,16 @@ class _Stats:
 
 
 def _scatter(info: schema.SourceInfo, plan: Assignment, scalars: dict, cfg: IngestConfig,
-             buckets: _Buckets) -> _Stats:
+             buckets: _Buckets) -> tuple[_Stats, dict]:
     """Pass 1: read every image once, validate it, encode it and send it towards its shard."""
     stats = _Stats(info.channels, info.height * info.width)
+    quality = _Quality(info.path, info.layout, cfg.pixel_max, info.layout == "X_jets")
     shard = plan.order // cfg.shard_rows
     code = _code(plan.split, plan.tier, shard)
     rows_per_block = schema.block_rows(info, cfg.block_mb << 20)
     with schema.open_source(info.path) as f, progress(total=info.n_jets, desc="ingest", unit="jet") as bar:
         for start, block in schema.iter_blocks(f, info, rows_per_block):
+            quality.check(start, block)
             sel = slice(start, start + len(block))
             sparse = SparseRows.from_dense(block)
             is_train = plan.split[sel] == TRAIN
@@ -231,7 +297,7 @@ def _scatter(info: schema.SourceInfo, plan: Assignment, scalars: dict, cfg: Inge
                               {k: v[sel] for k, v in scalars.items()}))
             bar.update(len(block))
     buckets.finish()
-    return stats
+    return stats, quality.finish(info.n_jets, cfg.max_empty_fraction)
 
 
 # --- pass 2: write shards ----------------------------------------------------------------
@@ -273,7 +339,7 @@ def _scalar_stats(values: np.ndarray) -> dict:
             "p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
 
 
-def _manifest(name, ds_id, info, source_sha, cfg, plan, scalars, stats, records) -> dict:
+def _manifest(name, ds_id, info, source_sha, cfg, plan, scalars, stats, records, quality) -> dict:
     y = scalars.get("y")
     train, val = plan.split == TRAIN, plan.split == VAL
     subsets = []
@@ -301,6 +367,7 @@ def _manifest(name, ds_id, info, source_sha, cfg, plan, scalars, stats, records)
         "splits": splits,
         "subsets": subsets,
         "stats": {"channels": {"names": info.channel_names, **stats.to_json()}},
+        "quality": quality,
         "bytes": {"shards": sum(r["bytes"] for rs in records.values() for r in rs),
                   "dense_float32": info.n_jets * info.channels * info.height * info.width * 4},
     }
@@ -308,6 +375,69 @@ def _manifest(name, ds_id, info, source_sha, cfg, plan, scalars, stats, records)
         if key in scalars:
             m["stats"][key] = _scalar_stats(scalars[key][train])
     return m
+
+
+# --- spill folders -----------------------------------------------------------------------
+
+SPILL_PREFIX = "jetlib-ingest-"
+OWNER = ".owner"  # in a spill folder: {"host", "pid"} of the ingest that made it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_spills(tmp_root: str | None) -> list[Path]:
+    """Remove the spill folders of killed ingests on this machine (their process is gone); returns them.
+
+    A folder is removed only if its owner file names this host and a process that no
+    longer runs: a live ingest's folder, another machine's (a shared /tmp) and folders
+    without an owner file are left alone."""
+    root, host, removed = Path(tmp_root or tempfile.gettempdir()), socket.gethostname(), []
+    for folder in root.glob(f"{SPILL_PREFIX}*"):
+        try:
+            owner = json.loads((folder / OWNER).read_text())
+            stale = owner["host"] == host and owner["pid"] != os.getpid() and not _alive(int(owner["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            log.info("removed the spill folder of a killed ingest: %s", folder)
+    return removed
+
+
+@contextmanager
+def _spill_folder(tmp_root: str | None):
+    """A spill folder with an owner file, removed on return, on an error and on SIGTERM."""
+    sweep_spills(tmp_root)
+    folder = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=tmp_root))
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # a pod's termination (SIGTERM) must unwind through the cleanup below, not skip it
+        def terminate(signum, frame):
+            raise SystemExit(128 + signum)
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        (folder / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        yield folder
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceError(f"no space left for the ingest's spill files in {folder.parent} "
+                                f"({e.strerror}): free space there, point JETLIB_TMPDIR at a larger disk, or "
+                                f"raise --memory-mb") from None
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def ingest(source: str | os.PathLike, store_uri: str, name: str | None = None,
@@ -329,13 +459,12 @@ def ingest(source: str | os.PathLike, store_uri: str, name: str | None = None,
         return ds_store.uri
     scalars = schema.read_scalars(info)
     plan = assign(info.n_jets, scalars.get("y"), cfg.split)
-    tmp_root = os.environ.get("JETLIB_TMPDIR")
-    with tempfile.TemporaryDirectory(prefix="jetlib-ingest-", dir=tmp_root) as tmp:
-        buckets = _Buckets(Path(tmp), cfg.memory_mb << 20)
-        stats = _scatter(info, plan, scalars, cfg, buckets)
+    with _spill_folder(os.environ.get("JETLIB_TMPDIR")) as tmp:
+        buckets = _Buckets(tmp, cfg.memory_mb << 20)
+        stats, quality = _scatter(info, plan, scalars, cfg, buckets)
         records, reused = _write_shards(ds_store, buckets, plan, cfg)
-    manifest = _manifest(name, ds_id, info, source_sha, cfg, plan, scalars, stats, records)
-    ds_store.put_bytes(MANIFEST, json.dumps(manifest, indent=1).encode())
+    manifest = _manifest(name, ds_id, info, source_sha, cfg, plan, scalars, stats, records, quality)
+    ds_store.put_bytes(MANIFEST, json.dumps(manifest, indent=1, allow_nan=False).encode())
     n_shards = sum(len(r) for r in records.values())
     ratio = manifest["bytes"]["dense_float32"] / max(manifest["bytes"]["shards"], 1)
     log.info("ingested %d jets into %d shards (%.1fx smaller than dense float32) in %.1f s%s",

@@ -4,7 +4,10 @@ A dataset lives at ``<store>/datasets/<name>-<id>/``: shards under ``train/``,
 ``val/``, ``test/`` and ``manifest.json``, written last. A prefix without a
 manifest is not a dataset (an ingest is running there, or was killed), and every
 reader here refuses it. The manifest records, for each shard, its row count,
-byte size and sha256; :meth:`Dataset.read_shard` verifies the hash on every read.
+byte size and sha256; :meth:`Dataset.read_shard` verifies the hash, the size and the
+row count on every read. A manifest is checked whole when it is opened
+(:func:`~jetlib.data.validate.check_manifest`): one written by anyone but jetlib, or
+whose keys or hashes would choose a path, is refused before any shard is read.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime
 import numpy as np
 
 from jetlib.data.store import Store, open_store, sha256_bytes
+from jetlib.data.validate import check_manifest
 from jetlib.errors import ConfigError, DataError, StoreError
 
 MANIFEST = "manifest.json"
@@ -96,17 +100,57 @@ class Dataset:
         return sum(s["rows"] for s in self.shards(split, fraction))
 
     def read_shard(self, shard: dict) -> bytes:
-        """The bytes of one shard, verified against the manifest's sha256."""
+        """The bytes of one shard, verified against the manifest's sha256, byte size and row count."""
         data = self.store.get_bytes(shard["key"])
+        where = self.store.key_uri(shard["key"])
         if sha256_bytes(data) != shard["sha256"]:
-            raise DataError(f"{self.store.key_uri(shard['key'])}: checksum mismatch (the shard changed "
-                            f"or is corrupt; re-ingest the dataset)")
+            raise DataError(f"{where}: checksum mismatch (the shard changed or is corrupt; re-ingest the dataset)")
+        check_shard(data, shard, where, self.manifest["config"]["row_group_rows"])
         return data
+
+    def verify(self, bar=None) -> tuple[int, int]:
+        """Read every shard and check it (``jetlib inspect --verify``); returns (shards, bytes).
+
+        Raises:
+            DataError: naming how many shards failed and the first of them.
+        """
+        failed, n, size = [], 0, 0
+        for split in ("train", "val", "test"):
+            for shard in self.manifest["splits"][split]["shards"]:
+                try:
+                    size += len(self.read_shard(shard))
+                except (DataError, StoreError) as e:
+                    failed.append(str(e))
+                n += 1
+                if bar is not None:
+                    bar.update(1)
+        if failed:
+            raise DataError(f"{len(failed)} of {n} shards of {self.uri} failed verification; first: {failed[0]}")
+        return n, size
 
     def channel_scale(self) -> np.ndarray:
         """Per-channel 1/std of train pixels (zeros included): the loader's default normalisation."""
         std = np.asarray(self.manifest["stats"]["channels"]["std"], dtype=np.float64)
         return (1.0 / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def check_shard(data: bytes, shard: dict, where: str, row_group_rows: int) -> None:
+    """The shard's bytes hold what the manifest says: its byte size, rows and row groups.
+
+    A manifest whose row counts are inflated would otherwise send the loader to row groups
+    the file does not have."""
+    from jetlib.data.shards import parquet_file
+
+    if len(data) != shard["bytes"]:
+        raise DataError(f"{where}: {len(data):,} bytes, the manifest says {shard['bytes']:,}")
+    try:
+        meta = parquet_file(data).metadata
+    except Exception as e:  # pyarrow raises its own ArrowInvalid for a file that is not Parquet
+        raise DataError(f"{where}: not a readable Parquet shard ({type(e).__name__})") from None
+    groups = -(-shard["rows"] // row_group_rows)
+    if meta.num_rows != shard["rows"] or meta.num_row_groups != groups:
+        raise DataError(f"{where}: holds {meta.num_rows:,} jets in {meta.num_row_groups} row groups, the "
+                        f"manifest says {shard['rows']:,} in {groups}")
 
 
 def open_dataset(uri: str) -> Dataset:
@@ -123,9 +167,13 @@ def open_dataset(uri: str) -> Dataset:
         manifest = json.loads(raw)
     except json.JSONDecodeError as e:
         raise DataError(f"{store.key_uri(MANIFEST)} is not valid JSON ({e.msg})") from None
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{store.key_uri(MANIFEST)} has format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return Dataset(store, manifest)
+    except UnicodeDecodeError:
+        raise DataError(f"{store.key_uri(MANIFEST)} is not text (not valid UTF-8)") from None
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt != FORMAT:
+        got = repr(fmt) if isinstance(manifest, dict) else f"no format (it is a JSON {type(manifest).__name__})"
+        raise DataError(f"{store.key_uri(MANIFEST)} has format {got[:60]}, expected {FORMAT!r}")
+    return Dataset(store, check_manifest(manifest, store.key_uri(MANIFEST)))
 
 
 def _counts(counts: dict) -> str:
@@ -138,6 +186,15 @@ def _mb(n: int) -> str:
 
 def format_manifest(ds: Dataset) -> str:
     """The manifest as a person wants to read it (``jetlib inspect``)."""
+    try:
+        return _format(ds)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        # the fields readers rely on were checked on open; these are the descriptive ones
+        raise DataError(f"{ds.store.key_uri(MANIFEST)}: a descriptive field is missing or of the wrong type "
+                        f"({type(e).__name__}: {str(e)[:80]}); --json shows the raw manifest") from None
+
+
+def _format(ds: Dataset) -> str:
     m = ds.manifest
     src, im, st = m["source"], m["image"], m["stats"]
     created = datetime.fromisoformat(m["created"]).strftime("%Y-%m-%d %H:%M UTC")

@@ -18,6 +18,14 @@ Everything structural is checked by :func:`inspect_source` without reading the
 images; pixel values (NaN, inf) are checked block by block as they stream through
 :func:`iter_blocks`. Every problem is a :class:`~jetlib.errors.DataError` whose
 message names the file, the key and, for values, the row.
+
+Source files come from elsewhere, so a dataset is read only if its bytes are inside
+the file (:func:`stored_inside`): a key that is an external or soft link, a virtual
+dataset (data mapped from other files), a dataset with HDF5 *external storage* (raw
+bytes in any local file, ``/proc/self/environ`` included) or with a filter HDF5 would
+look for as a plugin (a shared library) is refused, naming the key, before a byte of
+it is read. A dataset must also store what it declares (:func:`check_allocated`): a
+file declaring 10,000,000 jets that wrote 160 would read as millions of empty jets.
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ SCALAR_ROLES = ("y", "m0", "pt")
 CHANNEL_NAMES = {3: ("Tracks", "ECAL", "HCAL")}
 FLOAT_DTYPES = ("float16", "float32", "float64")
 MAX_CHANNELS = 16  # an axis this small is a channel axis, never an image side
+# HDF5's built-in filters and h5py's LZF: anything else makes HDF5 search HDF5_PLUGIN_PATH for a
+# shared library to load, which a file from elsewhere must not trigger.
+BUILTIN_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset", 32000: "lzf"}
+ENERGY_MAX = 14_000.0  # GeV: the LHC's collision energy; no jet, mass or pixel can carry more
 
 
 @dataclass(frozen=True)
@@ -82,19 +94,83 @@ def open_source(path: str | os.PathLike):
     if not h5py.is_hdf5(p):
         raise DataError(f"{p}: not an HDF5 file")
     try:
-        return h5py.File(p, "r")
+        # best-effort: a read-only or NFS mount without flock still opens; a file another process
+        # holds open for writing is still refused (h5py File(locking=...), HDF5 H5Pset_file_locking)
+        return h5py.File(p, "r", locking="best-effort")
     except OSError as e:
+        if "unable to lock file" in str(e):
+            raise DataError(f"{p}: locked by another process (is it still being written?)") from None
         reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
         raise DataError(f"{p}: HDF5 file is truncated or corrupt ({reason})") from None
 
 
-def _find_layout(f, path) -> str:
-    import h5py
+def stored_inside(f, key: str, path) -> object:
+    """The dataset ``key`` of the open file ``f``, refused unless its bytes are inside the file itself.
 
+    The link is inspected without following it (``f.id.links``, h5py's low-level link proxy):
+    ``key in f`` and ``f[key]`` would open an external link's target file.
+    """
+    import h5py
+    from h5py import h5d, h5l
+
+    name = key.encode()
+    info = f.id.links.get_info(name)
+    if info.type == h5l.TYPE_EXTERNAL:
+        target_file, target = (v.decode(errors="replace") for v in f.id.links.get_val(name))
+        raise DataError(f"{path}: '{key}' is an external link to {target_file}:{target}: refused (only data "
+                        f"stored inside the file itself is read)")
+    if info.type != h5l.TYPE_HARD:
+        raise DataError(f"{path}: '{key}' is a soft or user-defined link: refused (store the dataset itself "
+                        f"under '{key}')")
+    ds = f[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{path}: '{key}' is a group, expected a dataset")
+    dcpl = ds.id.get_create_plist()
+    if dcpl.get_layout() == h5d.VIRTUAL:
+        raise DataError(f"{path}: '{key}' is a virtual dataset (its data is mapped from other files): refused")
+    if dcpl.get_external_count() > 0:
+        where = dcpl.get_external(0)[0].decode(errors="replace")
+        raise DataError(f"{path}: '{key}' uses HDF5 external storage (its bytes live in {where!r}, outside the "
+                        f"file): refused")
+    for i in range(dcpl.get_nfilters()):
+        code = dcpl.get_filter(i)[0]
+        if code not in BUILTIN_FILTERS:
+            raise DataError(f"{path}: '{key}' needs HDF5 filter {code}, which is not built in (HDF5 would load a "
+                            f"plugin library for it): refused")
+    return ds
+
+
+def check_allocated(ds, key: str, path) -> None:
+    """Refuse a dataset that stores fewer bytes than it declares (unwritten chunks read as fill values)."""
+    from h5py import h5d
+
+    n = ds.shape[0] if ds.shape else 0
+    if n == 0:
+        return
+    layout = ds.id.get_create_plist().get_layout()
+    if layout == h5d.CHUNKED:
+        per_axis = [-(-size // step) for size, step in zip(ds.shape, ds.chunks, strict=True)]
+        expected = int(np.prod(per_axis, dtype=np.int64))
+        written = ds.id.get_num_chunks()
+        if written < expected:
+            rows = min(n, written // max(1, expected // per_axis[0]) * ds.chunks[0])
+            raise DataError(f"{path}: '{key}' declares {n:,} rows but stores only {written:,} of its {expected:,} "
+                            f"chunks (about {rows:,} rows): the rest would read as empty; refused")
+    elif layout == h5d.CONTIGUOUS:
+        expected = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+        stored = ds.id.get_storage_size()
+        if stored < expected:
+            raise DataError(f"{path}: '{key}' declares {n:,} rows but stores {stored:,} of its {expected:,} bytes: "
+                            f"the rest would read as empty; refused")
+
+
+def _find_layout(f, path) -> str:
+    names = set(f.keys())  # link names, listed without following any link
     for key in LAYOUTS:
-        if key in f and isinstance(f[key], h5py.Dataset):
+        if key in names:
+            stored_inside(f, key, path)
             return key
-    found = ", ".join(sorted(f.keys())) or "none"
+    found = ", ".join(sorted(names)) or "none"
     raise DataError(f"{path}: no image dataset: expected key 'X_jets' (quark/gluon layout) or 'jet' "
                     f"(8-channel layout); found keys: {found}")
 
@@ -109,7 +185,7 @@ def inspect_source(path: str | os.PathLike, image_size: int | None = 125) -> Sou
     with open_source(path) as f:
         layout = _find_layout(f, path)
         roles = LAYOUTS[layout]
-        ds = f[layout]
+        ds = stored_inside(f, layout, path)
         shape = tuple(ds.shape)
         if len(shape) != 4:
             raise DataError(f"{path}: '{layout}' has shape {shape}: expected 4 dimensions, "
@@ -131,13 +207,15 @@ def inspect_source(path: str | os.PathLike, image_size: int | None = 125) -> Sou
             raise DataError(f"{path}: '{layout}' has dtype {ds.dtype.name}, expected one of "
                             f"{', '.join(FLOAT_DTYPES)}")
 
-        present = {r: roles[r] for r in SCALAR_ROLES if roles[r] in f}
+        names = set(f.keys())
+        present = {r: roles[r] for r in SCALAR_ROLES if roles[r] in names}
         if present and len(present) < len(SCALAR_ROLES):
             missing = [roles[r] for r in SCALAR_ROLES if r not in present]
             found = ", ".join(sorted(f.keys()))
             raise DataError(f"{path}: key '{missing[0]}' is missing (layout '{layout}' needs "
                             f"{', '.join(roles[r] for r in SCALAR_ROLES)}; found keys: {found})")
         for key in present.values():
+            stored_inside(f, key, path)
             s = f[key].shape
             if not (len(s) == 1 or (len(s) == 2 and s[1] == 1)):
                 raise DataError(f"{path}: '{key}' has shape {s}, expected ({n},)")
@@ -145,6 +223,8 @@ def inspect_source(path: str | os.PathLike, image_size: int | None = 125) -> Sou
                 raise DataError(f"{path}: '{key}' has {s[0]} entries but '{layout}' has {n} jets")
             if f[key].dtype.kind not in "biuf":
                 raise DataError(f"{path}: '{key}' has dtype {f[key].dtype}, expected numbers")
+        for key in (layout, *present.values()):
+            check_allocated(f[key], key, path)
         return SourceInfo(
             path=str(path), layout=layout, keys={"images": layout, **present}, n_jets=n, channels=c,
             height=h, width=w, channel_axis=axis, dtype=ds.dtype.name,
@@ -164,8 +244,9 @@ def read_scalars(info: SourceInfo) -> dict[str, np.ndarray]:
     with open_source(info.path) as f:
         for role in SCALAR_ROLES:
             key = info.keys[role]
+            ds = stored_inside(f, key, info.path)  # checked again: the file may have changed since inspect
             try:
-                arr = np.asarray(f[key][...]).reshape(-1)
+                arr = np.asarray(ds[...]).reshape(-1)
             except OSError:
                 raise DataError(f"{info.path}: cannot read '{key}': file is truncated or corrupt") from None
             bad = ~np.isfinite(arr.astype(np.float64))
@@ -180,7 +261,15 @@ def read_scalars(info: SourceInfo) -> dict[str, np.ndarray]:
                                     f"0 (gluon) or 1 (quark)")
                 out[role] = arr.astype(np.int8)
             else:
-                out[role] = arr.astype(np.float64)
+                values = arr.astype(np.float64)
+                # a mass is >= 0 and a pT > 0; neither can exceed the collision energy
+                wrong = (values < 0) | (values > ENERGY_MAX) | ((values == 0) if role == "pt" else False)
+                if wrong.any():
+                    i = int(np.argmax(wrong))
+                    need = "0 < pT" if role == "pt" else "0 <= mass"
+                    raise DataError(f"{info.path}: '{key}' has {arr[i].item()} GeV at row {i}: not physical "
+                                    f"(need {need} <= {ENERGY_MAX:,.0f} GeV)")
+                out[role] = values
     return out
 
 
@@ -199,7 +288,7 @@ def iter_blocks(f, info: SourceInfo, rows: int) -> Iterator[tuple[int, np.ndarra
 
     ``f`` is the open file from :func:`open_source`; memory use is one block.
     """
-    ds = f[info.layout]
+    ds = stored_inside(f, info.layout, info.path)  # checked again: the file may have changed since inspect
     for start in range(0, info.n_jets, rows):
         stop = min(start + rows, info.n_jets)
         try:

@@ -14,12 +14,19 @@ A store is named by a URI:
   ``AWS_SESSION_TOKEN``     optional
   ``AWS_REGION``            optional (default ``us-east-1``)
   ``JETLIB_S3_RETRIES``     attempts on transient errors (default 5)
+  ``JETLIB_S3_CONNECT_TIMEOUT`` seconds to open a connection (default 10)
+  ``JETLIB_S3_READ_TIMEOUT``    seconds without a byte from the server before an attempt fails (default 60)
+  ``JETLIB_S3_DEADLINE``        seconds after which no new attempt starts (default 300): a stalled
+                                endpoint fails within about DEADLINE + READ_TIMEOUT, naming itself
 
 A malformed URI (an unknown scheme, an invalid bucket name) is bad input
 (:class:`ConfigError`, exit 2); a store that cannot be reached or refuses access is a
 :class:`StoreError` (exit 3).
 
-Keys are ``/``-separated paths below the URI. Writes are atomic (a reader sees
+Keys are ``/``-separated paths below the URI, checked by :func:`~jetlib.data.keys.check_key` on
+every call of both stores: a key that is absolute, climbs with ``..`` or (locally) reaches outside
+the root through a symlink is refused (:class:`DataError`) before anything is read, written or
+deleted. Writes are atomic (a reader sees
 the whole object or none of it), so "the manifest is written last" is enough to
 make a dataset appear all at once. A missing bucket is created on first write.
 Transient failures (connection errors, 5xx, ``SlowDown``) are retried with
@@ -41,7 +48,8 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jetlib.errors import ConfigError, StoreError
+from jetlib.data.keys import key_problem
+from jetlib.errors import ConfigError, DataError, StoreError
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -98,6 +106,13 @@ class Store(ABC):
     def check_writable(self) -> None:
         """Fail fast with a :class:`StoreError` if objects cannot be written here."""
 
+    @abstractmethod
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if nothing is there: True if this call created it, False if it existed.
+
+        Atomic against a concurrent ``put_new`` of the same key (O_EXCL locally, a conditional
+        ``If-None-Match: *`` PUT on S3): exactly one of two racing callers gets True."""
+
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         """Upload a local file to ``key`` (atomically, with its sha256 recorded)."""
         data = Path(path).read_bytes()
@@ -112,6 +127,14 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
+
+
+def _checked(key: str, uri: str) -> str:
+    """``key`` if it is a safe relative key below the store ``uri`` (``""`` is the store itself)."""
+    problem = key and key_problem(key)
+    if problem:
+        raise DataError(f"{uri}: key {key[:80]!r} {problem}: refused (keys stay inside their store)")
+    return key
 
 
 def _hidden(key: str) -> bool:
@@ -139,7 +162,12 @@ class LocalStore(Store):
         self.uri = str(self.root)
 
     def _path(self, key: str) -> Path:
-        return self.root / key if key else self.root
+        path = self.root / _checked(key, self.uri) if key else self.root
+        # A symlink inside a shared folder must not lead a read or a delete outside it.
+        real, root = path.resolve(), self.root.resolve()
+        if real != root and not real.is_relative_to(root):
+            raise DataError(f"{self.key_uri(key)} leads outside the store (a symlink to {real}): refused")
+        return path
 
     def child(self, prefix: str) -> LocalStore:
         return LocalStore(self._path(prefix.strip("/")))
@@ -181,6 +209,25 @@ class LocalStore(Store):
         elif target.exists():
             target.unlink()
 
+    def put_new(self, key, data):
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise StoreError(f"cannot write {self.key_uri(key)}: {e.strerror or e}") from e
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            path.unlink(missing_ok=True)  # a half-written claim would block every later run
+            raise StoreError(f"cannot write {self.key_uri(key)}: {e.strerror or e}") from e
+        return True
+
     def check_writable(self):
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store {self.uri} is a file, not a folder")
@@ -219,23 +266,52 @@ def _endpoint() -> tuple[str, bool, str]:
     return host, parts.scheme == "https", f"{parts.scheme}://{host}"  # userinfo never printed
 
 
+def _env_number(name: str, default: float, cast=float):
+    """A positive number from the environment (a float, or a whole number >= 1 when ``cast`` is int)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a positive {'whole ' if cast is int else ''}number, got {raw!r}")
+    return value
+
+
+def _limits() -> tuple[float, float, int, float]:
+    """(connect timeout s, read timeout s, attempts, deadline s) from the environment."""
+    return (_env_number("JETLIB_S3_CONNECT_TIMEOUT", 10.0), _env_number("JETLIB_S3_READ_TIMEOUT", 60.0),
+            _env_number("JETLIB_S3_RETRIES", 5, int), _env_number("JETLIB_S3_DEADLINE", 300.0))
+
+
 @cache
-def _client(host: str, secure: bool, access: str, secret: str, token: str | None, region: str):
+def _http(connect: float, read: float):
+    """One urllib3 pool per timeout pair, shared by the minio client and the conditional PUT."""
     import certifi
     import urllib3
-    from minio import Minio
 
     # Retries are ours (see S3Store._call), so that an unreachable store fails in
-    # seconds with one clear line instead of urllib3's own silent retry loop.
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=float(os.environ.get("JETLIB_S3_CONNECT_TIMEOUT", 10)), read=300),
+    # seconds with one clear line instead of urllib3's own silent retry loop. The read
+    # timeout bounds each wait for the server (urllib3 Timeout.read: per socket read),
+    # so a stalled endpoint fails an attempt instead of hanging on it.
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=connect, read=read),
         retries=False,
         maxsize=16,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
     )
+
+
+@cache
+def _client(host: str, secure: bool, access: str, secret: str, token: str | None, region: str,
+            connect: float = 10.0, read: float = 60.0):
+    from minio import Minio
+
     return Minio(host, access_key=access, secret_key=secret, session_token=token, secure=secure,
-                 region=region, http_client=http)
+                 region=region, http_client=_http(connect, read))
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -244,6 +320,8 @@ def _short_reason(exc: BaseException) -> str:
     for _ in range(6):  # walk the cause chain to the socket error
         if isinstance(seen, ConnectionRefusedError):
             return "connection refused"
+        if "read timed out" in str(seen).lower() or type(seen).__name__ == "ReadTimeoutError":
+            return f"no answer within {_limits()[1]:g} s (read timeout)"
         if isinstance(seen, TimeoutError) or "timed out" in str(seen).lower():
             return "timed out"
         if "Name or service not known" in str(seen) or "NameResolution" in type(seen).__name__:
@@ -269,6 +347,11 @@ class S3Store(Store):
                               f"letter or digit")
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
+        if self.prefix and {".", ".."} & set(self.prefix.split("/")):
+            # checked here: the minio client refuses such names with a ValueError
+            # (minio 7.2.20, minio/helpers.py, check_object_name) on the first call
+            raise ConfigError(f"{uri}: a '.' or '..' segment in an s3:// URI is not allowed (S3 keys are not "
+                              f"paths; write the prefix out in full)")
         self.uri = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
         self._bucket_checked = False
 
@@ -279,10 +362,12 @@ class S3Store(Store):
         secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
         if not access or not secret:
             raise StoreError(f"{self.uri} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
+        connect, read, _, _ = _limits()
         return _client(host, secure, access, secret, os.environ.get("AWS_SESSION_TOKEN"),
-                       os.environ.get("AWS_REGION", "us-east-1"))
+                       os.environ.get("AWS_REGION", "us-east-1"), connect, read)
 
     def _name(self, key: str) -> str:
+        key = _checked(key, self.uri)
         return f"{self.prefix}/{key}".strip("/") if self.prefix else key
 
     def child(self, prefix):
@@ -293,11 +378,13 @@ class S3Store(Store):
         from minio.error import S3Error, ServerError
         from urllib3.exceptions import HTTPError
 
-        attempts = max(1, int(os.environ.get("JETLIB_S3_RETRIES", 5)))
-        delay = 0.5
+        _, _, attempts, deadline = _limits()
+        delay, start = 0.5, time.monotonic()
         for attempt in range(1, attempts + 1):
             try:
                 return fn()
+            except ValueError as e:  # the minio client's own argument checks: bad input, not the network
+                raise DataError(f"{what}: refused by the S3 client: {e}") from None
             except S3Error as e:
                 if e.code in _DENIED_CODES:
                     raise StoreError(f"access denied to {what} ({e.code}): check the credentials "
@@ -309,9 +396,13 @@ class S3Store(Store):
                 reason = f"HTTP {e.status_code}"
             except (HTTPError, OSError) as e:
                 reason = _short_reason(e)
-            if attempt < attempts:
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
+            if attempt == attempts:
+                break
+            if time.monotonic() - start + delay > deadline:  # JETLIB_S3_DEADLINE: no attempt starts after it
+                attempts = attempt
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
         raise StoreError(f"cannot reach object store {_endpoint()[2]} for {what}: {reason} "
                          f"(after {attempts} attempts)")
 
@@ -401,6 +492,36 @@ class S3Store(Store):
                 raise StoreError(f"could not delete {len(errors)} objects under {self.key_uri(prefix)}")
 
         self._call(self.key_uri(prefix), delete)
+
+    def put_new(self, key, data):
+        """A PUT with ``If-None-Match: *`` through a presigned URL (minio 7.2.20's put_object sends no such
+        header: minio/helpers.py normalize_headers turns it into user metadata). S3 answers 412
+        PreconditionFailed when the key exists (AWS S3 conditional writes, and MinIO
+        RELEASE.2025-10-15T17-29-55Z cmd/object-handlers.go PutObjectHandler -> checkPreconditionsPUT,
+        evaluated under the object's namespace lock in cmd/erasure-object.go putObject); 409
+        ConditionalRequestConflict when a concurrent conditional write of the key is in flight (AWS)."""
+        from datetime import timedelta
+
+        from minio.error import S3Error, ServerError
+
+        self._ensure_bucket()
+        name = self._name(key)
+
+        def put():
+            url = self.client.presigned_put_object(self.bucket, name, expires=timedelta(minutes=10))
+            connect, read, _, _ = _limits()
+            resp = _http(connect, read).request("PUT", url, body=data, headers={"If-None-Match": "*"})
+            if resp.status in (200, 201, 204):
+                return True
+            if resp.status in (409, 412):
+                return False
+            if resp.status >= 500:
+                raise ServerError(f"HTTP {resp.status}", resp.status)
+            code = re.search(rb"<Code>([^<]+)</Code>", resp.data or b"")
+            raise S3Error(None, code.group(1).decode() if code else f"HTTP{resp.status}",
+                          f"conditional write answered HTTP {resp.status}", name, "", "")
+
+        return self._call(self.key_uri(key), put)
 
     def check_writable(self):
         self._ensure_bucket()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from jetlib.data.store import Store, open_store
 from jetlib.errors import ConfigError, StoreError
+from jetlib.report.check import result_problem
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,6 @@ def _read_json(store: Store, key: str) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _valid_result(doc: dict) -> bool:
-    try:
-        float(doc["label_fraction"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    return isinstance(doc.get("task"), str) and isinstance(doc.get("mode"), str) and isinstance(
-        doc.get("scalars"), dict)
-
-
 def collect(run_uri: str) -> Study:
     """Read every study output below ``run_uri``.
 
@@ -114,9 +106,9 @@ def collect(run_uri: str) -> Study:
             else:
                 docs[name] = doc
         for name, doc in docs.items():
-            if doc.get("format") == RESULT_FORMAT and not _valid_result(doc):
-                unreadable.append(f"{here.key_uri(name)}: a result file without task, mode, label_fraction "
-                                  f"and scalars")
+            problem = result_problem(doc) if doc.get("format") == RESULT_FORMAT else None
+            if problem:
+                unreadable.append(f"{here.key_uri(name)}: a result file jetlib cannot read ({problem})")
             elif doc.get("format") == RESULT_FORMAT:
                 same = ((doc.get("model") or {}).get("sha256"), (doc.get("dataset") or {}).get("id"))
                 if same[0] and same in seen:  # a copy of a result already counted: pooling it twice fakes precision
