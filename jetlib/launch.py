@@ -9,12 +9,14 @@ newest checkpoint there.
 Two backends:
 
 ``trainjob`` (default)
-    A Kubeflow Trainer v2 ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``) on the stock
-    ``torch-distributed`` ClusterTrainingRuntime, created through the ``kubeflow`` SDK's
-    ``TrainerClient`` with a ``CustomTrainerContainer``, a ``TrainerCommand`` and a ``RuntimePatch``
-    (shared memory, /tmp, node selector, tolerations, the credentials Secret, non-root read-only
-    containers). The Trainer injects the ``PET_*`` variables ``torchrun`` reads (nodes, node rank,
-    master address); ``--nproc-per-node`` is given explicitly.
+    A Kubeflow Trainer v2 ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``) on jetlib's own namespaced
+    ``TrainingRuntime`` ``jetlib-torch`` (``manifests/base/runtime``), created through the ``kubeflow``
+    SDK's ``TrainerClient`` with a ``CustomTrainerContainer`` and a ``TrainerCommand``. The runtime, not
+    the job, carries the credentials Secret, the non-root read-only containers, ``restartPolicy: Never``
+    and ``backoffLimit: 0`` (Trainer's webhook refuses env patches on the ``node`` container); a runtime
+    patch adds only a node selector and tolerations when asked. The Trainer injects every ``PET_*``
+    variable ``torchrun`` reads (nodes, processes per node, node rank, master address and port), so the
+    command passes none of them.
 ``pytorchjob``
     A ``kubeflow.org/v1`` ``PyTorchJob`` for clusters that still run the Training Operator v1,
     which sets the same ``PET_*`` variables.
@@ -37,7 +39,7 @@ import time
 from jetlib.errors import ConfigError, TrainingError
 
 BACKENDS = ("trainjob", "pytorchjob")
-RUNTIME = "torch-distributed"  # Kubeflow Trainer's stock ClusterTrainingRuntime
+RUNTIME = "jetlib-torch"  # jetlib's namespaced TrainingRuntime (manifests/base/runtime/trainingruntime.yaml)
 SECRET_KEYS = ("JETLIB_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 RUN_FORMAT = "jetlib.pretrain/1"
 UID = 1000  # the images' non-root user (images/Dockerfile)
@@ -59,7 +61,8 @@ class JobRequest:
     namespace: str = "default"
     node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
     tolerations: tuple[dict, ...] = ()
-    shm_size: str = "2Gi"  # /dev/shm for the data loader and gloo/NCCL
+    shm_size: str = "2Gi"  # /dev/shm for the data loader and gloo/NCCL (PyTorchJob; a TrainJob's runtime sets it)
+    runtime: str = RUNTIME  # the namespaced TrainingRuntime a TrainJob runs on
 
     def check(self) -> None:
         """Raise ConfigError naming the first unusable field."""
@@ -82,10 +85,14 @@ def job_name(out: str) -> str:
 
 
 def trainer_command(req: JobRequest) -> list[str]:
-    """The command every node runs; torchrun takes nodes, node rank and master from ``PET_*``."""
-    return ["python", "-m", "torch.distributed.run", "--nproc-per-node", str(max(1, req.gpus_per_node)),
-            "-m", "jetlib", "pretrain", "--data", req.data, "--out", req.out,
-            "--preset", req.preset, "--augment", req.augment, *req.extra_args]
+    """The command every TrainJob node runs: ``torchrun`` takes everything distributed from ``PET_*``.
+
+    Kubeflow Trainer's torch plugin sets PET_NNODES, PET_NPROC_PER_NODE (the GPUs, or with none the
+    CPU request rounded up), PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT on every node; an
+    explicit flag would override them, so none is given.
+    """
+    return ["python", "-m", "torch.distributed.run", "-m", "jetlib", "pretrain", "--data", req.data,
+            "--out", req.out, "--preset", req.preset, "--augment", req.augment, *req.extra_args]
 
 
 def secret_env(secret: str | None) -> list[dict]:
@@ -96,12 +103,17 @@ def secret_env(secret: str | None) -> list[dict]:
 
 
 def pod_parts(req: JobRequest) -> dict:
-    """Volumes, mounts and security settings shared by both backends (camelCase API dicts)."""
+    """Volumes, mounts and security settings of a PyTorchJob pod (a TrainJob's come from its runtime).
+
+    They meet Pod Security "restricted": non-root, seccomp RuntimeDefault, no privilege escalation,
+    every capability dropped.
+    """
     return {
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": req.shm_size}},
                     {"name": "tmp", "emptyDir": {}}],
         "mounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
-        "pod_security": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID},
+        "pod_security": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                         "seccompProfile": {"type": "RuntimeDefault"}},
         # The image writes only under /tmp (HOME caches, torch compile cache): the root stays read-only.
         "container_security": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
                                "capabilities": {"drop": ["ALL"]}},
@@ -114,13 +126,22 @@ def pytorchjob_body(req: JobRequest, name: str) -> dict:
     # The Training Operator sets PET_NNODES / PET_NODE_RANK / PET_NPROC_PER_NODE but the master as
     # MASTER_ADDR / MASTER_PORT, which torchrun does not read: hand them over (kubelet expands $(VAR)).
     command = trainer_command(req)
-    command[3:3] = ["--master-addr", "$(MASTER_ADDR)", "--master-port", "$(MASTER_PORT)"]
+    command[3:3] = ["--master-addr", "$(MASTER_ADDR)", "--master-port", "$(MASTER_PORT)",
+                    "--nproc-per-node", str(max(1, req.gpus_per_node))]
     container = {"name": "pytorch", "image": req.image, "imagePullPolicy": "IfNotPresent",
                  "command": command, "env": secret_env(req.secret),
                  "volumeMounts": parts["mounts"], "securityContext": parts["container_security"]}
     if req.gpus_per_node:
         container["resources"] = {"limits": {"nvidia.com/gpu": req.gpus_per_node}}
-    pod = {"containers": [container], "volumes": parts["volumes"], "securityContext": parts["pod_security"]}
+    else:  # the same requests as the TrainJob runtime's CPU pods
+        container["resources"] = {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                  "limits": {"cpu": "2", "memory": "4Gi"}}
+    # one torchrun agent per node: two pods of this job never share one
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": {"training.kubeflow.org/job-name": name}}}]}}
+    pod = {"containers": [container], "volumes": parts["volumes"], "securityContext": parts["pod_security"],
+           "affinity": anti}
     if req.node_selector:
         pod["nodeSelector"] = dict(req.node_selector)
     if req.tolerations:
@@ -139,10 +160,13 @@ def pytorchjob_body(req: JobRequest, name: str) -> dict:
 
 
 def trainjob_options(req: JobRequest, name: str) -> list:
-    """``TrainerClient.train`` options: name, labels, command and the pod/container patch."""
+    """``TrainerClient.train`` options: name, labels, command, and scheduling constraints if any.
+
+    Everything else a pod needs is in the runtime (:data:`RUNTIME`): Trainer's JobSet plugin refuses a
+    runtime patch that sets env on the ``node`` container, so credentials cannot come from here.
+    """
     from kubeflow.trainer.options.common import Name
     from kubeflow.trainer.options.kubernetes import (
-        ContainerPatch,
         JobSetSpecPatch,
         JobSetTemplatePatch,
         JobSpecPatch,
@@ -156,24 +180,48 @@ def trainjob_options(req: JobRequest, name: str) -> list:
         TrainingRuntimeSpecPatch,
     )
 
-    parts = pod_parts(req)
-    # The stock torch-distributed runtime has one replicated job and one container, both named "node".
-    container = ContainerPatch(name="node", env=secret_env(req.secret) or None, volume_mounts=parts["mounts"],
-                               security_context=parts["container_security"])
-    pod = PodSpecPatch(volumes=parts["volumes"], containers=[container], security_context=parts["pod_security"],
-                       node_selector=dict(req.node_selector) or None, tolerations=list(req.tolerations) or None)
-    patch = RuntimePatch(training_runtime_spec=TrainingRuntimeSpecPatch(template=JobSetTemplatePatch(
-        spec=JobSetSpecPatch(replicated_jobs=[ReplicatedJobPatch(name="node", template=JobTemplatePatch(
-            spec=JobSpecPatch(template=PodTemplatePatch(spec=pod))))]))))
-    return [Name(name), Labels({"app": "jetlib-pretrain"}), TrainerCommand(trainer_command(req)), patch]
+    options = [Name(name), Labels({"app": "jetlib-pretrain"}), TrainerCommand(trainer_command(req))]
+    if req.node_selector or req.tolerations:
+        pod = PodSpecPatch(node_selector=dict(req.node_selector) or None, tolerations=list(req.tolerations) or None)
+        options.append(RuntimePatch(training_runtime_spec=TrainingRuntimeSpecPatch(template=JobSetTemplatePatch(
+            spec=JobSetSpecPatch(replicated_jobs=[ReplicatedJobPatch(name="node", template=JobTemplatePatch(
+                spec=JobSpecPatch(template=PodTemplatePatch(spec=pod))))])))))
+    return options
 
 
 def trainer(req: JobRequest):
-    """The SDK's ``CustomTrainerContainer`` for this request."""
+    """The SDK's ``CustomTrainerContainer``: image, node count, and GPUs per node if any.
+
+    CPU pods keep the runtime's requests (and so one process each, PET_NPROC_PER_NODE=1); a GPU
+    request replaces them and torchrun starts one process per visible GPU (PET_NPROC_PER_NODE=auto).
+    """
     from kubeflow.trainer import CustomTrainerContainer
 
     return CustomTrainerContainer(image=req.image, num_nodes=req.nodes,
                                   resources_per_node={"gpu": req.gpus_per_node} if req.gpus_per_node else None)
+
+
+def check_runtime(runtime: dict, secret: str | None) -> None:
+    """Raise ConfigError unless ``runtime``'s node container reads every SECRET_KEYS from ``secret``.
+
+    The launcher cannot add the Secret itself (see :func:`trainjob_options`), so a runtime that does
+    not carry it would start pods that fail on their first store access; say so before submitting.
+    """
+    name = runtime.get("metadata", {}).get("name")
+    if not secret:
+        return
+    refs = {}
+    for rjob in runtime.get("spec", {}).get("template", {}).get("spec", {}).get("replicatedJobs") or []:
+        if rjob.get("name") != "node":
+            continue
+        for c in rjob.get("template", {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []:
+            if c.get("name") == "node":
+                refs = {e["name"]: (e.get("valueFrom") or {}).get("secretKeyRef") or {} for e in c.get("env") or []}
+    missing = [k for k in SECRET_KEYS if refs.get(k, {}).get("name") != secret or refs[k].get("key") != k]
+    if missing:
+        raise ConfigError(f"TrainingRuntime {name!r}: its node container must read {', '.join(missing)} from "
+                          f"Secret {secret!r} (secretKeyRef, key = variable name); see "
+                          "manifests/base/runtime/trainingruntime.yaml")
 
 
 class Cancelled(BaseException):
@@ -184,7 +232,7 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
                     augment: str, extra_args: list[str] | tuple[str, ...] = (), secret: str | None,
                     namespace: str | None = None, backend: str = "trainjob", timeout_s: float = 7 * 24 * 3600,
                     node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None,
-                    poll_s: float = 10.0, grace_s: float = 300.0) -> dict:
+                    poll_s: float = 10.0, grace_s: float = 300.0, runtime: str = RUNTIME) -> dict:
     """Run ``jetlib pretrain`` on ``nodes`` pods and return its ``run.json``.
 
     Submits the job (or attaches to the running one for the same ``out``), prints node 0's log
@@ -203,13 +251,16 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
         node_selector, tolerations: scheduling constraints for every pod.
         poll_s: seconds between status polls.
         grace_s: how long a pod may stay in ImagePullBackOff / CreateContainerConfigError before
-            the launch fails with that reason.
+            the launch fails with that reason (CrashLoopBackOff fails it at once).
+        runtime: the TrainingRuntime in ``namespace`` a TrainJob runs on; its node container must
+            read the Secret's keys (``manifests/base/runtime`` ships ``jetlib-torch``).
 
     Returns:
         dict: the pretraining ``run.json`` (format ``jetlib.pretrain/1``).
 
     Raises:
-        ConfigError: a bad argument, missing runtime, or the service account lacks RBAC (exit 2).
+        ConfigError: a bad argument, a missing or unfit runtime, the service account lacks RBAC, or
+            an admission webhook refused the job (exit 2), with the API server's message.
         TrainingError: the job failed, timed out or was cancelled (exit 4), with the reason.
         StoreError: the finished run cannot be read back (exit 3).
     """
@@ -221,7 +272,7 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
         raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
     req = JobRequest(data=data, out=out, nodes=nodes, gpus_per_node=gpus_per_node, image=image, preset=preset,
                      augment=augment, extra_args=tuple(extra_args), secret=secret,
-                     node_selector=dict(node_selector or {}), tolerations=tuple(tolerations or ()))
+                     node_selector=dict(node_selector or {}), tolerations=tuple(tolerations or ()), runtime=runtime)
     req.check()  # bad arguments are reported before any cluster is contacted
     cluster = Cluster.connect(namespace)
     req = dataclasses.replace(req, namespace=cluster.namespace)

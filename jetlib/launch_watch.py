@@ -8,7 +8,9 @@ sees says *why* (image pull, OOM-killed, unschedulable, missing Secret), not jus
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 import threading
 import time
@@ -20,18 +22,43 @@ SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Waiting reasons that do not clear by themselves; they fail the launch after grace_s.
 STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
          "CreateContainerConfigError", "CreateContainerError"}
+# A rank that crashes and restarts in place cannot rejoin torchrun's static rendezvous: its peers
+# wait for it until their timeout. Such a pod fails the launch at once.
+CRASHLOOP = "CrashLoopBackOff"
 RBAC_HINT = "grant it with manifests/base/rbac (Role jetlib-launcher)"
 MAX_API_ERRORS = 5  # consecutive failed polls tolerated (API server restarts, network blips)
+# The apiserver's authorizer denial (k8s.io/apiserver, responsewriters/errors.go, forbiddenMessage):
+# `... is forbidden: User "<name>" cannot <verb> resource ...`. Admission webhooks answer 403 too.
+RBAC_DENIAL = re.compile(r'is forbidden: User "[^"]*" cannot ')
+RESTART_ATTEMPT = "jobset.sigs.k8s.io/restart-attempt"  # JobSet labels each recreation of its pods
+
+
+def _status_message(e: Exception) -> str:
+    """The ``message`` of the Status object in an ApiException's body, or "" when there is none."""
+    try:
+        body = json.loads(getattr(e, "body", None) or "")
+    except (TypeError, ValueError):
+        return ""
+    return " ".join(str(body.get("message", "")).split()) if isinstance(body, dict) else ""
 
 
 def _api_error(e: Exception, what: str, namespace: str) -> Exception:
-    """A JetlibError for an API failure: RBAC denials say which verb; others name the status."""
+    """A JetlibError for an API failure, with the API server's own message.
+
+    A 403 is an RBAC denial only when the message is the authorizer's; an admission webhook's
+    refusal (also 403, "admission webhook ... denied the request: ...") or a policy's is shown as is.
+    """
     status = getattr(e, "status", None)
-    if status == 403:
-        return ConfigError(f"RBAC denied: this service account cannot {what} in namespace {namespace}; {RBAC_HINT}")
+    message = _status_message(e)
+    if status == 403 and RBAC_DENIAL.search(message):
+        return ConfigError(f"RBAC denied: this service account cannot {what} in namespace {namespace}; "
+                           f"{RBAC_HINT} ({message})")
+    if status in (400, 403, 409, 422):  # the request itself was refused: retrying cannot help
+        return ConfigError(f"the API server refused to {what} in namespace {namespace} ({status}): "
+                           f"{message or getattr(e, 'reason', '')}")
     if status == 401:
         return ConfigError(f"Kubernetes API refused the credentials (401) to {what}")
-    reason = getattr(e, "reason", None) or type(e).__name__
+    reason = message or getattr(e, "reason", None) or type(e).__name__
     return TrainingError(f"Kubernetes API error while trying to {what} in namespace {namespace}: "
                          f"{status or ''} {reason}".replace("  ", " "))
 
@@ -96,10 +123,15 @@ class _Handle:
             raise _api_error(e, f"get {self.plural}.{self.group}", self.cluster.namespace) from None
 
     def state(self, obj: dict | None = None) -> tuple[str, str]:
-        """("Complete" | "Failed" | "Running" | "Gone", message) from the job's conditions."""
+        """("Complete" | "Failed" | "Running" | "Deleting" | "Gone", message) from the job object.
+
+        A foreground delete leaves the object, with a ``deletionTimestamp``, until its pods are gone.
+        """
         obj = self.get() if obj is None else obj
         if obj is None:
             return "Gone", "the job was deleted"
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return "Deleting", "the job is being deleted"
         for c in (obj.get("status") or {}).get("conditions") or []:
             if c.get("status") == "True" and c.get("type") in self.terminal:
                 detail = ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
@@ -120,6 +152,11 @@ class _Handle:
         existing = self.get()
         if existing is not None:
             state, _ = self.state(existing)
+            if state == "Deleting":  # a cancelled run's job still has terminating pods: a new one must wait
+                print(f"{self.ref} is being deleted: waiting until it is gone", file=sys.stderr, flush=True)
+                self._wait_gone(300.0)
+                existing = None
+        if existing is not None:
             if state != "Failed":
                 print(f"{self.ref} exists ({state.lower()}): attaching to it", file=sys.stderr, flush=True)
                 return
@@ -132,6 +169,7 @@ class _Handle:
               f"image {req.image}", file=sys.stderr, flush=True)
 
     def _wait_gone(self, timeout_s: float) -> None:
+        """Wait until the object is gone: with foreground deletion that is after its pods are."""
         end = time.monotonic() + timeout_s
         while self.get() is not None:
             if time.monotonic() > end:
@@ -158,10 +196,17 @@ class _Handle:
             print(f"could not delete {self.ref}: {e}", file=sys.stderr, flush=True)
 
     def node0(self, pods: list):
-        for pod in pods:
-            if self.is_node0(pod.metadata.labels or {}):
-                return pod
-        return None
+        """Node 0's current pod: not terminating, of the newest restart attempt, the newest created.
+
+        After a JobSet restart or a replacement the old pod can still be listed (terminating) beside
+        the new one; the list order means nothing.
+        """
+        live = [p for p in pods if self.is_node0(p.metadata.labels or {}) and not p.metadata.deletion_timestamp]
+
+        def newest(p):
+            attempt = (p.metadata.labels or {}).get(RESTART_ATTEMPT, "0")
+            return (int(attempt) if attempt.isdigit() else 0, p.metadata.creation_timestamp or 0)
+        return max(live, key=newest, default=None)
 
 
 class TrainJobHandle(_Handle):
@@ -180,20 +225,28 @@ class TrainJobHandle(_Handle):
         from kubeflow.trainer import TrainerClient
         from kubernetes.client.exceptions import ApiException
 
-        from jetlib.launch import RUNTIME, trainer, trainjob_options
+        from jetlib.launch import check_runtime, trainer, trainjob_options
 
-        client = TrainerClient(KubernetesBackendConfig(namespace=self.cluster.namespace,
-                                                       client_configuration=self.cluster.configuration))
+        ns = self.cluster.namespace
+        try:  # the runtime first: a clear line if it is missing or lacks the Secret
+            runtime = self.cluster.custom.get_namespaced_custom_object(
+                self.group, self.version, ns, "trainingruntimes", req.runtime)
+        except ApiException as e:
+            if e.status == 404:
+                raise ConfigError(f"no TrainingRuntime {req.runtime!r} in namespace {ns}: apply "
+                                  "manifests/base/runtime (make kind-up does), with Kubeflow Trainer v2.3.0 "
+                                  "installed, or use backend='pytorchjob'") from None
+            raise _api_error(e, "get trainingruntimes.trainer.kubeflow.org", ns) from None
+        check_runtime(runtime, req.secret)
+        client = TrainerClient(KubernetesBackendConfig(namespace=ns, client_configuration=self.cluster.configuration))
         try:
-            client.train(runtime=RUNTIME, trainer=trainer(req), options=trainjob_options(req, self.name))
+            client.train(runtime=req.runtime, trainer=trainer(req), options=trainjob_options(req, self.name))
         except (RuntimeError, TimeoutError) as e:
             cause = e.__cause__
-            if isinstance(cause, ApiException) and cause.status == 404 and "runtime" in str(e).lower():
-                raise ConfigError(f"no ClusterTrainingRuntime {RUNTIME!r}: install Kubeflow Trainer v2.3.0 "
-                                  "(make kind-up, or its manifests) or use backend='pytorchjob'") from None
             if isinstance(cause, ApiException):
-                what = "read trainingruntimes" if "untime" in str(e) else "create trainjobs.trainer.kubeflow.org"
-                raise _api_error(cause, what, self.cluster.namespace) from None
+                what = "get trainingruntimes.trainer.kubeflow.org" if "untime" in str(e) \
+                    else "create trainjobs.trainer.kubeflow.org"
+                raise _api_error(cause, what, ns) from None
             raise TrainingError(f"could not create {self.ref}: {e}") from None
 
 
@@ -222,11 +275,15 @@ class PyTorchJobHandle(_Handle):
             raise _api_error(e, f"create {self.plural}.{self.group}", self.cluster.namespace) from None
 
 
-def pod_problem(pod) -> tuple[str, bool] | None:
-    """(one line saying why a pod is not making progress, whether it never clears by itself), or None.
+def pod_problem(pod, grace_s: float = 300.0) -> tuple[str, float | None] | None:
+    """(one line saying why a pod is not making progress, seconds before that fails the launch), or None.
+
+    The seconds are None for what can clear by itself (unschedulable, OOM-killed and retried), 0 for
+    a crash loop (its peers are already hung), and ``grace_s`` for what never clears (image pull,
+    missing Secret).
 
     Reads what the kubelet and scheduler report: container waiting/terminated reasons
-    (image pull, OOM-killed, missing Secret) and the PodScheduled condition (unschedulable).
+    (image pull, crash loop, OOM-killed, missing Secret) and the PodScheduled condition (unschedulable).
     """
     name = pod.metadata.name
     status = pod.status
@@ -234,21 +291,37 @@ def pod_problem(pod) -> tuple[str, bool] | None:
         return None
     for c in (status.init_container_statuses or []) + (status.container_statuses or []):
         waiting = c.state.waiting if c.state else None
+        if waiting and waiting.reason == CRASHLOOP:
+            last = c.last_state.terminated if c.last_state else None
+            code = f", last exit code {last.exit_code}" if last and last.exit_code is not None else ""
+            return (f"pod {name}: container {c.name} is crash-looping ({CRASHLOOP}, {c.restart_count} "
+                    f"restart(s){code}); a rank restarted in place hangs its peers, so the job is stopped"), 0.0
         if waiting and waiting.reason in STUCK:
             what = "image pull failed" if "Image" in waiting.reason else "container cannot start"
-            return f"pod {name}: {what} ({waiting.reason}) for {c.image}: {waiting.message or ''}".rstrip(": "), True
+            return f"pod {name}: {what} ({waiting.reason}) for {c.image}: {waiting.message or ''}".rstrip(": "), grace_s
         for term in (c.state.terminated if c.state else None, c.last_state.terminated if c.last_state else None):
             if term and term.reason == "OOMKilled":
                 return (f"pod {name}: container {c.name} was OOM-killed (exit {term.exit_code}); "
-                        "raise the memory limit or lower --batch-size"), False
+                        "raise the memory limit or lower --batch-size"), None
     for cond in status.conditions or []:
         if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
-            return f"pod {name}: unschedulable: {cond.message or 'no node fits'}", False
+            return f"pod {name}: unschedulable: {cond.message or 'no node fits'}", None
     return None
 
 
+def restarts(pod) -> int:
+    """How often the job's container in ``pod`` has restarted (0 when it has no status yet)."""
+    for c in (pod.status.container_statuses if pod.status else None) or []:
+        return c.restart_count or 0
+    return 0
+
+
 def stream_logs(handle: _Handle, pod_name: str, prefix: str = "[node-0] ") -> threading.Thread:
-    """Copy a pod's log to stdout line by line, in a daemon thread, until the container ends."""
+    """Copy a pod's log to stdout line by line, in a daemon thread, until the container ends.
+
+    ``follow`` ends with the container; after a restart the watch loop starts a new stream, which
+    reads the new container's log from its start.
+    """
 
     def run():
         try:
@@ -267,7 +340,7 @@ def stream_logs(handle: _Handle, pod_name: str, prefix: str = "[node-0] ") -> th
 
 def wait_for(handle: _Handle, *, deadline: float, timeout_s: float, poll_s: float, grace_s: float) -> None:
     """Poll until the job completes; raise TrainingError with the reason when it fails, stalls or times out."""
-    streams: dict[str, threading.Thread] = {}
+    streams: dict[tuple[str, int], threading.Thread] = {}  # (pod, container restarts) -> its log stream
     first_seen: dict[tuple[str, str], float] = {}
     last_problem = ""
     errors = 0
@@ -283,28 +356,29 @@ def wait_for(handle: _Handle, *, deadline: float, timeout_s: float, poll_s: floa
             time.sleep(poll_s)
             continue
         node0 = handle.node0(pods)
-        if node0 is not None and node0.status and node0.status.phase in ("Running", "Succeeded", "Failed") \
-                and node0.metadata.name not in streams:
-            streams[node0.metadata.name] = stream_logs(handle, node0.metadata.name)
+        if node0 is not None and node0.status and node0.status.phase in ("Running", "Succeeded", "Failed"):
+            key = (node0.metadata.name, restarts(node0))
+            if key not in streams:
+                streams[key] = stream_logs(handle, node0.metadata.name)
         now = time.monotonic()
         for pod in pods:
-            found = pod_problem(pod)
+            found = pod_problem(pod, grace_s)
             if found is None:
                 continue
-            line, stuck = found
+            line, fails_after = found
             key = (pod.metadata.name, line)
             if key not in first_seen:
                 first_seen[key] = now
                 print(line, file=sys.stderr, flush=True)
             last_problem = line
-            if stuck and now - first_seen[key] >= grace_s:
+            if fails_after is not None and now - first_seen[key] >= fails_after:
                 raise TrainingError(f"{handle.ref}: {line}")
-        if state in ("Complete", "Failed", "Gone"):
+        if state in ("Complete", "Failed", "Gone", "Deleting"):
             for t in streams.values():
                 t.join(timeout=30)  # let the last lines of node 0's log arrive
         if state == "Complete":
             return
-        if state in ("Failed", "Gone"):
+        if state in ("Failed", "Gone", "Deleting"):
             why = "; ".join(x for x in (message, last_problem) if x)
             raise TrainingError(f"{handle.ref} failed: {why or 'no reason reported'}")
         if now >= deadline:
