@@ -8,11 +8,11 @@ DEMO_DIR ?= demo
 DEMO_JETS ?= 3000
 KFP_ENDPOINT ?= http://localhost:8080
 KFP_EXPERIMENT ?= jetlib
-RUN ?= jet-ssl
+RUN ?=
 PIPELINE ?= pipelines/jet_ssl.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench study demo compile submit clean
+.PHONY: help install test test-fast lint bench study demo compile compile-pinned submit clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,8 +47,13 @@ demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets
 compile: $(STAMP) ## compile pipelines/jet_ssl.yaml (GPU) and jet_ssl_cpu.yaml (images from JETLIB_IMAGE, JETLIB_CUDA_IMAGE)
 	$(BIN)/python -m pipelines.jet_ssl
 
-submit: $(STAMP) ## submit PIPELINE to KFP_ENDPOINT as run RUN in KFP_EXPERIMENT; ARGS="key=value ..." sets parameters
-	$(BIN)/kfp --endpoint $(KFP_ENDPOINT) run create -e $(KFP_EXPERIMENT) -r $(RUN) -f $(PIPELINE) $(ARGS)
+compile-pinned: $(STAMP) ## compile both pipelines against the built images' digests into build/pipelines/ (PIN_LOCAL=1: content tags, for kind)
+	$(BIN)/python -m pipelines.pin --out build/pipelines --flavors "$(FLAVORS)" $(if $(PIN_LOCAL),--local)
+
+# The run's display name: RUN, else one per submission (the run folder is the run's id either way).
+submit: $(STAMP) ## submit PIPELINE to KFP_ENDPOINT in KFP_EXPERIMENT (display name RUN, default unique); ARGS="key=value ..." (README)
+	$(BIN)/kfp --endpoint $(KFP_ENDPOINT) run create -e $(KFP_EXPERIMENT) \
+	  -r "$(or $(RUN),$(basename $(notdir $(PIPELINE)))-$$(date -u +%Y%m%d-%H%M%S-%3N))" -f $(PIPELINE) $(ARGS)
 
 clean: ## remove the demo output and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) .cache .pytest_cache .ruff_cache

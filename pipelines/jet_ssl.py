@@ -74,7 +74,7 @@ PARALLELISM = {True: 8, False: 2}  # trainings running at once (see the module d
 GPUS_PER_NODE = {True: 1, False: 0}  # the default of the gpus_per_node parameter
 NAMES = {"plan": "plan the study", "run-folder": "run folder", "pretrain-gpus": "pretraining GPUs",
          "ingest": "ingest", "pretrain": "pretrain (SimCLR)", "train": "train", "evaluate": "evaluate",
-         "report": "report"}
+         "report": "report", "loop": "every training (mode x fraction x seed)"}
 
 
 def _configure(task, step: str, secret, gpu: bool, gpus="1", cache: bool = True, retries: int = 0, name: str = ""):
@@ -159,7 +159,7 @@ def build(gpu: bool = True):
         enc = _configure(pretrain(dataset=ds, run=run, preset=preset, augment=augment, seed=pretrain_seed,
                                   nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=store_secret),
                          "pretrain", store_secret, gpu, gpus=gpus, retries=2)
-        with dsl.ParallelFor(grid.output, parallelism=PARALLELISM[gpu]) as item:
+        with dsl.ParallelFor(grid.output, parallelism=PARALLELISM[gpu], name=NAMES["loop"]) as item:
             trained = _configure(train(dataset=ds, encoder=enc.outputs["encoder"], run=item.folder,
                                        problem=item.problem, mode=item.mode, label_fraction=item.fraction,
                                        seed=item.seed, preset=preset, augment=finetune_augment),

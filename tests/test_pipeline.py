@@ -12,13 +12,15 @@ import pytest
 import yaml
 
 from jetlib.errors import TrainingError
+from pipelines.jet_ssl import SHM
 from pipelines.local import run_local
 from tests.conftest import write_toy_h5
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_STEPS = {"pretrain", "finetune", "baseline"}
-STEPS = {"run-folder", "plan", "plan-2", "ingest", "pretrain", "finetune", "evaluate", "baseline", "evaluate-2",
-         "report"}
+GPU_STEPS = {"pretrain", "train"}
+STEPS = {"run-folder", "plan", "ingest", "pretrain", "train", "evaluate", "report"}  # the CPU pipeline's
+GPU_ONLY = {"pretrain-gpus"}  # what the GPU pipeline adds: the pretraining pod's GPU limit as a string
+NO_STORE = {"plan", "run-folder", "pretrain-gpus"}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JETLIB_S3_ENDPOINT"}
 
 
@@ -57,11 +59,11 @@ def test_committed_yaml_is_what_make_compile_writes(compiled, name):
 def test_every_step_is_in_the_dag(compiled, name):
     spec, _ = load(compiled[name])
     executors = {e.removeprefix("exec-") for e in spec["deploymentSpec"]["executors"]}
-    assert executors == STEPS
-    assert set(tasks(spec)) >= STEPS
-    # the fan-in: the report takes every evaluation, collected over both loops
+    assert executors == (STEPS | GPU_ONLY if name == "jet_ssl.yaml" else STEPS)
+    assert set(tasks(spec)) >= executors
+    # the fan-in: the report takes every evaluation, collected over the one loop
     report_inputs = spec["root"]["dag"]["tasks"]["report"]["inputs"]["artifacts"]
-    assert {a["taskOutputArtifact"]["producerTask"] for a in report_inputs.values()} == {"for-loop-1", "for-loop-2"}
+    assert {a["taskOutputArtifact"]["producerTask"] for a in report_inputs.values()} == {"for-loop-1"}
 
 
 def test_gpu_resources_on_gpu_steps_only(compiled):
@@ -78,10 +80,11 @@ def test_gpu_resources_on_gpu_steps_only(compiled):
         else:
             assert accelerator is None and "nodeSelector" not in settings and "tolerations" not in settings, step
             assert container["image"] == "jetlib:0.1.0"
-    # pretraining asks for the pod's GPUs from the run parameter; the others for one
+    # pretraining asks for the string the pretrain-gpus step returns; the trainings for one
     resources = {s: spec["deploymentSpec"]["executors"][f"exec-{s}"]["container"]["resources"] for s in GPU_STEPS}
-    assert "gpus_per_node" in resources["pretrain"]["accelerator"]["resourceCount"]
-    assert resources["finetune"]["accelerator"]["resourceCount"] == "1"
+    assert resources["pretrain"]["accelerator"]["resourceCount"] == \
+        "{{$.inputs.parameters['pipelinechannel--pretrain-gpus-Output']}}"
+    assert resources["train"]["accelerator"]["resourceCount"] == "1"
 
 
 def test_cpu_pipeline_has_no_accelerators_selectors_or_tolerations(compiled):
@@ -101,7 +104,7 @@ def test_requests_secret_env_and_shm(compiled, name):
         resources = executor["container"]["resources"]
         assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"], step
         settings = k8s.get(executor_name, {})
-        if step in ("plan", "plan-2", "run-folder"):  # no store access
+        if step in NO_STORE:  # no store access
             assert "secretAsEnv" not in settings
             continue
         (secret,) = settings["secretAsEnv"]
@@ -109,8 +112,9 @@ def test_requests_secret_env_and_shm(compiled, name):
         # the Secret's name is a run parameter (default jetlib-s3), never a literal in the YAML
         assert secret["secretNameParameter"]["componentInputParameter"].endswith("store_secret")
         shm = settings.get("emptyDirMounts")
-        if step in GPU_STEPS:
-            assert shm == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}]
+        if step in GPU_STEPS:  # memory-backed and bounded (SHM: it counts against the pod's memory)
+            limit = SHM[name == "jet_ssl.yaml"][step]
+            assert shm == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm", "sizeLimit": limit}]
         else:
             assert shm is None
     assert spec["root"]["inputDefinitions"]["parameters"]["store_secret"]["defaultValue"] == "jetlib-s3"
@@ -130,10 +134,10 @@ def test_caching_and_retries(compiled, name):
     spec, _ = load(compiled[name])
     every = tasks(spec)
     cache = {t: every[t].get("cachingOptions", {}).get("enableCache", False) for t in STEPS}
-    assert cache["ingest"] and cache["pretrain"] and cache["finetune"] and cache["baseline"]
+    assert cache["ingest"] and cache["pretrain"] and cache["train"]
     assert not cache["report"] and not cache["plan"] and not cache["run-folder"]
     retried = {t for t in STEPS if every[t].get("retryPolicy", {}).get("maxRetryCount", 0) > 0}
-    assert retried == {"ingest", "pretrain", "finetune", "baseline"}
+    assert retried == {"ingest", "pretrain", "train"}
 
 
 def test_images_come_from_the_environment_at_compile_time(tmp_path):
@@ -164,12 +168,13 @@ def run_dag(root: Path, name: str, **params) -> Path:
 
 
 def metrics_keys(kfp_root: Path) -> dict[str, list[set[str]]]:
-    """Keys of every Metrics artifact the run logged, by producing step."""
+    """Keys of every Metrics artifact the run logged (its display name aside), by producing step."""
     found: dict[str, list[set[str]]] = {}
     for out in sorted(kfp_root.rglob("executor_output.json")):
         for name, group in json.loads(out.read_text()).get("artifacts", {}).items():
             if name in ("metrics", "summary"):
-                found.setdefault(out.parent.name, []).extend(set(a["metadata"]) for a in group["artifacts"])
+                found.setdefault(out.parent.name, []).extend(set(a["metadata"]) - {"display_name"}
+                                                             for a in group["artifacts"])
     return found
 
 
@@ -181,13 +186,17 @@ def stable(keys: set[str]) -> tuple[str, ...]:
 
 def check_same_metric_keys(first: Path, second: Path) -> None:
     keys_a, keys_b = metrics_keys(first), metrics_keys(second)
-    assert keys_a.keys() == keys_b.keys() == {"evaluate", "evaluate-2", "report"}
+    assert keys_a.keys() == keys_b.keys() == {"evaluate", "report"}
     cls = {"accuracy", "f1", "roc_auc", "label_fraction", "seed", "test_jets", "trainable_parameters", "train_seconds"}
     reg = cls - {"accuracy", "f1", "roc_auc"} | {"mse", "rmse", "mae", "r2", "relative_resolution"}
-    for keys in (keys_a, keys_b):
-        assert sorted(map(stable, keys["evaluate"])) == sorted([stable(cls)] * 2 + [stable(reg)] * 2)
-        assert list(map(stable, keys["evaluate-2"])) == [stable(cls)] * 2  # VGG
+    for keys in (keys_a, keys_b):  # cls-finetune, reg-scratch and cls-vgg x 2 seeds
+        assert sorted(map(stable, keys["evaluate"])) == sorted([stable(cls)] * 4 + [stable(reg)] * 2)
     assert {stable(k) for k in keys_a["report"]} == {stable(k) for k in keys_b["report"]}
+
+
+def executor_output(kfp_root: Path, task: str) -> dict:
+    (out,) = kfp_root.rglob(f"{task}/executor_output.json")
+    return json.loads(out.read_text())
 
 
 @pytest.mark.slow
@@ -201,24 +210,54 @@ def test_dag_runs_locally_with_the_same_metric_keys_for_different_parameters(toy
     check_same_metric_keys(first, second)
     (summary,) = metrics_keys(first)["report"]
     assert json.loads((runs / "a" / "report" / "summary.json").read_text()).keys() == summary
+    # the report's ROC slots: cls-finetune and cls-vgg at the one fraction, averaged over both seeds
+    rocs = executor_output(first, "report")["artifacts"]
+    names = [rocs[f"roc_{i}"]["artifacts"][0]["metadata"].get("display_name") for i in range(1, 9)]
+    assert names[:2] == ["cls-finetune f0.5 (mean of 2)", "cls-vgg f0.5 (mean of 2)"]
+    assert all(n in (None, f"roc_{i}") for i, n in enumerate(names[2:], 3))  # unused slots stay empty
 
 
 def test_a_failing_step_fails_the_run_with_its_error(toy, capfd):
     with pytest.raises(TrainingError, match="plan"):
         run_dag(toy, "bad", seeds=[0], modes=["cls-finetune", "cls-bogus"])
     captured = capfd.readouterr()
-    assert "modes: unknown 'cls-bogus'" in captured.out + captured.err
+    assert "jetlib: error: modes: unknown 'cls-bogus'" in captured.out + captured.err
     # the plan runs first: nothing was simulated, ingested or trained for it
     assert not (toy / "store" / "runs" / "bad").exists()
     assert "Executing task 'ingest'" not in re.sub(r"\x1b\[[0-9;]*m", "", captured.out + captured.err)
 
 
 @pytest.mark.slow
-def test_dag_without_vgg_collects_an_empty_loop(toy):
-    """No cls-vgg: the VGG loop has zero iterations and the report still runs on the rest."""
-    kfp_root = run_dag(toy, "novgg", seeds=[0], modes=["cls-scratch"])
-    results = list((toy / "store" / "runs" / "novgg" / "results").glob("*.json"))
-    assert [json.loads(r.read_text())["mode"] for r in results] == ["scratch"]
-    (report_out,) = kfp_root.rglob("report/executor_output.json")
-    html = json.loads(report_out.read_text())["artifacts"]["html"]["artifacts"][0]["metadata"]
-    assert html["evaluations"] == 1 and html["uri"].endswith("runs/novgg/report")
+@pytest.mark.parametrize("modes", [["cls-scratch"], ["cls-vgg"]])
+def test_dag_with_any_one_mode_collects_a_non_empty_loop(toy, modes):
+    """No VGG, or only VGG: the one loop still has iterations and the report runs on them, with no
+    patch of kfp.local (``pipelines/local.py``) and no empty fan-in (tests/test_backend.py)."""
+    name = modes[0]
+    kfp_root = run_dag(toy, name, seeds=[0], modes=modes)
+    results = list((toy / "store" / "runs" / name / "results").glob("*.json"))
+    assert [json.loads(r.read_text())["mode"] for r in results] == [name.split("-")[1]]
+    html = executor_output(kfp_root, "report")["artifacts"]["html"]["artifacts"][0]["metadata"]
+    assert html["evaluations"] == 1 and html["uri"].endswith(f"runs/{name}/report")
+
+
+def test_the_run_folder_defaults_to_the_run_id_under_kfp_local(tmp_path):
+    """With ``run_name`` empty the folder is the run's id: kubeflow/pipelines 2.17.0,
+    backend/src/v2/driver/resolve.go (``resolveInputParameter``) resolves the exact constant
+    ``{{$.pipeline_job_uuid}}`` to ``opts.RunID``, which backend/src/v2/compiler/argocompiler/argo.go
+    (``runID``) sets to ``{{workflow.uid}}``, unique per run; kfp.local 2.17 resolves it to a random id
+    (kfp/local/placeholder_utils.py, ``resolve_individual_placeholder``). ``{{$.pipeline_job_name}}``
+    would be the run's display name there (``opts.RunDisplayName``: shared by every ``make submit``
+    with one ``RUN``), and kfp.local 2.17 leaves ``{{$.pipeline_job_resource_name}}`` unresolved."""
+    from kfp import compiler, components, dsl, local
+
+    from components.plan import run_folder
+
+    @dsl.pipeline(name="folder")
+    def folder(store: str) -> str:
+        return run_folder(store=store, run_name="", job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).output
+
+    compiler.Compiler().compile(folder, str(tmp_path / "folder.yaml"))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    pipeline = components.load_component_from_file(str(tmp_path / "folder.yaml"))
+    first, second = (pipeline(store="s3://b/p").output for _ in range(2))
+    assert re.fullmatch(r"s3://b/p/runs/\d+", first) and first != second

@@ -1,0 +1,223 @@
+"""The compiled pipeline read as a KFP 2.17.0 backend reads it: what kfp.local never checks.
+
+Each test walks the committed YAML (the IR a user submits) and encodes one behaviour of the
+backend's driver, launcher or UI, named with its file and function in kubeflow/pipelines at tag
+2.17.0, so that the next reader can check it there.
+"""
+
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jetlib.errors import ConfigError
+from jetlib.workflow import MODES, plan
+from pipelines.jet_ssl import NAMES, PARALLELISM, SHM
+from pipelines.pin import PinError, pin, pinned_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+YAMLS = ["jet_ssl.yaml", "jet_ssl_cpu.yaml"]
+CHANNEL = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+
+
+def load(name: str) -> tuple[dict, dict]:
+    spec, platform = yaml.safe_load_all((ROOT / "pipelines" / name).read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def dags(spec: dict):
+    """(component name, dag) of the root and of every loop body."""
+    yield "root", spec["root"]
+    for name, comp in spec["components"].items():
+        if "dag" in comp:
+            yield name, comp
+
+
+def executor_tasks(spec: dict):
+    """(dag component, task) for every task that runs a container, loops' bodies included."""
+    for dag_name, comp in dags(spec):
+        for task in comp["dag"]["tasks"].values():
+            executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+            if executor:
+                yield dag_name, comp, task, executor
+
+
+def parameter_type(spec: dict, dag: dict, task: dict, channel: str) -> str:
+    """The type of the value the driver finds for ``channel`` in this task's executor input."""
+    source = task["inputs"]["parameters"][channel]
+    if "taskOutputParameter" in source:
+        ref = source["taskOutputParameter"]
+        producer = dag["dag"]["tasks"][ref["producerTask"]]
+        comp = spec["components"][producer["componentRef"]["name"]]
+        return comp["outputDefinitions"]["parameters"][ref["outputParameterKey"]]["parameterType"]
+    if "componentInputParameter" in source:
+        return dag["inputDefinitions"]["parameters"][source["componentInputParameter"]]["parameterType"]
+    raise AssertionError(f"{channel}: a constant channel, the driver would read it as is")
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_every_accelerator_count_is_a_string_the_driver_can_read(name):
+    """kubeflow/pipelines 2.17.0, backend/src/v2/driver/driver.go, ``initPodSpecPatch``: the accelerator
+    count goes through ``resolvePodSpecInputRuntimeParameter`` (backend/src/v2/driver/resolve.go),
+    which returns ``GetStringValue()`` of the channel's value: empty for a number, and an empty count
+    sets no ``nvidia.com/gpu`` limit at all. So a count is a digit constant or a STRING-typed value."""
+    spec, _ = load(name)
+    counts = {}
+    for _, dag, task, executor in executor_tasks(spec):
+        accelerator = spec["deploymentSpec"]["executors"][executor]["container"].get("resources", {}).get(
+            "accelerator")
+        if not accelerator:
+            continue
+        count = accelerator["resourceCount"]
+        match = CHANNEL.fullmatch(count)
+        if match:
+            assert parameter_type(spec, dag, task, match.group(1)) == "STRING", (executor, count)
+        else:
+            assert re.fullmatch(r"\d+", count), (executor, count)
+        counts[executor] = count
+    if name == "jet_ssl.yaml":
+        assert counts == {"exec-pretrain": "{{$.inputs.parameters['pipelinechannel--pretrain-gpus-Output']}}",
+                          "exec-train": "1"}
+    else:
+        assert counts == {}
+    gpus = spec["root"]["inputDefinitions"]["parameters"]["gpus_per_node"]
+    assert gpus["defaultValue"] == (1 if name == "jet_ssl.yaml" else 0)  # the CPU pipeline asks for none
+
+
+def loops(spec: dict):
+    """(dag, loop task name, loop task) for every ParallelFor."""
+    for _, dag in dags(spec):
+        for task_name, task in dag["dag"]["tasks"].items():
+            if "parameterIterator" in task or "artifactIterator" in task:
+                yield dag, task_name, task
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_no_fan_in_can_be_empty_for_any_accepted_modes(name):
+    """kubeflow/pipelines 2.17.0, backend/src/v2/driver/resolve.go, ``resolveUpstreamArtifacts``: an
+    input collected from a loop (``dsl.Collected``) is gathered only when the loop ran
+    (``iterations > 0``); with zero iterations the driver looks for a producer task that never ran,
+    and the consumer (here the report) fails. So every loop whose outputs are collected must
+    iterate over ``plan``'s output, and ``plan`` must never return an empty list for arguments it
+    accepts: it is run here on every non-empty subset of MODES (and refuses the empty one)."""
+    spec, _ = load(name)
+    loop_names = {task_name for _, task_name, _ in loops(spec)}
+    fan_ins = []
+    for _, dag in dags(spec):
+        for consumer, task in dag["dag"]["tasks"].items():
+            assert "triggerPolicy" not in task or "condition" not in task["triggerPolicy"], consumer  # no dsl.If
+            for kind in ("artifacts", "parameters"):
+                for source in task.get("inputs", {}).get(kind, {}).values():
+                    ref = source.get("taskOutputArtifact") or source.get("taskOutputParameter") or {}
+                    if ref.get("producerTask") in loop_names:
+                        fan_ins.append((consumer, ref["producerTask"]))
+    assert fan_ins == [("report", "for-loop-1")]  # one loop, one fan-in
+    ((dag, _, loop),) = loops(spec)
+    items = loop["parameterIterator"]["items"]["inputParameter"]
+    source = loop["inputs"]["parameters"][items]["taskOutputParameter"]
+    assert source["producerTask"] == "plan"  # not a pipeline parameter a user could set to []
+    assert spec["components"]["comp-plan"]["executorLabel"] == "exec-plan"
+    assert "from jetlib.workflow import plan as expand" in str(spec["deploymentSpec"]["executors"]["exec-plan"])
+    for r in range(1, len(MODES) + 1):
+        for modes in itertools.combinations(MODES, r):
+            assert len(plan([0.1], [0], list(modes))) == len(modes)
+            assert len(plan([0.01, 0.1], [0, 1, 2], list(modes))) == 6 * len(modes)
+    for bad in ([], ["cls-bogus"]):
+        with pytest.raises(ConfigError):
+            plan([0.1], [0], bad)
+    with pytest.raises(ConfigError):
+        plan([], [0], ["cls-vgg"])
+    with pytest.raises(ConfigError):
+        plan([0.1], [], ["cls-vgg"])
+    # the plan runs before anything that costs: ingest waits for it
+    assert "plan" in spec["root"]["dag"]["tasks"]["ingest"]["dependentTasks"]
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_the_default_run_folder_is_the_runs_id(name):
+    """kubeflow/pipelines 2.17.0, backend/src/v2/driver/resolve.go, ``resolveInputParameter``: a constant
+    input equal to ``{{$.pipeline_job_uuid}}`` becomes ``opts.RunID`` (``{{workflow.uid}}``,
+    backend/src/v2/compiler/argocompiler/argo.go ``runID``), unique per run, while
+    ``{{$.pipeline_job_name}}`` becomes the display name (``opts.RunDisplayName``), which two
+    submissions share. The match is on the whole string, so the placeholder is the entire constant."""
+    spec, _ = load(name)
+    for step in ("run-folder", "plan"):
+        params = spec["root"]["dag"]["tasks"][step]["inputs"]["parameters"]
+        assert params["job_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+        assert params["run_name"] == {"componentInputParameter": "run_name"}
+    assert "{{$.pipeline_job_name}}" not in (ROOT / "pipelines" / name).read_text()
+    assert spec["root"]["inputDefinitions"]["parameters"]["run_name"]["defaultValue"] == ""
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_tasks_have_readable_display_names(name):
+    """kubeflow/pipelines 2.17.0, backend/src/v2/driver/container.go (``ecfg.DisplayName =
+    opts.Task.GetTaskInfo().GetName()``): an execution's name in the UI is the task's ``taskInfo.name``,
+    and frontend/src/lib/v2/CompareUtils.ts (``loadScalarExecutionArtifacts``) labels each compared
+    Metrics column ``<execution display name> > <artifact name>``; the artifact's own
+    ``display_name`` (set by evaluate, tests/test_components.py) tells the trainings apart."""
+    spec, _ = load(name)
+    shown = {t["taskInfo"]["name"] for _, dag in dags(spec) for t in dag["dag"]["tasks"].values()}
+    expected = set(NAMES.values()) - ({"pretraining GPUs"} if name == "jet_ssl_cpu.yaml" else set())
+    assert shown == expected
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_shm_is_bounded_and_the_loop_is_throttled(name):
+    """kubeflow/pipelines 2.17.0, backend/src/v2/compiler/argocompiler/dag.go: the loop's
+    ``iteratorPolicy.parallelismLimit`` becomes the Argo template's ``parallelism`` (no limit: every
+    iteration's pod at once); kfp-kubernetes' ``emptyDirMounts.sizeLimit`` bounds the memory-backed
+    ``/dev/shm``."""
+    spec, k8s = load(name)
+    gpu = name == "jet_ssl.yaml"
+    ((_, _, loop),) = loops(spec)
+    assert loop["iteratorPolicy"]["parallelismLimit"] == PARALLELISM[gpu]
+    for step in ("pretrain", "train"):
+        (mount,) = k8s[f"exec-{step}"]["emptyDirMounts"]
+        assert mount["medium"] == "Memory" and mount["sizeLimit"] == SHM[gpu][step]
+    if gpu:  # the pod that waits for a multi-node job holds no GPU: pretrain-gpus returns "0" for nodes > 1
+        pretrain = spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]
+        assert pretrain["pipelinechannel--pretrain-gpus-Output"]["taskOutputParameter"]["producerTask"] == \
+            "pretrain-gpus"
+        gpus_in = spec["root"]["dag"]["tasks"]["pretrain-gpus"]["inputs"]["parameters"]
+        assert gpus_in == {"nodes": {"componentInputParameter": "nodes"},
+                           "gpus_per_node": {"componentInputParameter": "gpus_per_node"}}
+
+
+# --- item 7: compile against the built image, pinned by content -------------------------------
+
+DIGEST_A, DIGEST_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def test_a_registry_digest_is_preferred_and_a_local_build_needs_pin_local():
+    """The cache key covers the image string: kubeflow/pipelines 2.17.0,
+    backend/src/v2/cacheutils/cache.go, ``GenerateCacheKey`` (``ContainerSpec{Image: image, ...}``,
+    the compiled ``opts.Container.Image``, backend/src/v2/driver/cache.go). A tag rebuilt with other
+    code keeps its string; a digest or a content tag does not."""
+    pushed = {"Id": DIGEST_B, "RepoDigests": ["other/jetlib@" + DIGEST_B, "reg.example:5000/jetlib@" + DIGEST_A]}
+    assert pinned_reference("reg.example:5000/jetlib:0.1.0", pushed) == "reg.example:5000/jetlib@" + DIGEST_A
+    built = {"Id": DIGEST_B, "RepoDigests": []}
+    with pytest.raises(PinError, match="no registry digest .* docker push it, or PIN_LOCAL=1"):
+        pinned_reference("jetlib:0.1.0", built)
+    assert pinned_reference("jetlib:0.1.0", built, local=True) == "jetlib:0.1.0-" + "b" * 12
+    rebuilt = {"Id": "sha256:" + "c" * 64, "RepoDigests": []}
+    assert pinned_reference("jetlib:0.1.0", rebuilt, local=True) != pinned_reference("jetlib:0.1.0", built, True)
+    tagged = []
+    refs = pin({"JETLIB_IMAGE": "jetlib:0.1.0"}, local=True, inspect=lambda image: built,
+               tag=lambda src, dst: tagged.append((src, dst)))
+    assert refs == {"JETLIB_IMAGE": "jetlib:0.1.0-" + "b" * 12} and tagged == [("jetlib:0.1.0", refs["JETLIB_IMAGE"])]
+
+
+def test_a_pinned_compile_puts_the_digest_in_every_executor(tmp_path):
+    from tests.test_pipeline import compile_into
+
+    cpu, cuda = "reg.example/jetlib@" + DIGEST_A, "reg.example/jetlib-cuda@" + DIGEST_B
+    text = compile_into(tmp_path, JETLIB_IMAGE=cpu, JETLIB_CUDA_IMAGE=cuda)
+    spec, _ = yaml.safe_load_all(text["jet_ssl.yaml"])
+    images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+    assert {images["exec-pretrain"], images["exec-train"]} == {cuda}
+    assert {i for n, i in images.items() if n not in ("exec-pretrain", "exec-train")} == {cpu}
+    # the committed YAML stays the release's
+    assert "@sha256:" not in (ROOT / "pipelines" / "jet_ssl.yaml").read_text()
