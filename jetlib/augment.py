@@ -89,8 +89,11 @@ def symmetric_rotate_shift(x: torch.Tensor, max_deg: float, max_shift_px: float)
     b, h = x.shape[0], x.shape[-1]
     dev = x.device
     k = torch.randint(0, 4, (b,), device=dev)
-    cq = torch.tensor([1.0, 0.0, -1.0, 0.0], device=dev)[k]  # quarter turns from a table: exactly 0 and +-1
-    sq = torch.tensor([0.0, 1.0, 0.0, -1.0], device=dev)[k]
+    # cos and sin of k quarter turns, exactly 0 and +-1, computed on the device: a table built with
+    # torch.tensor([...], device=dev) would be a host-to-device copy (and a stall) per view (issue 16)
+    even = k % 2 == 0
+    cq = torch.where(even, 1 - k, 0).float()  # k = 0, 1, 2, 3 -> 1, 0, -1, 0
+    sq = torch.where(even, 0, 2 - k).float()  # k = 0, 1, 2, 3 -> 0, 1, 0, -1
     quarter = torch.stack([torch.stack([cq, -sq], -1), torch.stack([sq, cq], -1)], -2)  # (B, 2, 2)
     angle = _uniform(b, -max_deg, max_deg, dev) * (math.pi / 180)
     small = torch.stack([torch.stack([angle.cos(), -angle.sin()], -1),

@@ -32,7 +32,7 @@ from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed
 from jetlib.data.loader import Batch, JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import Store, open_store
-from jetlib.device import resolve_device
+from jetlib.device import channels_last_for, setup_device
 from jetlib.errors import ConfigError
 from jetlib.metrics import roc_auc
 from jetlib.progress import progress
@@ -79,7 +79,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def prepare(data, out: str, device: str, seed: int, step: str):
     """(device, labelled dataset, writable output store) for a supervised step, with every seed set."""
-    dev = resolve_device(device)
+    dev = setup_device(device)
     ds = data if isinstance(data, Dataset) else open_dataset(data)
     if not ds.labelled:
         raise ConfigError(f"{ds.uri} has no labels: {step} needs a labelled dataset")
@@ -90,8 +90,9 @@ def prepare(data, out: str, device: str, seed: int, step: str):
 
 
 def place(model: nn.Module, dev: torch.device, channels_last: str) -> tuple[nn.Module, bool]:
-    """Move ``model`` to ``dev`` (channels_last when asked, or auto on CUDA); resets the peak-memory gauge."""
-    on = channels_last == "on" or (channels_last == "auto" and dev.type == "cuda")
+    """Move ``model`` to ``dev`` (channels_last when asked: see :mod:`jetlib.device`); resets the peak-memory
+    gauge. Returns (model, whether inputs go channels_last: :func:`jetlib.device.as_input`)."""
+    on = channels_last_for(channels_last)
     model = model.to(dev)
     if on:
         model = model.to(memory_format=torch.channels_last)
@@ -121,19 +122,23 @@ def resources(model: nn.Module, dev: torch.device, train_jets: int) -> dict:
             "peak_memory_mb": peak_memory_mb(dev), "device": str(dev), "train_jets": train_jets}
 
 
-def train_epoch(model: nn.Module, loader: JetLoader, epoch: int, channels_last: bool,
-                step: Callable[[Batch, torch.Tensor], torch.Tensor]) -> dict:
-    """One training epoch with a progress bar; ``step(batch, x)`` computes, back-propagates and applies
-    one batch's loss and returns it. Returns the jet-weighted mean loss and the jets seen."""
+def train_epoch(model: nn.Module, loader: JetLoader, epoch: int,
+                step: Callable[[Batch], torch.Tensor]) -> dict:
+    """One training epoch with a progress bar; ``step(batch)`` computes, back-propagates and applies
+    one batch's loss and returns it (the step puts its input in the model's layout with
+    :func:`jetlib.device.as_input`, after any augmentation). Returns the jet-weighted mean loss
+    and the jets seen.
+
+    The loss is summed on the device and read back once, at the end of the epoch: an
+    ``.item()`` per step would make the host wait for the GPU every step (issue 16, item 1)."""
     model.train()
     loader.set_epoch(epoch)
-    total, n = 0.0, 0
+    total, n = torch.zeros((), dtype=torch.float64, device=loader.device), 0
     for batch in progress(loader, total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False):
-        x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
-        loss = step(batch, x)
-        total += loss.item() * len(batch)
+        loss = step(batch)
+        total += loss.detach().double() * len(batch)
         n += len(batch)
-    return {"train_loss": total / max(n, 1), "jets": n}
+    return {"train_loss": float(total) / max(n, 1), "jets": n}  # the epoch's one read-back
 
 
 def predict(model: nn.Module, loader: JetLoader, autocast,
@@ -142,22 +147,26 @@ def predict(model: nn.Module, loader: JetLoader, autocast,
 
     ``score(out, batch)`` turns the network's raw output on one batch into (mean loss, per-jet
     values, shape (B,)): quark probabilities, or masses in GeV. Returns ``{"out", "y", "m0",
-    "jet"}`` as (N,) NumPy arrays and ``"loss"``, the jet-weighted mean loss."""
+    "jet"}`` as (N,) NumPy arrays and ``"loss"``, the jet-weighted mean loss.
+
+    Everything stays on the device until the split is done, then comes back in one copy per
+    array: a per-batch ``.item()`` or ``.cpu()`` is a device sync (issue 16, item 1)."""
     model.eval()
-    outs, ys, ms, jets, total, n = [], [], [], [], 0.0, 0
+    outs, ys, ms, jets, n = [], [], [], [], 0
+    total = torch.zeros((), dtype=torch.float64, device=loader.device)
     with torch.no_grad():
         for batch in loader:
             with autocast():
                 out = model(batch.x)
             loss, values = score(out, batch)
-            total += loss.item() * len(batch)
+            total += loss.detach().double() * len(batch)
             n += len(batch)
-            outs.append(values.float().cpu())
-            ys.append(batch.y.cpu())
-            ms.append(batch.m0.cpu())
-            jets.append(batch.jet.cpu())
-    return {"out": torch.cat(outs).numpy(), "y": torch.cat(ys).numpy(), "m0": torch.cat(ms).numpy(),
-            "jet": torch.cat(jets).numpy(), "loss": total / max(n, 1)}
+            outs.append(values.float())
+            ys.append(batch.y)
+            ms.append(batch.m0)
+            jets.append(batch.jet)
+    host = lambda parts: torch.cat(parts).cpu().numpy()  # noqa: E731 - one copy per array
+    return {"out": host(outs), "y": host(ys), "m0": host(ms), "jet": host(jets), "loss": float(total) / max(n, 1)}
 
 
 def classification_scores(pred: dict) -> dict:
