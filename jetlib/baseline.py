@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.manifest import VALIDATION, Dataset
-from jetlib.device import autocast_for
+from jetlib.device import as_input, autocast_for
 from jetlib.errors import ConfigError
 from jetlib.models.vgg import VGG, VGGConfig
 from jetlib.trainer import (
@@ -116,16 +116,20 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr,
                                                     total_steps=max(1, cfg.epochs * len(train)))
-    mix = torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha) if cfg.mixup_alpha > 0 else None
+    # concentrations on the device, so that each step's mixing weight is drawn there (no host copy per step)
+    alpha = torch.tensor(cfg.mixup_alpha, device=dev)
+    mix = torch.distributions.Beta(alpha, alpha) if cfg.mixup_alpha > 0 else None
     log.info("VGG baseline on %d labelled jets (fraction %g), seed %d, %d parameters", train.rows,
              cfg.label_fraction, cfg.seed, trainable_parameters(model))
 
-    def step(batch, x):
+    def step(batch):
+        x = batch.x
         y = batch.y.float()
         if mix is not None and len(batch) > 1:
-            lam = mix.sample().to(dev)
+            lam = mix.sample()  # a 0-d tensor on the device
             perm = torch.randperm(len(batch), device=dev)
             x, y = lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+        x = as_input(x, channels_last)
         with autocast():
             logits = model.forward_heads(model.forward_features(x)).float()  # (K, B)
         loss = sum(F.binary_cross_entropy_with_logits(lg, y, pos_weight=pos_weight) for lg in logits)
@@ -137,7 +141,7 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
         return loss
 
     def one_epoch(epoch: int) -> dict:
-        return train_epoch(model, train, epoch, channels_last, step)
+        return train_epoch(model, train, epoch, step)
 
     def validate() -> dict:
         return classification_scores(predict(model, val, autocast, score))

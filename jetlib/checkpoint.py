@@ -140,7 +140,9 @@ def rng_state() -> dict:
         "numpy": {"kind": kind, "keys": torch.from_numpy(mt.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # this rank's own GPU only (issue 16, item 4): every visible GPU's state made a resume with fewer
+        # GPUs visible per process raise, and no other device's generator is this rank's to restore
+        "cuda": [torch.cuda.get_rng_state(torch.cuda.current_device())] if torch.cuda.is_available() else [],
     }
 
 
@@ -153,7 +155,14 @@ def set_rng_state(state: dict) -> None:
                          n["cached_gaussian"]))
     torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU byte tensors, whatever the device
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        # one entry: this rank's GPU. Older checkpoints hold one per visible GPU, in device order: the
+        # entry of the GPU this process uses now is the one it advanced
+        saved, here = state["cuda"], torch.cuda.current_device()
+        own = saved[0] if len(saved) == 1 else saved[here] if here < len(saved) else None
+        if own is None:
+            log.warning("the checkpoint holds no RNG state for cuda:%d; its generator starts afresh", here)
+        else:
+            torch.cuda.set_rng_state(own.cpu(), here)
 
 
 def rng_states() -> list[dict]:

@@ -43,7 +43,7 @@ from jetlib.checkpoint import read_run
 from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.manifest import VALIDATION, Dataset
-from jetlib.device import autocast_for
+from jetlib.device import as_input, autocast_for
 from jetlib.errors import ConfigError
 from jetlib.models.heads import ClassifierHead, RegressionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
@@ -243,9 +243,9 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
              trainable_parameters(model))
     score = scorer(cfg.task, target)
 
-    def step(batch, x):
-        if cfg.augment != "none":
-            x = augment(x, aug)
+    def step(batch):
+        x = augment(batch.x, aug) if cfg.augment != "none" else batch.x
+        x = as_input(x, channels_last)  # after the augmentation: grid_sample returns NCHW
         target_ = batch.y if cfg.task == "cls" else (batch.m0 - target[0]) / target[1]
         with autocast():
             loss = _loss(cfg.task, model(x), target_)
@@ -257,7 +257,7 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
         return loss
 
     def one_epoch(epoch: int) -> dict:
-        stats = train_epoch(model, train, epoch, channels_last, step)
+        stats = train_epoch(model, train, epoch, step)
         if cfg.task == "reg":
             scheduler.step()
         return stats

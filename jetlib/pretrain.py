@@ -36,10 +36,11 @@ from jetlib.augment import AugmentConfig, two_views
 from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
 from jetlib.claim import claim
 from jetlib.config import resolve
+from jetlib.data.loader import MODES as LOADER_MODES
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
-from jetlib.device import autocast_for, resolve_device
+from jetlib.device import as_input, autocast_for, channels_last_for, prepare_compile, setup_device
 from jetlib.errors import ConfigError, TrainingError
 from jetlib.losses import InfoNCELoss
 from jetlib.models.heads import ProjectionHead
@@ -72,10 +73,11 @@ class PretrainConfig:
     monitor_val: int = 1000  # k-NN monitor: validation jets scored
     knn_k: int = 20
     amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | off
-    channels_last: str = "auto"  # auto (on CUDA only) | on | off
+    channels_last: str = "auto"  # auto (= off until measured: see jetlib.device) | on | off
     compile: bool = False  # torch.compile the model
     keep_every: int = 0  # also keep every Nth epoch's checkpoint (0: only the newest)
     log_interval: int = 10  # read the loss back (a device sync) and record it every N steps
+    loader: str = "auto"  # auto | resident | stream: see jetlib.data.loader (the batches are the same)
 
     def __post_init__(self):
         if self.augment not in AUGMENT_PRESETS:
@@ -92,6 +94,8 @@ class PretrainConfig:
                               f"{self.weight_decay}")
         if self.amp not in ("auto", "bf16", "off") or self.channels_last not in ("auto", "on", "off"):
             raise ConfigError("amp must be auto|bf16|off and channels_last auto|on|off")
+        if self.loader not in LOADER_MODES:
+            raise ConfigError(f"loader must be one of {', '.join(LOADER_MODES)}, got {self.loader!r}")
 
 
 TINY_MODEL = ResNetConfig(stem_width=4, widths=(4, 4, 8, 8, 8, 8, 16), groups=2, dropout=0.1)
@@ -165,8 +169,8 @@ def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: Pretrai
         lr = lr_at(step, total_steps, warmup_steps, cfg.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
-        v1, v2 = two_views(x, aug)  # (B, C, H, W) each, fp32
+        v1, v2 = two_views(batch.x, aug)  # (B, C, H, W) each, fp32, NCHW (grid_sample's output)
+        v1, v2 = as_input(v1, channels_last), as_input(v2, channels_last)  # the layout change after it, once
         with autocast():
             loss = model(v1, v2)
         optimizer.zero_grad(set_to_none=True)
@@ -197,7 +201,9 @@ def _unwrap(model: nn.Module) -> SimCLR:
 
 def pretrain(data: str | Dataset, out: str, cfg: PretrainConfig, device: str = "auto") -> dict:
     """Run (or resume) pretraining; returns the final epoch's metrics."""
-    dev = dist.setup(resolve_device(device))
+    dev = setup_device(device, distributed=True)
+    if cfg.compile:  # before anything is written: caches in a writable folder, or one line on what is missing
+        prepare_compile(dev)
     try:
         return _pretrain(data, out, cfg, dev)
     finally:
@@ -217,15 +223,15 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = SimCLR(ResNet(model_cfg), cfg.proj_hidden, cfg.proj_dim, cfg.temperature).to(device)
-    # Not on CPU by default: oneDNN's AVX2 1x1 weight-gradient kernel (the stride-2 shortcuts) can spin
-    # forever in channels_last with torch 2.14.1 (seen with the tiny preset).
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    # Off unless asked for: GroupNorm on CUDA returns NCHW (see jetlib.device), and on CPU oneDNN's AVX2 1x1
+    # weight-gradient kernel (the stride-2 shortcuts) can spin forever in channels_last with torch 2.14.1.
+    channels_last = channels_last_for(cfg.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # fused: one kernel for the whole update on CUDA (nanoGPT); the CPU path stays the reference
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=device.type == "cuda")
     loader = JetLoader(ds, "train", batch_size=cfg.batch_size // world, device=device, seed=cfg.seed,
-                       normalize=cfg.normalize)
+                       normalize=cfg.normalize, mode=cfg.loader)
     steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
     if steps == 0:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the train split ({loader.rows} jets)")
@@ -253,10 +259,11 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
     autocast = autocast_for(device, cfg.amp)
     monitor = ds.labelled and cfg.monitor_bank > 0
     if monitor and dist.is_main():
+        # streamed: they read only the first monitor_bank / monitor_val jets, not a second resident copy
         bank = JetLoader(ds, "train", batch_size=256, device=device, shuffle=False, normalize=cfg.normalize,
-                         rank=0, world_size=1)
+                         rank=0, world_size=1, mode="stream")
         val = JetLoader(ds, "val", batch_size=256, device=device, shuffle=False, normalize=cfg.normalize,
-                        rank=0, world_size=1)
+                        rank=0, world_size=1, mode="stream")
 
     for epoch in range(start, cfg.epochs):
         loader.set_epoch(epoch)
