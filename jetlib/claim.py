@@ -90,14 +90,16 @@ def _difference(held, mine: dict) -> str:
     """What differs between the claim's identity and this run's: ``different settings lr, seed``."""
     if not isinstance(held, dict):
         return "different settings"
+
+    def same(a, b) -> bool:  # compared as stored: JSON, keys sorted (tuples came back as lists)
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
     theirs, ours = held.get("config"), mine.get("config") or {}
     if isinstance(theirs, dict):
-        # compared as JSON, the form the claim was stored in (tuples came back as lists)
-        diff = [k for k in ours if json.dumps(theirs.get(k), default=str) != json.dumps(ours[k], default=str)]
+        diff = [k for k in ours if not same(theirs.get(k), ours[k])]
         if diff:
             return "different settings " + _printable(", ".join(diff))
-    others = [k for k in mine if k != "config" and json.dumps(held.get(k), default=str) != json.dumps(mine[k],
-                                                                                                      default=str)]
+    others = [k for k in mine if k != "config" and not same(held.get(k), mine[k])]
     return "a different " + _printable(" and ".join(others)) if others else "different settings"
 
 

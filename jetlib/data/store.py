@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -50,6 +51,8 @@ from urllib.parse import urlsplit
 
 from jetlib.data.keys import key_problem
 from jetlib.errors import ConfigError, DataError, StoreError
+
+log = logging.getLogger(__name__)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -194,7 +197,7 @@ class LocalStore(Store):
         return sha256_file(path) if path.is_file() else None
 
     def list(self, prefix=""):
-        base = self._path(prefix.strip("/"))
+        base = self._path(prefix.rstrip("/"))
         if base.is_file():  # a key is its own one-element listing, as on S3
             return [] if base.name.startswith(".") else [base.relative_to(self.root).as_posix()]
         if not base.is_dir():
@@ -203,7 +206,7 @@ class LocalStore(Store):
         return sorted(k for k in keys if not _hidden(k))
 
     def delete_prefix(self, prefix=""):
-        target = self._path(prefix.strip("/"))
+        target = self._path(prefix.rstrip("/"))
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
@@ -462,7 +465,7 @@ class S3Store(Store):
     def list(self, prefix=""):
         from minio.error import S3Error
 
-        base = self._name(prefix.strip("/"))
+        base = self._name(prefix.rstrip("/"))
         strip = len(self.prefix) + 1 if self.prefix else 0
 
         def listing():
@@ -477,7 +480,13 @@ class S3Store(Store):
         # ``base/`` (a folder), never a sibling such as ``base-old`` (issue 11: "a/b" must not list "a/bc").
         names = self._call(self.key_uri(prefix), listing)
         inside = [n for n in names if not base or n == base or n.startswith(f"{base}/")]
-        return sorted(k for k in (n[strip:] for n in inside) if not _hidden(k))
+        keys = [k for k in (n[strip:] for n in inside) if not _hidden(k)]
+        # S3 keys are strings, not paths: another client can write "a/../b", which no call here may use
+        unsafe = [k for k in keys if key_problem(k)]
+        if unsafe:
+            log.warning("%s: ignoring %d object(s) whose names are not safe keys, e.g. %r", self.key_uri(prefix),
+                        len(unsafe), unsafe[0][:80])
+        return sorted(k for k in keys if not key_problem(k))
 
     def delete_prefix(self, prefix=""):
         from minio.deleteobjects import DeleteObject

@@ -1,0 +1,201 @@
+"""The store under a hostile writer and a stalled endpoint: keys stay inside their prefix, claims are exclusive,
+every call is bounded.
+
+Real behaviour relied on, read at the pinned versions:
+
+* minio 7.2.20 ``minio/helpers.py`` ``check_object_name``: a ``.`` or ``..`` segment raises ``ValueError``
+  on the first call; jetlib refuses such a URI when the store is opened, and maps any client ``ValueError``
+  to one line.
+* minio 7.2.20 ``minio/helpers.py`` ``normalize_headers``: ``put_object`` turns an ``If-None-Match`` header into
+  ``x-amz-meta-if-none-match`` user metadata, so the conditional PUT goes through ``presigned_put_object``.
+* moto 5.2.5 ``moto/s3/responses.py`` ``S3Response.put_object``: ``If-None-Match: *`` on an existing key raises
+  ``PreconditionFailed`` (412); MinIO RELEASE.2025-10-15T17-29-55Z ``cmd/object-handlers.go``
+  ``PutObjectHandler`` -> ``checkPreconditionsPUT`` (``cmd/object-handlers-common.go``, ``isETagEqual`` treats
+  ``*`` as any ETag) does the same under the object's namespace lock (``cmd/erasure-object.go`` ``putObject``);
+  AWS S3 documents the same 412 for conditional writes. So the test against moto holds against both.
+* urllib3 2.8.0 ``Timeout(connect=, read=)``: ``read`` bounds each wait for the server's bytes, so a server that
+  accepts and never answers fails an attempt after the read timeout.
+"""
+
+import socket
+import threading
+
+import pytest
+
+from jetlib.claim import CLAIM, claim
+from jetlib.data.store import LocalStore, S3Store, open_store
+from jetlib.errors import ConfigError, DataError, StoreError
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def any_store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    return open_store(request.getfixturevalue("s3_env"))
+
+
+@pytest.mark.parametrize("key,problem", [
+    ("/etc/passwd", "is absolute"), ("../other/x.bin", "climbs out with '..'"), ("a/../../x", "climbs out"),
+    ("a/./b", "'.' segment"), ("a//b", "empty"), ("a\x00b", "control character"), ("a\\..\\b", "backslash"),
+])
+def test_keys_that_leave_their_prefix_are_refused_on_both_stores(any_store, key, problem):
+    any_store.put_bytes("inside.bin", b"x")
+    for call in (lambda: any_store.get_bytes(key), lambda: any_store.put_bytes(key, b"y"),
+                 lambda: any_store.delete_prefix(key), lambda: any_store.exists(key),
+                 lambda: any_store.stored_sha256(key), lambda: any_store.put_new(key, b"y")):
+        with pytest.raises(DataError, match=problem):
+            call()
+    assert any_store.list() == ["inside.bin"]
+
+
+def test_a_symlink_inside_a_local_store_cannot_lead_outside(tmp_path):
+    outside = tmp_path / "victim"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("ok.bin", b"1")
+    (tmp_path / "store" / "link").symlink_to(outside)
+    with pytest.raises(DataError, match="leads outside the store"):
+        store.get_bytes("link/keep.txt")
+    with pytest.raises(DataError, match="leads outside the store"):
+        store.delete_prefix("link")
+    assert (outside / "keep.txt").read_text() == "precious"
+
+
+def test_s3_uris_with_dot_segments_are_one_line():
+    for uri in ("s3://bucket/a/../b", "s3://bucket/./x", "s3://bucket/runs/.."):
+        with pytest.raises(ConfigError, match=r"a '\.' or '\.\.' segment in an s3:// URI is not allowed"):
+            S3Store(uri)
+
+
+@pytest.mark.s3
+def test_listing_skips_objects_whose_names_are_not_safe_keys(s3_env):
+    """Another S3 client can create ``run/../x`` literally; no jetlib call may use such a name."""
+    store = open_store(s3_env)
+    store.put_bytes("good.bin", b"1")
+    import io
+    import os
+    from urllib.parse import urlsplit
+
+    from minio import Minio  # written around jetlib, as another client of the bucket would
+
+    ep = urlsplit(os.environ["JETLIB_S3_ENDPOINT"])
+    raw = Minio(ep.netloc, os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
+                secure=ep.scheme == "https")
+    raw.put_object(store.bucket, f"{store.prefix}/a//b.bin", io.BytesIO(b"2"), 1)
+    assert store.list() == ["good.bin"]
+
+
+def test_put_new_creates_once(any_store):
+    assert any_store.put_new("c/.claim", b"first") is True
+    assert any_store.put_new("c/.claim", b"second") is False
+    assert any_store.get_bytes("c/.claim") == b"first"
+
+
+def test_put_new_has_one_winner_in_a_race(any_store):
+    wins = []
+    barrier = threading.Barrier(4)
+
+    def race(i):
+        barrier.wait()
+        if any_store.put_new("raced", f"{i}".encode()):
+            wins.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and any_store.get_bytes("raced") == str(wins[0]).encode()
+
+
+def test_a_claim_admits_its_own_run_and_refuses_another(any_store):
+    run = {"config": {"seed": 0, "lr": 0.1, "widths": (4, 8)}, "dataset": "abc123abc123"}
+    digest = claim(any_store, "pretrain", run, "seed 0")
+    assert claim(any_store, "pretrain", {**run, "config": {**run["config"], "widths": [4, 8]}}) == digest  # resume
+    other = {**run, "config": {**run["config"], "seed": 1}}
+    with pytest.raises(ConfigError) as e:
+        claim(any_store, "pretrain", other, "seed 1")
+    line = str(e.value)
+    assert "holds a pretrain run (seed 0) with different settings seed" in line and "\n" not in line
+    assert CLAIM in line and any_store.list() == []  # hidden: listings and the report never see the claim
+    with pytest.raises(ConfigError, match="with a different dataset"):
+        claim(any_store, "pretrain", {**run, "dataset": "def456def456"})
+
+
+def test_a_hostile_claim_cannot_break_the_line(any_store):
+    import json
+
+    any_store.put_new(CLAIM, json.dumps({"format": "jetlib.claim/1", "run": "x", "step": "pre\ntrain",
+                                          "host": "h\x1b[31m", "identity": {"config": {"a\nb": 1}}}).encode())
+    with pytest.raises(ConfigError) as e:
+        claim(any_store, "pretrain", {"config": {"a\nb": 2}})
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+
+
+class _Silent:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (a stalled endpoint)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted, self.held = 0, []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.held.append(conn)  # kept open, never read from or written to
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+@pytest.fixture
+def silent(monkeypatch):
+    server = _Silent()
+    monkeypatch.setenv("JETLIB_S3_ENDPOINT", f"http://127.0.0.1:{server.port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "KEYTHATMUSTNOTLEAK")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SECRETTHATMUSTNOTLEAK")
+    monkeypatch.setenv("JETLIB_S3_CONNECT_TIMEOUT", "0.5")
+    monkeypatch.setenv("JETLIB_S3_READ_TIMEOUT", "0.2")
+    yield server
+    server.close()
+
+
+def test_a_stalled_endpoint_fails_each_attempt_and_names_itself(silent, monkeypatch):
+    monkeypatch.setenv("JETLIB_S3_RETRIES", "3")
+    with pytest.raises(StoreError) as e:
+        S3Store("s3://bucket/run").exists("manifest.json")
+    line = str(e.value)
+    assert f"cannot reach object store http://127.0.0.1:{silent.port}" in line
+    assert "no answer within 0.2 s (read timeout)" in line and "after 3 attempts" in line
+    assert silent.accepted == 3  # one connection per attempt: each one timed out, none hung
+    assert "KEYTHATMUSTNOTLEAK" not in line and "SECRETTHATMUSTNOTLEAK" not in line
+
+
+def test_the_deadline_stops_retrying(silent, monkeypatch):
+    """100 attempts allowed, but no attempt starts after JETLIB_S3_DEADLINE (the backoff alone passes it)."""
+    monkeypatch.setenv("JETLIB_S3_RETRIES", "100")
+    monkeypatch.setenv("JETLIB_S3_DEADLINE", "1")
+    with pytest.raises(StoreError, match=r"after [1-4] attempts"):
+        S3Store("s3://bucket/run").get_bytes("manifest.json")
+    assert 1 <= silent.accepted <= 4
+
+
+@pytest.mark.parametrize("name,value", [("JETLIB_S3_READ_TIMEOUT", "abc"), ("JETLIB_S3_RETRIES", "0"),
+                                        ("JETLIB_S3_DEADLINE", "-5"), ("JETLIB_S3_CONNECT_TIMEOUT", "inf")])
+def test_bad_limits_are_one_line(silent, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name} must be a positive"):
+        S3Store("s3://bucket/run").exists("k")
+    assert silent.accepted == 0
