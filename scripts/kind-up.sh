@@ -1,28 +1,56 @@
 #!/usr/bin/env bash
-# make kind-up: a kind cluster with KFP 2.17.0 standalone, Kubeflow Trainer v2.3.0, jetlib's MinIO
-# and RBAC, and the jetlib CPU image loaded (tag = package version, never latest, so pods use it
-# with imagePullPolicy IfNotPresent). Idempotent: re-running skips what exists.
-# Needs: docker, kind, kubectl; the image built first (make images FLAVORS=cpu).
+# make kind-up: a kind cluster with KFP 2.17.0 standalone (its SeaweedFS is the one S3 store),
+# Kubeflow Trainer v2.3.0, jetlib's TrainingRuntime, credentials and RBAC, and the jetlib CPU image
+# loaded into the worker nodes (tag = package version, never latest; pods use IfNotPresent).
+# Idempotent: re-running skips what exists. Needs docker, kind (KIND_VERSION, default v0.29.0),
+# kubectl, and the image built first (make images FLAVORS=cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cluster=${KIND_CLUSTER:-jetlib}
+kind_version=${KIND_VERSION:-v0.29.0}
 version=$(sed -nE 's/^__version__ = "([^"]+)"/\1/p' jetlib/__init__.py)
 image=${JETLIB_IMAGE:-jetlib:$version}
 for tool in docker kind kubectl; do
   command -v "$tool" >/dev/null || { echo "kind-up: $tool is not installed" >&2; exit 2; }
 done
+# The node image digest in manifests/kind/cluster.yaml is the one this kind release was built with.
+have=$(kind version | awk '{print $2}')
+[[ $have == "$kind_version" ]] || { echo "kind-up: kind $kind_version expected, found $have (KIND_VERSION=...)" >&2; exit 2; }
 docker image inspect "$image" >/dev/null 2>&1 || { echo "kind-up: image $image not built (make images FLAVORS=cpu)" >&2; exit 2; }
 
-kind get clusters 2>/dev/null | grep -qx "$cluster" \
-  || kind create cluster --name "$cluster" --config manifests/kind/cluster.yaml --wait 180s
+# Cluster creation fails now and then on shared CI runners (kubelet start timeouts): retry from
+# scratch, as KFP's own CI does (kubeflow/pipelines .github/actions/create-cluster).
+if ! kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+  for attempt in 1 2 3; do
+    kind create cluster --name "$cluster" --config manifests/kind/cluster.yaml --wait 180s && break
+    kind delete cluster --name "$cluster" >/dev/null 2>&1 || true
+    [[ $attempt == 3 ]] && { echo "kind-up: cluster creation failed 3 times" >&2; exit 1; }
+    echo "kind-up: cluster creation failed (attempt $attempt), retrying" >&2; sleep 10
+  done
+fi
 k=(kubectl --context "kind-$cluster")
 
-echo "== Kubeflow Pipelines 2.17.0 (standalone)"
+echo "== store credentials: one random key pair for KFP's SeaweedFS and the jetlib-s3 Secret"
+if [[ ! -f manifests/kind/s3.env || ! -f manifests/platform/kfp/kfp-s3.env ]]; then
+  # written by Python so the password never appears on a command line or in the log
+  python3 - <<'PY'
+import pathlib, secrets
+key = secrets.token_urlsafe(24)
+src = pathlib.Path("manifests/kind/s3.env.example").read_text()
+user = next(l.split("=", 1)[1] for l in src.splitlines() if l.startswith("AWS_ACCESS_KEY_ID="))
+for path, text in ((pathlib.Path("manifests/kind/s3.env"), src.replace("=replace-me", "=" + key)),
+                   (pathlib.Path("manifests/platform/kfp/kfp-s3.env"), f"accesskey={user}\nsecretkey={key}\n")):
+    path.write_text(text)
+    path.chmod(0o600)
+PY
+fi
+
+echo "== Kubeflow Pipelines 2.17.0 (standalone, SeaweedFS)"
 "${k[@]}" apply -k manifests/platform/kfp-cluster-scoped
 "${k[@]}" wait --for condition=established --timeout=120s crd/applications.app.k8s.io
 "${k[@]}" apply -k manifests/platform/kfp
 
-echo "== Kubeflow Trainer v2.3.0"
+echo "== Kubeflow Trainer v2.3.0 and JobSet"
 "${k[@]}" apply --server-side -k manifests/platform/trainer
 "${k[@]}" -n kubeflow-system wait --for=condition=available --timeout=600s deployment --all
 # the runtimes' admission webhook needs the controller up; retry while it starts serving
@@ -31,21 +59,24 @@ for i in 1 2 3 4 5 6; do
   [[ $i == 6 ]] && exit 1; sleep 10
 done
 
-echo "== jetlib: MinIO, credentials Secret, launcher RBAC"
-if [[ ! -f manifests/kind/s3.env ]]; then
-  # a fresh random password, written by Python so it never appears on a command line
-  python3 - <<'PY'
-import pathlib, secrets
-src = pathlib.Path("manifests/kind/s3.env.example").read_text()
-dst = pathlib.Path("manifests/kind/s3.env")
-dst.write_text(src.replace("AWS_SECRET_ACCESS_KEY=replace-me", "AWS_SECRET_ACCESS_KEY=" + secrets.token_urlsafe(24)))
-dst.chmod(0o600)
-PY
-fi
-"${k[@]}" apply -k manifests/kind
+echo "== jetlib: TrainingRuntime, credentials Secret, launcher RBAC"
+# jetlib's TrainingRuntime goes through the Trainer's validating webhook: retry while it starts
+for i in 1 2 3 4 5 6; do
+  "${k[@]}" apply -k manifests/kind && break
+  [[ $i == 6 ]] && exit 1; sleep 10
+done
 
-echo "== loading $image into the cluster's nodes"
-kind load docker-image "$image" --name "$cluster"
+echo "== loading $image into the worker nodes"
+# A single-platform archive, not `kind load docker-image`: that one fails with "content digest ...
+# not found" under Docker's containerd image store (kubernetes-sigs/kind#3795; the workaround kind
+# documents in #4247). Only the workers run jetlib pods, so the control plane gets no copy.
+workers=$(kind get nodes --name "$cluster" | grep -v control-plane | sort | paste -sd, -)
+archive=$(mktemp /tmp/jetlib-image.XXXXXX.tar)
+trap 'rm -f "$archive"' EXIT
+platform=()
+docker save --help 2>/dev/null | grep -q -- --platform && platform=(--platform "linux/$(docker info -f '{{.Architecture}}' | sed 's/x86_64/amd64/;s/aarch64/arm64/')")
+docker save "${platform[@]}" -o "$archive" "$image"
+kind load image-archive "$archive" --name "$cluster" --nodes "$workers"
 
 "${k[@]}" -n kubeflow wait --for=condition=available --timeout=900s deployment --all
 echo "kind cluster $cluster is ready: KFP UI via kubectl --context kind-$cluster -n kubeflow port-forward svc/ml-pipeline-ui 8080:80"

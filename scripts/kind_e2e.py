@@ -1,7 +1,7 @@
 """make kind-e2e: run the CPU-compiled pipeline with the tiny preset on the kind cluster and check it.
 
-Port-forwards the KFP API and jetlib's MinIO, submits ``pipelines/jet_ssl_cpu.yaml`` (compiled with
-``JETLIB_IMAGE`` = the image loaded by ``make kind-up``), waits at most ``E2E_TIMEOUT_S`` seconds,
+Port-forwards the KFP API and the S3 store (KFP's SeaweedFS), submits ``pipelines/jet_ssl_cpu.yaml``
+(compiled with ``JETLIB_IMAGE`` = the image loaded by ``make kind-up``), waits at most ``E2E_TIMEOUT_S`` seconds,
 fails unless the run SUCCEEDED, then reads the report's ``summary.json`` back from the store and
 prints it as one JSON line. Credentials come from ``manifests/kind/s3.env`` (never printed).
 """
@@ -64,7 +64,7 @@ def main() -> int:
     run_name = f"kind-e2e-{int(time.time())}"
     arguments = {"store": STORE, "n_jets": 400, "preset": "tiny", "seeds": [0], "label_fractions": [0.5],
                  "modes": ["cls-finetune", "cls-scratch"], "run_name": run_name, "nodes": NODES, "gpus_per_node": 0}
-    with port_forward("svc/ml-pipeline", 8888) as kfp_url, port_forward("svc/jetlib-minio", 9000) as s3_url:
+    with port_forward("svc/ml-pipeline", 8888) as kfp_url, port_forward("svc/seaweedfs", 8333) as s3_url:
         client = kfp.Client(host=kfp_url)
         run = client.create_run_from_pipeline_package(str(package), arguments=arguments, run_name=run_name,
                                                       experiment_name="jetlib-e2e")

