@@ -126,3 +126,33 @@ def test_resume_restores_model_optimizer_scheduler_and_rng(tmp_path):
         ck.resume(ckpts, config={"lr": 0.1, "widths": (4, 8)}, dataset_id="d2", model=fresh, optimizer=fresh_opt)
     assert ck.resume(ck.Checkpoints(store.child("none")), config={}, dataset_id="d1", model=fresh,
                      optimizer=fresh_opt) is None
+
+
+@pytest.mark.parametrize("store_kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.mark.parametrize("key,problem", [
+    ("../../victim/checkpoints/epoch-0000.pt", "climbs out with '..'"),
+    ("/victim/checkpoints/epoch-0000.pt", "is absolute"),
+    ("metrics.json", "is not a name jetlib writes there"),
+])
+def test_a_crafted_pointer_is_refused_before_anything_is_read_or_deleted(store_kind, key, problem, tmp_path,
+                                                                         request):
+    """A pointer once made a resume load, and the next save delete, another run's checkpoint (issue 19, item 2)."""
+    root = open_store(str(tmp_path / "root") if store_kind == "local" else request.getfixturevalue("s3_env"))
+    victim = root.child("victim/checkpoints")
+    ck.Checkpoints(victim).save({"epoch": 0}, 0)
+    data = victim.get_bytes("epoch-0000.pt")
+    run = root.child("run/checkpoints")
+    run.put_bytes("latest.json", json.dumps({"epoch": 0, "key": key, "sha256": sha256_bytes(data)}).encode())
+    ckpts = ck.Checkpoints(run)
+    with pytest.raises(DataError, match=problem):
+        ckpts.latest()
+    with pytest.raises(DataError, match=problem):
+        ckpts.save({"epoch": 1}, 1)
+    assert victim.get_bytes("epoch-0000.pt") == data  # still there, untouched
+
+
+def test_a_pointer_with_a_crafted_sha256_is_refused(tmp_path):
+    store = open_store(str(tmp_path))
+    store.put_bytes("latest.json", json.dumps({"epoch": 0, "key": "epoch-0000.pt", "sha256": "../x"}).encode())
+    with pytest.raises(DataError, match="is not 64 lowercase hex digits"):
+        ck.Checkpoints(store).latest()

@@ -188,3 +188,48 @@ def test_every_bad_flag_and_uri_is_one_line(argv, code, line, cli_dataset, tmp_p
     err = capsys.readouterr().err.replace(f"{tmp_path}/", "D/")
     assert got == code and err.count("\n") == 1 and line in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing half-written
+
+
+def test_debug_before_the_step_works_like_after_it(capsys):
+    """``jetlib --debug <step>`` used to be reset by the step's own --debug default (argparse copies a
+    subparser's defaults over the parent's namespace; fixed with ``default=SUPPRESS``)."""
+    for argv in (["--debug", "inspect", "/nonexistent/ds"], ["inspect", "/nonexistent/ds", "--debug"]):
+        from jetlib.errors import DataError
+
+        with pytest.raises(DataError, match="no dataset at /nonexistent/ds"):
+            cli.main(argv)
+    assert cli.main(["inspect", "/nonexistent/ds"]) == 2  # without it: the one line
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_an_error_after_an_unfinished_bar_starts_its_own_line(tmp_path):
+    """A bar left mid-line (work stopped by an error) must not swallow the error's start: run as a user would,
+    with bars on, and find the error at the start of a line of stderr."""
+    code = ("import sys; from jetlib import cli, progress as p; from jetlib.errors import DataError\n"
+            "def boom(args):\n"
+            "    bar = p.progress(total=10, desc='ingest'); bar.update(3); bar.refresh()\n"
+            "    raise DataError('the file is bad')\n"
+            "parser = cli.build_parser()\n"
+            "parser._subparsers._group_actions[0].choices['inspect'].set_defaults(func=boom)\n"
+            "cli.build_parser = lambda: parser\n"
+            "sys.exit(cli.main(['inspect', 'x']))\n")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**__import__("os").environ, "JETLIB_PROGRESS": "1"})
+    assert r.returncode == 2
+    assert "ingest:" in r.stderr  # the bar was drawn
+    assert "\njetlib inspect: error: the file is bad\n" in r.stderr
+
+
+def test_inspect_verify_checks_every_shard(cli_dataset, capsys):
+    _, dataset = cli_dataset
+    assert cli.main(["inspect", dataset, "--verify"]) == 0
+    out = capsys.readouterr().out
+    import json as _json
+    from pathlib import Path
+
+    m = _json.loads((Path(dataset) / "manifest.json").read_text())
+    n = sum(len(s["shards"]) for s in m["splits"].values())
+    assert f"verified  {n} shards" in out and "every sha256, size and row count matches" in out

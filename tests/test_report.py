@@ -156,7 +156,8 @@ def test_a_partial_run_names_what_is_missing(tmp_path):
     (run / "results" / "torn.json").write_text('{"format": "jetlib.res')
     report = build_report(str(run))
     assert "no result for cls scratch at 10% labels, seed 1" in report.missing
-    assert any(m.startswith("unreadable: ") and "broken.json: a result file jetlib cannot read (mode is null" in m for m in report.missing)
+    assert any(m.startswith("unreadable: ") and "broken.json: a result file jetlib cannot read (mode is null" in m
+               for m in report.missing)
     assert any(m.startswith("unreadable: ") and "torn.json: not a JSON object" in m for m in report.missing)
     assert any("cls-vgg-f0.1-s0 started but did not finish" in m for m in report.missing)
     assert any("pretrain-s0 has no encoder.pt" in m for m in report.missing)
@@ -226,3 +227,34 @@ def test_an_s3_run_reads_like_a_local_one(tmp_path, s3_env):
     assert remote.out_uri == f"{s3_env}/report"
     assert json.loads(store.get_bytes("report/summary.json")) == remote.summary
     assert store.get_bytes("report/report.html").decode() == remote.html
+
+
+@pytest.mark.parametrize("path,value,problem", [
+    (("seed",), [1], "seed is list, expected a whole number"),
+    (("label_fraction",), "0.1", "label_fraction is str"),
+    (("mode",), "../../x", "mode is str, expected finetune or linear or scratch or vgg"),
+    (("scalars", "roc_auc"), "high", "scalars.roc_auc is str"),
+    (("classification",), [1, 2], "classification is list"),
+    (("classification", "roc"), "x", "classification.roc is str"),
+    (("classification", "roc", "fpr"), "abc", "classification.roc.fpr is str"),
+    (("classification", "confusion_matrix"), "x", "classification.confusion_matrix is str"),
+    (("model",), "m", "model is str"),
+    (("dataset",), 3, "dataset is int"),
+    (("origin",), "o", "origin is str"),
+    (("resources",), [], "resources is list"),
+])
+def test_a_result_with_a_wrong_typed_field_is_listed_as_unreadable(tmp_path, path, value, problem):
+    """Each of these stopped the whole report with a traceback (issue 19, item 5); now the file is named."""
+    good = study({("cls", "finetune", 0.1): [0.8, 0.81], ("cls", "scratch", 0.1): [0.7, 0.71]})
+    bad = fake_result("cls", "scratch", 0.1, 7, 0.72)
+    doc = bad
+    for k in path[:-1]:
+        doc = doc[k]
+    doc[path[-1]] = value
+    (tmp_path / "run" / "results").mkdir(parents=True)
+    for i, r in enumerate([*good, bad]):
+        (tmp_path / "run" / "results" / f"r{i}.json").write_text(json.dumps(r))
+    report = build_report(str(tmp_path / "run"), write=False)
+    lines = [m for m in report.missing if m.startswith("unreadable: ") and "r4.json" in m]
+    assert len(lines) == 1 and f"a result file jetlib cannot read ({problem}" in lines[0], report.missing
+    assert "cls_auc_scratch_f0.1_mean" in report.summary  # the readable results still make the report
