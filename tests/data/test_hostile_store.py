@@ -199,3 +199,24 @@ def test_bad_limits_are_one_line(silent, monkeypatch, name, value):
     with pytest.raises(ConfigError, match=f"{name} must be a positive"):
         S3Store("s3://bucket/run").exists("k")
     assert silent.accepted == 0
+
+
+@pytest.mark.s3
+def test_a_manifest_on_s3_with_a_climbing_key_is_refused_before_any_read(s3_env, tmp_path):
+    """The same manifest check guards both stores: a key read back never leaves its dataset's prefix."""
+    import json
+
+    from jetlib.data.ingest import IngestConfig, ingest
+    from jetlib.data.manifest import open_dataset
+    from tests.conftest import write_h5
+
+    write_h5(tmp_path / "jets.h5", n=40, size=16)
+    uri = ingest(tmp_path / "jets.h5", s3_env, cfg=IngestConfig(image_size=None))
+    store = open_store(uri)
+    secret = open_store(s3_env).child("private")
+    secret.put_bytes("train/t0-00000.parquet", store.get_bytes(open_dataset(uri).shards("train")[0]["key"]))
+    m = json.loads(store.get_bytes("manifest.json"))
+    m["splits"]["train"]["shards"][0]["key"] = "train/../../../private/train/t0-00000.parquet"
+    store.put_bytes("manifest.json", json.dumps(m).encode())
+    with pytest.raises(DataError, match=r"splits.train.shards\[0\]: key .* climbs out with '\.\.'"):
+        open_dataset(uri)
