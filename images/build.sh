@@ -5,7 +5,9 @@
 #
 # Environment: BASE_IMAGE (default: python:3.11-slim-bookworm for cpu, a CUDA runtime image for
 # cuda; CI passes the debootstrap base from images/build-base.sh), IMAGE_NAME (default jetlib or
-# jetlib-cuda), PIP_CERT (CA bundle path inside the base, see build-base.sh), TORCH_INDEX_URL.
+# jetlib-cuda), PIP_CERT (CA bundle path inside the base, see build-base.sh), TORCH_INDEX_URL (the
+# only index for the torch layer: PyTorch's CPU wheel index makes a CPU image without CUDA libraries;
+# default PyPI, whose x86_64 torch needs the nvidia-* wheels to import at all).
 # Prints the tag it built on the last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."

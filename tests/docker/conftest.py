@@ -81,7 +81,7 @@ def s3(network, monkeypatch, tmp_path):
 
 def docker_run(image: str, network: str, *args: str, name: str | None = None, detach: bool = False,
                entrypoint: str | None = None, mounts: tuple[str, ...] = (), env: dict | None = None,
-               timeout: float = 600) -> subprocess.CompletedProcess:
+               timeout: float = 600, aliases: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``docker run`` as a user would: non-root, read-only root, /tmp as tmpfs, credentials by name only.
 
     ``-e NAME`` (no value) copies NAME from this process's environment, so no secret is on a command line.
@@ -95,6 +95,8 @@ def docker_run(image: str, network: str, *args: str, name: str | None = None, de
         cmd += ["-v", m]
     if name:
         cmd += ["--name", name, "--hostname", name]
+    for alias in aliases:  # more DNS names on the network, e.g. a JobSet pod's <job>-node-0-0.<job>
+        cmd += ["--network-alias", alias]
     cmd += ["-d"] if detach else ["--rm"]
     if entrypoint:
         cmd += ["--entrypoint", entrypoint]

@@ -87,3 +87,17 @@ def test_bad_store_credentials_exit_3_in_a_container(image, network, s3, monkeyp
     assert r.returncode == 3
     assert r.stderr.strip().splitlines()[-1].endswith("needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                                                       "in the environment")
+
+
+def test_torch_in_the_image_imports_and_its_build_and_size_are_reported(image):
+    """The torch the image carries imports and computes on the CPU as the non-root user. Which build it
+    is (PyPI's x86_64 wheel is a CUDA build: its libraries list libcudart as DT_NEEDED) and the image's
+    size are printed as a JSON line, not judged: they depend on TORCH_INDEX_URL (images/Dockerfile)."""
+    r = sh("docker", "run", "--rm", "--read-only", "--entrypoint", "python3", image, "-c",
+           "import json, torch; x = torch.arange(6.0).reshape(2, 3); "
+           "print(json.dumps({'torch': torch.__version__, 'cuda_build': torch.version.cuda, "
+           "'sum': float((x @ x.T).sum())}))")
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["sum"] == 5.0 + 14.0 + 14.0 + 50.0  # [[0,1,2],[3,4,5]] @ its transpose, summed
+    size = int(sh("docker", "image", "inspect", "-f", "{{.Size}}", image).stdout)
+    print(json.dumps({"image": image, "bytes": size, "torch": got["torch"], "cuda_build": got["cuda_build"]}))

@@ -1,8 +1,13 @@
-"""Multi-node pretraining for real: two containers on a Docker network run ``torchrun --nnodes 2``.
+"""Multi-node pretraining for real: two containers on a Docker network, as a 2-node TrainJob runs.
 
-gloo, static rendezvous (node 0's container name as master address); the dataset and the output are
-shared through the S3 endpoint. The reference is the same command as 2 processes in one container:
-same seed, same global batch, so ranks, data and randomness line up and every step's loss must match.
+Each container runs exactly the command jetlib.launch puts in the TrainJob (``trainer_command``: no
+torchrun flag) with only the PET_* variables Kubeflow Trainer v2.3.0 injects into its node container
+(tests/trainer_rules.py ``pet_env``, from pkg/runtime/framework/plugins/torch/torch.go EnforceMLPolicy):
+PET_NNODES=2, PET_NPROC_PER_NODE=1 (the runtime's CPU request rounded up), PET_NODE_RANK, and
+PET_MASTER_ADDR=<job>-node-0-0.<job>, PET_MASTER_PORT=29500, that name being node 0's network alias as
+the JobSet's headless service names it. gloo, static rendezvous; the dataset and the output are
+shared through the S3 endpoint. The reference is 2 processes in one container: same seed, same
+global batch, so ranks, data and randomness line up and every step's loss must match.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import pytest
 from jetlib.data.ingest import IngestConfig, ingest
 from jetlib.data.splits import SplitConfig
 from jetlib.data.store import open_store
+from jetlib.launch import JobRequest, job_name, trainer_command
 from tests.conftest import write_h5
 from tests.docker.conftest import docker_run, sh
+from tests.k8s_double import jetlib_runtime
+from tests.trainer_rules import PET_NAMES, pet_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.ddp]
-PORT = "29500"
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +50,31 @@ def dataset(network, tmp_path_factory):
     mp.undo()
 
 
-def torchrun(*, nnodes: int, nproc: int, rank: int, master: str, data: str, out: str, epochs: int = 2) -> list[str]:
-    return ["-m", "torch.distributed.run", "--nnodes", str(nnodes), "--nproc-per-node", str(nproc),
-            "--node-rank", str(rank), "--master-addr", master, "--master-port", PORT,
-            "-m", "jetlib", "pretrain", "--data", data, "--out", out, "--preset", "tiny", "--epochs", str(epochs),
-            "--device", "cpu"]
+def reference_command(data: str, out: str, epochs: int = 2) -> list[str]:
+    """The same jetlib arguments as the TrainJob's, as 2 processes of one standalone torchrun."""
+    req = JobRequest(data=data, out=out, nodes=1, gpus_per_node=0, image="-:-", preset="tiny", augment="seed",
+                     extra_args=("--epochs", str(epochs)))
+    command = trainer_command(req)
+    assert command[:3] == ["python", "-m", "torch.distributed.run"]
+    return [*command[1:3], "--standalone", "--nnodes", "1", "--nproc-per-node", "2", *command[3:]]
 
 
-def start_nodes(image, net, data, out, epochs, timeout_s="60"):
-    tag = uuid.uuid4().hex[:6]
-    names = [f"jetlib-n0-{tag}", f"jetlib-n1-{tag}"]
+def start_nodes(image, net, data, out, epochs, extra_env: dict | None = None):
+    """Two containers as the TrainJob's two node pods: the launcher's command, the Trainer's PET_* env."""
+    req = JobRequest(data=data, out=out, nodes=2, gpus_per_node=0, image=image, preset="tiny", augment="seed",
+                     extra_args=("--epochs", str(epochs)))
+    command = trainer_command(req)
+    job = job_name(out)
+    # what the launcher sends for CPU nodes (tests/test_launch.py checks it): no resourcesPerNode
+    body = {"metadata": {"name": job}, "spec": {"trainer": {"numNodes": 2, "image": image, "command": command}}}
+    runtime = jetlib_runtime()
+    names = [f"{job}-n{rank}-{uuid.uuid4().hex[:6]}" for rank in range(2)]
     for rank, name in enumerate(names):
-        r = docker_run(image, net, *torchrun(nnodes=2, nproc=1, rank=rank, master=names[0], data=data, out=out,
-                                             epochs=epochs),
-                       name=name, detach=True, entrypoint="python", env={"JETLIB_DIST_TIMEOUT_S": timeout_s})
+        env = pet_env(body, runtime, rank)
+        assert sorted(env) == sorted(PET_NAMES) and env["PET_NPROC_PER_NODE"] == "1"
+        aliases = (env["PET_MASTER_ADDR"],) if rank == 0 else ()
+        r = docker_run(image, net, *command[1:], name=name, detach=True, entrypoint=command[0],
+                       env={**env, **(extra_env or {})}, aliases=aliases)
         assert r.returncode == 0, r.stderr
     return names
 
@@ -83,8 +101,7 @@ def test_two_containers_match_two_processes_in_one(image, network, s3, dataset):
         assert codes == [0, 0], "\n".join(logs(n) for n in names)
     finally:
         sh("docker", "rm", "-f", *names, check=False)
-    r = docker_run(image, net, *torchrun(nnodes=1, nproc=2, rank=0, master="localhost", data=dataset, out=one_node),
-                   entrypoint="python")
+    r = docker_run(image, net, *reference_command(dataset, one_node), entrypoint="python")
     assert r.returncode == 0, r.stderr[-3000:]
 
     store = open_store(two_nodes)
@@ -103,7 +120,8 @@ def test_two_containers_match_two_processes_in_one(image, network, s3, dataset):
 def test_killing_one_node_makes_the_other_exit_nonzero_in_bounded_time(image, network, s3, dataset):
     net, _ = network
     out = f"{s3}/killed"
-    names = start_nodes(image, net, dataset, out, epochs=5000, timeout_s="30")  # killed long before the end
+    # killed long before the end; jetlib's own collective timeout bounds how long node 0 waits
+    names = start_nodes(image, net, dataset, out, epochs=5000, extra_env={"JETLIB_DIST_TIMEOUT_S": "30"})
     try:
         store = open_store(out)
         deadline = time.monotonic() + 240
