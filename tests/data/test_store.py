@@ -2,7 +2,7 @@
 
 import pytest
 
-from jetlib.data import store as store_mod
+from jetlib.data import s3 as store_mod  # the S3 client, its retries and sleeps live there
 from jetlib.data.store import LocalStore, S3Store, open_store, sha256_bytes
 from jetlib.errors import ConfigError, StoreError
 
