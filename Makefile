@@ -12,7 +12,7 @@ RUN ?=
 PIPELINE ?= pipelines/jet_ssl.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench study demo compile compile-pinned submit clean
+.PHONY: help install test test-fast lint bench bench-gpu study demo compile compile-pinned submit clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ lint: $(STAMP) ## ruff over the package, tests and benchmarks
 bench: $(STAMP) ## run the data and pretraining benchmarks; each prints one JSON line
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/pretrain.py
+
+bench-gpu: ## on one GPU, no venv needed: benchmarks/gpu_run.sh (make its dataset first, see that file); OUT=dir keeps the JSON lines
+	bash benchmarks/gpu_run.sh
 
 study: $(STAMP) ## 2 pretraining seeds x every mode at 1% and 10% labels x 2 seeds, 4,000 simulated jets (hours on 2 cores)
 	$(BIN)/python benchmarks/study.py

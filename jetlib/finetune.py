@@ -228,12 +228,13 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
     target = (stats["mean"], stats["std"])
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.task == "cls":
-        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, fused=dev.type == "cuda")  # one kernel
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.plateau_factor,
                                                                patience=cfg.plateau_patience)
         stopping = Stopping("val_accuracy", True, cfg.patience)
     else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                      fused=dev.type == "cuda")
         scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg.restart_t0,
                                                                          T_mult=cfg.restart_mult)
         stopping = Stopping("val_mae", False, cfg.patience)
