@@ -4,8 +4,8 @@ against the sum of its steps' own compute time. Prints one JSON line.
 A step's compute time is what its component function takes (from the KFP executor's "Got
 executor_input" line to its "Wrote executor output file" line: jetlib's own imports and work);
 everything else is orchestration: starting a Python per step, importing kfp, resolving inputs
-and writing artifacts. One seed, one ResNet mode and the VGG baseline keep every loop to one
-iteration, so the steps run one after another and the two times compare directly.
+and writing artifacts. One seed and one mode keep the training loop to one iteration, so the
+steps run one after another and the two times compare directly.
 
     .venv/bin/python benchmarks/pipeline.py --n-jets 1000 --preset cpu    # goal: overhead < 20%
 """
@@ -62,7 +62,7 @@ def main() -> None:
     source = simulated_file(args.n_jets, 0)
     with tempfile.TemporaryDirectory(prefix="jetlib-bench-pipeline-") as tmp:
         arguments = {"store": f"{tmp}/store", "source": str(source), "run_name": "bench", "preset": args.preset,
-                     "label_fractions": [args.fraction], "seeds": [0], "modes": ["cls-finetune", "cls-vgg"]}
+                     "label_fractions": [args.fraction], "seeds": [0], "modes": ["cls-finetune"]}
         tee = _Tee()
         with contextlib.redirect_stdout(tee):
             wall = run_local(arguments, CPU_YAML, pipeline_root=f"{tmp}/kfp")
