@@ -1,6 +1,6 @@
 """jetlib: self-supervised (SimCLR) learning on particle-physics jet images.
 
-The package is organised by pipeline step (see ``../shared/DESIGN.md``):
+The package is organised by pipeline step (see ``docs/design.md``):
 ``jetlib.data`` (simulate, validate, ingest, stream back), and the training,
 evaluation and pipeline modules built on top of it.
 """
