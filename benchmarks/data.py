@@ -8,12 +8,17 @@ Prints one JSON line:
   one jet per ``__getitem__`` from the HDF5 file with h5py, batched and shuffled by a
   ``DataLoader`` (goal: at least 20x). Both produce the same batches: float32
   ``(B, C, H, W)`` divided by the train std per channel, with y, m0, pt; both run
-  on the same simulated file on the same machine, one after the other.
+  on the same simulated file on the same machine, one after the other;
+* the loader's two modes side by side (issue 16, item 6): ``resident_jets_per_s`` and
+  ``stream_jets_per_s`` (CPU, densify included), and ``stream_host_jets_per_s``, the
+  streaming mode's host path alone (fetch, decode, shuffle, gather into int32/float32
+  tensors: what stays on the CPU when the device is a GPU), measured on its prefetch thread.
+  ``--repeat K`` tiles the simulated file K times, so that an epoch holds many shuffle windows.
 
 The simulated file is cached under ``.cache/bench/`` (simulation takes ~1 min for
 1,000 jets on 2 cores). Usage::
 
-    python benchmarks/data.py [--n-jets 1000] [--batch-size 256] [--seconds 20]
+    python benchmarks/data.py [--n-jets 1000] [--repeat 1] [--batch-size 256] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import simulated_file, timed  # noqa: E402
 
 from jetlib.data.ingest import ingest  # noqa: E402
-from jetlib.data.loader import JetLoader  # noqa: E402
+from jetlib.data.loader import JetLoader, _in_background  # noqa: E402
 from jetlib.data.manifest import open_dataset  # noqa: E402
 
 
@@ -65,11 +70,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=20.0, help="timing window per contender")
+    ap.add_argument("--repeat", type=int, default=1, help="tile the simulated file this many times")
     args = ap.parse_args()
     os.environ.setdefault("JETLIB_PROGRESS", "0")
     torch.set_num_threads(os.cpu_count() or 1)
 
     src = simulated_file(args.n_jets, args.seed)
+    if args.repeat > 1:
+        src = _tiled(src, args.repeat)
     with tempfile.TemporaryDirectory() as store:
         t = time.perf_counter()
         ds = open_dataset(ingest(src, store))
@@ -86,6 +94,13 @@ def main() -> None:
             return (len(b) for b in loader)
 
         fast = timed(ours, args.seconds)
+        modes = {}
+        for mode in ("resident", "stream"):
+            each = JetLoader(ds, "train", batch_size=bs, seed=0, mode=mode)
+            modes[mode] = timed(_epochs(each, lambda ld: (len(b) for b in ld)), args.seconds)
+        each = JetLoader(ds, "train", batch_size=bs, seed=0, mode="stream")
+        host = timed(_epochs(each, lambda ld: (len(p["jet"]) for p in _in_background(ld._host_batches(pin=False),
+                                                                                       ld.prefetch))), args.seconds)
         naive_ds = NaiveH5Dataset(src, np.array(train), ds.channel_scale())
         naive = torch.utils.data.DataLoader(naive_ds, batch_size=bs, shuffle=True, drop_last=True)
         slow = timed(lambda: (len(b[0]) for b in naive), args.seconds)
@@ -104,12 +119,39 @@ def main() -> None:
         "naive_jets_per_s": round(slow, 1),
         "speedup": round(fast / slow, 2),
         "speedup_goal": 20,
+        "loader_mode": loader.mode,
+        "resident_jets_per_s": round(modes["resident"], 1),
+        "stream_jets_per_s": round(modes["stream"], 1),
+        "stream_host_jets_per_s": round(host, 1),
+        "repeat": args.repeat,
         "device": "cpu",
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
     }
     print(json.dumps(result))
+
+
+def _epochs(loader, batches):
+    """A ``timed`` step source: each call starts the loader's next epoch and yields its batch sizes."""
+    epochs = iter(range(10**9))
+
+    def run():
+        loader.set_epoch(next(epochs))
+        return batches(loader)
+    return run
+
+
+def _tiled(src: Path, k: int) -> Path:
+    """The simulated file repeated ``k`` times (same jets; more shards and windows per epoch), cached."""
+    path = src.with_name(f"{src.stem}-x{k}.h5")
+    if not path.exists():
+        with h5py.File(src) as f, h5py.File(path.with_suffix(".partial"), "w") as g:
+            for name in f:
+                data = np.concatenate([f[name][:]] * k)
+                g.create_dataset(name, data=data, chunks=f[name].chunks, compression=f[name].compression)
+        path.with_suffix(".partial").rename(path)
+    return path
 
 
 def _jets(ds, shard):

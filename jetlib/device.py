@@ -146,3 +146,26 @@ def prepare_compile(device: torch.device, env=os.environ) -> dict[str, str]:
         if not env.get(key):
             env[key] = done[key] = str(path)
     return done
+
+
+def cgroup_memory_limit() -> int | None:
+    """This process's memory limit from cgroup v2 or v1, or None when unlimited or unknown."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # v1 writes a huge number for "unlimited"
+            return int(text)
+    return None
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """The memory the ``auto`` rule shares out: the GPU's total memory on CUDA; on CPU the physical RAM,
+    or the cgroup limit when lower (a pod's limit), divided by the processes of this node
+    (``LOCAL_WORLD_SIZE``, set by torchrun), since each rank holds its own copy."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = cgroup_memory_limit()
+    return min(ram, limit or ram) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))

@@ -49,8 +49,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ from jetlib import dist
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.shards import SparseRows, decode, parquet_file
 from jetlib.data.store import LocalStore, atomic_write, sha256_bytes
+from jetlib.device import device_memory_bytes
 from jetlib.errors import ConfigError
 
 NORMALIZE = ("scale", "none")
@@ -221,29 +223,6 @@ def _dense(flat: torch.Tensor, val: torch.Tensor, b: int, shape, sink: bool = Fa
     return x[:b * chw].view(b, *shape)
 
 
-def cgroup_memory_limit() -> int | None:
-    """This process's memory limit from cgroup v2 or v1, or None when unlimited or unknown."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:  # v1 writes a huge number for "unlimited"
-            return int(text)
-    return None
-
-
-def device_memory_bytes(device: torch.device) -> int:
-    """The memory the ``auto`` rule shares out: the GPU's total memory on CUDA; on CPU the physical RAM,
-    or the cgroup limit when lower (a pod's limit), divided by the processes of this node
-    (``LOCAL_WORLD_SIZE``, set by torchrun), since each rank holds its own copy."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    limit = cgroup_memory_limit()
-    return min(ram, limit or ram) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-
-
 def resident_bytes(ds: Dataset, rows: int) -> int:
     """Estimated device bytes for ``rows`` resident jets: 8 bytes per non-zero pixel (int32 index,
     float32 value) at the train split's non-zero fraction (from the manifest), plus 32 per jet."""
@@ -368,13 +347,14 @@ class JetLoader:
         window: row groups pooled per shuffle window.
         prefetch: batches prepared ahead by the background thread.
         mode: ``auto``, ``resident`` or ``stream`` (see the module docstring); :attr:`mode` holds the choice.
+        readers: threads that fetch and decode pieces when streaming (0: up to 4, one per core).
     """
 
     def __init__(self, dataset: str | Dataset, split: str = "train", *, fraction: float | None = None,
                  batch_size: int = 256, device: str | torch.device = "cpu", shuffle: bool | None = None,
                  seed: int = 0, drop_last: bool | None = None, normalize: str = "scale",
                  rank: int | None = None, world_size: int | None = None, window: int = 8, prefetch: int = 4,
-                 cache_dir: str | None = None, mode: str = "auto"):
+                 cache_dir: str | None = None, mode: str = "auto", readers: int = 0):
         self.ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
         if normalize not in NORMALIZE:
             raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
@@ -396,6 +376,8 @@ class JetLoader:
         self.reader = ShardReader(self.ds, cache_dir)
         self.pieces = self._pieces()
         self._files: dict[int, object] = {}  # shard -> open ParquetFile, the newest _OPEN_FILES
+        self._files_lock = threading.Lock()
+        self.readers = max(1, min(readers, len(self.pieces))) if readers else max(1, min(4, os.cpu_count() or 1))
         if mode == "auto":
             fits = resident_bytes(self.ds, self.rows) <= RESIDENT_FRACTION * device_memory_bytes(self.device)
             mode = "resident" if fits else "stream"
@@ -445,13 +427,16 @@ class JetLoader:
 
     def _read_piece(self, p: int) -> _Piece:
         shard_i, group, lo, hi = self.pieces[p]
-        files = self._files
-        if shard_i not in files:  # parse a shard's footer once, not once per row group
-            files[shard_i] = parquet_file(self.reader.get(self.shards[shard_i]))
-            while len(files) > _OPEN_FILES:
-                files.pop(next(iter(files)))
-        # one thread: a row group is small, and arrow's pool only adds contention next to the trainer
-        table = files[shard_i].read_row_group(group, use_threads=False)
+        with self._files_lock:
+            pf = self._files.get(shard_i)
+        if pf is None:  # parse a shard's footer once, not once per row group
+            pf = parquet_file(self.reader.get(self.shards[shard_i]))
+            with self._files_lock:
+                self._files[shard_i] = pf
+                while len(self._files) > _OPEN_FILES:
+                    self._files.pop(next(iter(self._files)))
+        # one arrow thread per read: a row group is small; parallelism comes from the readers (_decoded)
+        table = pf.read_row_group(group, use_threads=False)
         jet, sparse, scalars = decode(table)
         piece = _Piece(jet, sparse, scalars)
         return piece if (lo, hi) == (0, len(jet)) else piece.take(np.arange(lo, hi))
@@ -461,10 +446,29 @@ class JetLoader:
         window_rows = self.window * self.ds.manifest["config"]["row_group_rows"]
         return _schedule(pieces, concat, self.n_batches, self.batch_size, window_rows, self.shuffle, rng)
 
+    def _decoded(self) -> Iterator[_Piece]:
+        """This rank's pieces in order, fetched and decoded by ``readers`` threads, ``2 * readers`` ahead
+        (Parquet decoding releases the GIL: one thread caps a process at one core's decode rate)."""
+        if self.readers <= 1:
+            yield from (self._read_piece(p) for p in self.mine)
+            return
+        pool = ThreadPoolExecutor(self.readers, thread_name_prefix=f"{PREFETCH_THREAD}-read")
+        ahead: deque = deque()
+        todo = iter(self.mine)
+        try:
+            for p in todo:
+                ahead.append(pool.submit(self._read_piece, p))
+                if len(ahead) >= 2 * self.readers:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:  # an early stop: queued reads are dropped, running ones finish on their own
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def _host_batches(self, pin: bool) -> Iterator[dict]:
         """Streaming, on the prefetch thread: read, decode, shuffle and gather each batch's rows into host
         tensors (``idx`` int32, ``val`` float32, ``counts``, ``jet``, scalars), pinned with ``pin``."""
-        pieces = (self._read_piece(p) for p in self.mine)
+        pieces = self._decoded()
         for rows in self._plan(pieces, _Piece.concat):
             s = rows.sparse
 

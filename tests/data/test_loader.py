@@ -252,16 +252,16 @@ def test_auto_mode_follows_the_stated_memory_rule(dataset, monkeypatch):
 def test_cpu_device_memory_is_the_lower_of_ram_and_cgroup_shared_by_local_ranks(monkeypatch):
     import os
 
-    import jetlib.data.loader as loader_mod
+    from jetlib import device
 
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     cpu = torch.device("cpu")
-    monkeypatch.setattr(loader_mod, "cgroup_memory_limit", lambda: None)
+    monkeypatch.setattr(device, "cgroup_memory_limit", lambda: None)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert loader_mod.device_memory_bytes(cpu) == ram
-    monkeypatch.setattr(loader_mod, "cgroup_memory_limit", lambda: 1 << 30)
+    assert device.device_memory_bytes(cpu) == ram
+    monkeypatch.setattr(device, "cgroup_memory_limit", lambda: 1 << 30)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert loader_mod.device_memory_bytes(cpu) == (1 << 30) // 4
+    assert device.device_memory_bytes(cpu) == (1 << 30) // 4
 
 
 def test_streaming_host_path_keeps_idx_int32(dataset):
@@ -278,3 +278,14 @@ def test_corrupt_shard_is_refused_by_the_resident_loader_too(dataset):
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(DataError, match="checksum mismatch"):
         list(JetLoader(ds, "test", batch_size=4, mode="resident"))
+
+
+def test_parallel_readers_change_nothing_but_speed(dataset):
+    ds, _ = dataset
+    kw = dict(batch_size=6, seed=2, mode="stream", drop_last=False)
+    one, three = JetLoader(ds, readers=1, **kw), JetLoader(ds, readers=3, **kw)
+    assert one.readers == 1 and three.readers == 3
+    for epoch in (0, 1):
+        one.set_epoch(epoch)
+        three.set_epoch(epoch)
+        assert_same_batches(list(one), list(three))
