@@ -244,8 +244,7 @@ def measure_pretrain(uri, out: Path, preset: str, dev) -> str:
         rc = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     text = log.read_text()
     if rc != 0:
-        emit("pretrain", ok=False, returncode=rc, log_tail=text[-1500:])
-        return ""
+        raise RuntimeError(f"jetlib pretrain exited {rc} after the kill (killed: {killed}): {text[-1500:]}")
     doc = json.loads((out / "metrics.json").read_text())
     epochs = [{k: e.get(k) for k in ("epoch", "loss", "jets_per_s", "knn_accuracy", "temperature")}
               for e in doc["epochs"]]
@@ -270,6 +269,21 @@ def measure_finetune(uri, encoder: str, out: Path, preset: str, dev, epochs: int
 
 RESULTS: dict = {}
 BATCHES: dict = {}
+FAILED: list = []
+
+
+def guarded(measure: str, fn, *args, **what):
+    """Run one measurement; a failure becomes an ``error`` line and the run goes on (one device call
+    must not lose every later figure to one bad measurement). The exit status is then 1."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - reported, then the next measurement runs
+        import traceback
+
+        FAILED.append(measure)
+        emit(measure, **what, error=f"{type(e).__name__}: {str(e)[:500]}",
+             where=traceback.format_exc().splitlines()[-3][:300])
+        return None
 
 
 def main() -> int:
@@ -318,7 +332,7 @@ def main() -> int:
         return True
 
     if budget("loader"):
-        measure_loader(uri, dev, max(sizes), seconds)
+        guarded("loader", measure_loader, uri, dev, max(sizes), seconds)
     def steps(compiled: bool) -> None:
         for batch in sizes:
             for channels_last in (False, True):
@@ -327,26 +341,30 @@ def main() -> int:
                     # CPU: compiling takes minutes; channels_last can hang oneDNN (see jetlib/pretrain.py)
                     emit("step", **what, skipped="cpu")
                 elif budget("step", **what):
-                    measure_step(uri, model_cfg, cfg, dev, batch, compiled, channels_last, seconds, flops, peak)
+                    guarded("step", measure_step, uri, model_cfg, cfg, dev, batch, compiled, channels_last,
+                            seconds, flops, peak, **what)
 
     steps(compiled=False)
     if dev.type != "cuda":
         emit("sync_free", skipped="cpu")
     elif budget("sync_free"):
-        measure_sync_free(uri, model_cfg, cfg, dev, min(sizes))
-    encoder = measure_pretrain(uri, scratch / "pretrain", preset, dev) if budget("pretrain") else ""
+        guarded("sync_free", measure_sync_free, uri, model_cfg, cfg, dev, min(sizes))
+    encoder = ""
+    if budget("pretrain"):
+        encoder = guarded("pretrain", measure_pretrain, uri, scratch / "pretrain", preset, dev)
     if encoder and budget("finetune"):
-        measure_finetune(uri, encoder, scratch, preset, dev, 1 if args.smoke else args.finetune_epochs)
+        guarded("finetune", measure_finetune, uri, encoder, scratch, preset, dev,
+                1 if args.smoke else args.finetune_epochs)
     if not args.smoke:  # compiling costs the most device time: last, within what the budget leaves
         from jetlib.device import prepare_compile
 
-        prepare_compile(dev)
+        guarded("compile", prepare_compile, dev)
     steps(compiled=True)
     best, loader = RESULTS.get("best_step"), RESULTS.get("loader", {})
     emit("summary", best_step=best, loader_jets_per_s=loader,
          loader_margin=round(max(loader.values()) / best["jets_per_s"], 2) if best and loader else None,
-         goal_jets_per_s=60000, goal_loader_margin=2.0)
-    return 0
+         goal_jets_per_s=60000, goal_loader_margin=2.0, failed=FAILED)
+    return 1 if FAILED else 0
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ def test_smoke_run_prints_every_measurement(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600, env={**env, "PYTHONPATH": str(ROOT)},
                           cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0, ([x for x in lines if "error" in x], proc.stderr[-2000:])
     by = {}
     for line in lines:
         by.setdefault(line["measure"], []).append(line)
