@@ -61,7 +61,9 @@ def headline(summary: dict, fractions) -> list[str]:
     for f in fractions:
         cells = {m: (summary.get(f"cls_auc_{m}_f{f:g}_mean"), summary.get(f"cls_auc_{m}_f{f:g}_std"))
                  for m in ("finetune", "linear", "scratch", "vgg")}
-        shown = [f"{m} {mean:.3f} ± {std:.3f}" for m, (mean, std) in cells.items() if mean is not None]
+        # one seed has no spread: the summary then holds a mean and no std
+        shown = [f"{m} {mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+                 for m, (mean, std) in cells.items() if mean is not None]
         if shown:
             lines.append(f"test AUC at {f:g} labels (mean ± std over seeds): " + ", ".join(shown))
     return lines

@@ -261,3 +261,12 @@ def test_the_run_folder_defaults_to_the_run_id_under_kfp_local(tmp_path):
     pipeline = components.load_component_from_file(str(tmp_path / "folder.yaml"))
     first, second = (pipeline(store="s3://b/p").output for _ in range(2))
     assert re.fullmatch(r"s3://b/p/runs/\d+", first) and first != second
+
+
+def test_the_demo_headline_shows_a_mean_without_spread_for_one_seed():
+    from pipelines.demo import headline
+
+    summary = {"cls_auc_vgg_f0.5_mean": 0.71, "cls_auc_finetune_f0.5_mean": 0.7, "cls_auc_finetune_f0.5_std": 0.01}
+    assert headline(summary, [0.5]) == ["test AUC at 0.5 labels (mean ± std over seeds): finetune 0.700 ± 0.010, "
+                                        "vgg 0.710"]
+    assert headline({}, [0.5]) == []
