@@ -8,7 +8,8 @@ on a dataset folder made beforehand (see ``benchmarks/gpu_run.sh``). Lines, in o
                with ``torch.utils.flop_counter.FlopCounterMode``) and the peak used for MFU
 ``loader``     loader-only jets/s to the device, ``stream`` and ``resident`` (first pass apart)
 ``step``       a SimCLR step (2 views, forward, backward, fused AdamW) at each batch size, eager
-               and compiled, channels_last off and on: jets/s, MFU, peak memory, compile seconds
+               and compiled, channels_last off and on: jets/s, MFU, peak memory, warm-up (compile)
+               seconds; the compiled ones run last, within what the time budget leaves
 ``sync_free``  a few resident-loader training steps under ``torch.cuda.set_sync_debug_mode("error")``
 ``pretrain``   a real ``jetlib pretrain`` at the preset for 2 epochs, killed after its first
                checkpoint and re-run: it must resume and finish (jets/s, loss, k-NN per epoch)

@@ -263,8 +263,9 @@ class ShardReader:
                 data = self.ds.read_shard(shard)
                 atomic_write(path, data)
         with self.lock:
-            self.lru[sha] = data
-            self.held += len(data)
+            if sha not in self.lru:  # two reader threads may have fetched the same shard
+                self.lru[sha] = data
+                self.held += len(data)
             while self.held > self.lru_bytes and len(self.lru) > 1:
                 _, old = self.lru.popitem(last=False)
                 self.held -= len(old)
