@@ -248,3 +248,25 @@ def test_compile_without_a_compiler_is_one_line(monkeypatch):
         device.prepare_compile(torch.device("cuda"), {"HOME": "/tmp"})
     with pytest.raises(ConfigError, match=r"C\+\+ compiler"):
         device.prepare_compile(torch.device("cpu"), {"HOME": "/tmp"})
+
+
+@pytest.mark.slow
+def test_inductor_compiles_with_its_caches_in_jetlib_cache_and_home_unwritable(tmp_path):
+    """A real ``torch.compile`` on CPU (inductor builds C++) after :func:`prepare_compile`, in a process
+    whose HOME and TMPDIR cannot be created: the compiled code runs and inductor's cache lands in
+    ``$JETLIB_CACHE/inductor``. (The read-only root of a pod is the Docker test's to show.)"""
+    import os
+    import subprocess
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = ("import torch; from jetlib.device import prepare_compile; prepare_compile(torch.device('cpu')); "
+            "f = torch.compile(lambda x: (x.relu() * 2).sum()); x = torch.randn(64); "
+            "assert torch.allclose(f(x), (x.relu() * 2).sum()); print('ok')")
+    env = {**os.environ, "HOME": str(blocker / "home"), "TMPDIR": str(blocker / "tmp"),
+           "JETLIB_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(Path(JETLIB).parent)}
+    for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TRITON_HOME"):
+        env.pop(k, None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert (tmp_path / "cache" / "inductor" / "fxgraph").is_dir()
