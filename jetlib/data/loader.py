@@ -71,7 +71,7 @@ RESIDENT_FRACTION = 0.25  # auto: resident when the split needs at most this sha
 PREFETCH_THREAD = "jetlib-prefetch"  # the background reader's thread name
 _PUT_TIMEOUT_S = 0.1  # how often a blocked producer checks whether the consumer has gone
 _JOIN_TIMEOUT_S = 300.0  # a piece read in flight (an S3 fetch) is allowed to finish
-_OPEN_FILES = 4  # parsed shards kept open per loader (their bytes are held by the reader's LRU anyway)
+_OPEN_FILES = 4  # parsed shards kept open per reading thread (their bytes are in the reader's LRU anyway)
 _JET_BYTES = 32  # resident bytes per jet besides its pixels: offset, count, jet id, y, m0, pt
 
 
@@ -376,8 +376,7 @@ class JetLoader:
         self.scale = torch.as_tensor(scale, device=self.device)
         self.reader = ShardReader(self.ds, cache_dir)
         self.pieces = self._pieces()
-        self._files: dict[int, object] = {}  # shard -> open ParquetFile, the newest _OPEN_FILES
-        self._files_lock = threading.Lock()
+        self._open = threading.local()  # per thread: shard -> open ParquetFile, the newest _OPEN_FILES
         self.readers = max(1, min(readers, len(self.pieces))) if readers else max(1, min(4, os.cpu_count() or 1))
         if mode == "auto":
             fits = resident_bytes(self.ds, self.rows) <= RESIDENT_FRACTION * device_memory_bytes(self.device)
@@ -428,14 +427,13 @@ class JetLoader:
 
     def _read_piece(self, p: int) -> _Piece:
         shard_i, group, lo, hi = self.pieces[p]
-        with self._files_lock:
-            pf = self._files.get(shard_i)
-        if pf is None:  # parse a shard's footer once, not once per row group
-            pf = parquet_file(self.reader.get(self.shards[shard_i]))
-            with self._files_lock:
-                self._files[shard_i] = pf
-                while len(self._files) > _OPEN_FILES:
-                    self._files.pop(next(iter(self._files)))
+        # a ParquetFile per thread: arrow's file readers are not safe to share between threads
+        files = self._open.__dict__.setdefault("files", {})
+        pf = files.get(shard_i)
+        if pf is None:  # parse a shard's footer once per thread, not once per row group
+            pf = files[shard_i] = parquet_file(self.reader.get(self.shards[shard_i]))
+            while len(files) > _OPEN_FILES:
+                files.pop(next(iter(files)))
         # one arrow thread per read: a row group is small; parallelism comes from the readers (_decoded)
         table = pf.read_row_group(group, use_threads=False)
         jet, sparse, scalars = decode(table)
