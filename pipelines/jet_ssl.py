@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Compile the jet SSL pipeline (GPU and CPU variants).")
     p.add_argument("--out", type=Path, default=HERE, help="folder for the YAML files (default pipelines/)")
     args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     for path in compile_all(args.out):
         print(path)
 
