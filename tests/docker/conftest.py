@@ -84,9 +84,12 @@ def docker_run(image: str, network: str, *args: str, name: str | None = None, de
                timeout: float = 600, aliases: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``docker run`` as a user would: non-root, read-only root, /tmp as tmpfs, credentials by name only.
 
+    /tmp allows executing files, as a Kubernetes emptyDir does: Triton and inductor load the libraries
+    they compile from their cache there (Docker's own ``--tmpfs`` default is ``noexec``).
+
     ``-e NAME`` (no value) copies NAME from this process's environment, so no secret is on a command line.
     """
-    cmd = ["docker", "run", "--read-only", "--tmpfs", "/tmp:rw,nosuid,size=1g", "--shm-size", "256m",
+    cmd = ["docker", "run", "--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,size=1g", "--shm-size", "256m",
            "--network", network, "-e", "JETLIB_S3_ENDPOINT", *[x for k in CREDS for x in ("-e", k)],
            "-e", "JETLIB_PROGRESS=0", "-e", "OMP_NUM_THREADS=1"]
     for k, v in (env or {}).items():

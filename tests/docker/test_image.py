@@ -101,3 +101,27 @@ def test_torch_in_the_image_imports_and_its_build_and_size_are_reported(image):
     assert got["sum"] == 5.0 + 14.0 + 14.0 + 50.0  # [[0,1,2],[3,4,5]] @ its transpose, summed
     size = int(sh("docker", "image", "inspect", "-f", "{{.Size}}", image).stdout)
     print(json.dumps({"image": image, "bytes": size, "torch": got["torch"], "cuda_build": got["cuda_build"]}))
+
+
+def test_compile_works_in_a_read_only_container(image, network, s3, tmp_path):
+    """``pretrain --compile`` in the image as the pods run it: non-root, read-only root filesystem, HOME
+    unwritable, /tmp an emptyDir. Inductor on the CPU compiles C++ with g++ against Python.h
+    (``torch/_inductor/cpp_builder.py``) and caches under ``TORCHINDUCTOR_CACHE_DIR``, by default under
+    ``$TMPDIR`` (``torch/_inductor/runtime/cache_dir_utils.py``, ``default_cache_dir``); jetlib points it
+    at ``$JETLIB_CACHE`` (``jetlib.device.prepare_compile``). Triton on CUDA needs the same gcc and
+    headers (``triton/runtime/build.py``, ``_build``), which this image layer installs for both flavours.
+    The run must finish, record ``compile``, and leave compiled kernels in ``$JETLIB_CACHE/inductor``."""
+    net, _ = network
+    h5 = tmp_path / "jets.h5"
+    write_h5(h5, n=60)
+    h5.chmod(0o644)
+    r = docker_run(image, net, "ingest", "/data/jets.h5", "--store", f"{s3}/store", "--shard-rows", "16",
+                   "--row-group-rows", "8", "--fractions", "0.5,1", mounts=(f"{h5}:/data/jets.h5:ro",))
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = r.stdout.strip().splitlines()[-1]
+    script = (f"jetlib pretrain --data {data} --out {s3}/runs/compiled --preset tiny --device cpu --compile "
+              "--set epochs=1 && test ! -w \"$HOME\" && ls \"$JETLIB_CACHE/inductor\" | grep -q .")
+    r = docker_run(image, net, "-c", script, entrypoint="sh", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    record = json.loads(open_store(f"{s3}/runs/compiled").get_bytes("run.json"))
+    assert record["config"]["compile"] is True and record["encoder"]["sha256"]
