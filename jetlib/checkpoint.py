@@ -53,6 +53,23 @@ def to_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
+def record_bytes(obj) -> bytes:
+    """A run record (``metrics.json``, ``run.json``) as JSON that every reader can parse: a non-finite
+    float (a k-NN accuracy on no labels, an undefined lr) becomes ``null`` instead of the ``NaN`` that
+    strict JSON parsers and the KFP/MLMD converters refuse; written with ``allow_nan=False``."""
+    return json.dumps(_finite_only(obj), indent=1, allow_nan=False).encode()
+
+
+def _finite_only(obj):
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_only(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_only(v) for v in obj]
+    return obj
+
+
 def save_object(store: Store, key: str, obj) -> dict:
     """torch.save ``obj`` (tensors and plain data only) to ``key``; returns ``{"key", "sha256", "bytes"}``."""
     data = to_bytes(obj)

@@ -19,7 +19,6 @@ Outputs in ``--out`` (a store URI), main rank only:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ from torch import nn
 from jetlib import __version__, dist
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, two_views
-from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
+from jetlib.checkpoint import Checkpoints, record_bytes, resume, rng_states, save_object, seed_everything
 from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.loader import MODES as LOADER_MODES
@@ -295,7 +294,7 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
 def _write_metrics(store, cfg, ds, history) -> None:
     doc = {"step": "pretrain", "config": asdict(cfg), "augment_params": asdict(AugmentConfig(cfg.augment)),
            "dataset": {"uri": ds.uri, "id": ds.manifest["id"]}, "epochs": history}
-    store.put_bytes("metrics.json", json.dumps(doc, indent=1).encode())
+    store.put_bytes("metrics.json", record_bytes(doc))
 
 
 def _summary(stats: dict) -> dict:
@@ -314,5 +313,5 @@ def _finish(store, cfg, ds, model_cfg, model: SimCLR, history, device) -> None:
            "encoder": record, "final": _summary(history[-1]) if history else {}, "config": asdict(cfg),
            "augment_params": asdict(AugmentConfig(cfg.augment)), "world_size": dist.world_size(),
            "torch": torch.__version__, "host": os.uname().nodename, "provenance": provenance(device)}
-    store.put_bytes("run.json", json.dumps(run, indent=1).encode())
+    store.put_bytes("run.json", record_bytes(run))
     log.info("encoder written to %s", store.key_uri("encoder.pt"))

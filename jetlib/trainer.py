@@ -16,7 +16,6 @@ them is here, once:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import resource
 import time
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from jetlib import __version__
-from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
+from jetlib.checkpoint import Checkpoints, record_bytes, resume, rng_states, save_object, seed_everything
 from jetlib.data.loader import Batch, JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import Store, open_store
@@ -229,13 +228,12 @@ def write_outputs(store: Store, blob: dict, result: FitResult, config: dict, dat
                 "epochs_run": len(result.history), "stopped_early": result.stopped_early,
                 "train_seconds": result.train_seconds,
                 "train_jets_per_s": result.train_jets / max(result.train_seconds, 1e-9)}
-    store.put_bytes("metrics.json", json.dumps({"config": config, "dataset": dataset, "labels": labels,
-                                                "training": training, "epochs": result.history},
-                                               indent=1).encode())
+    store.put_bytes("metrics.json", record_bytes({"config": config, "dataset": dataset, "labels": labels,
+                                                  "training": training, "epochs": result.history}))
     run = {"format": RUN_FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
            "jetlib_version": __version__, "model": record, "kind": blob["kind"], "task": blob["task"],
            "mode": blob["mode"], "label_fraction": blob["label_fraction"], "seed": blob["seed"],
            "dataset": dataset, "labels": labels, "training": training, "resources": resources,
            "config": config, "provenance": provenance(resources.get("device"))}
-    store.put_bytes("run.json", json.dumps(run, indent=1).encode())
+    store.put_bytes("run.json", record_bytes(run))
     return run
