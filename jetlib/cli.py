@@ -20,7 +20,7 @@ import traceback
 
 from jetlib import __version__
 from jetlib.config import resolve_preset
-from jetlib.errors import JetlibError, ResourceError
+from jetlib.errors import JetlibError, ResourceError, one_line, out_of_memory, out_of_memory_line
 from jetlib.progress import end_line
 
 DEFAULT_STORE = "jetstore"  # the embedded default: a folder in the working directory
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         end_line()
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         end_line()
@@ -373,26 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:      # a KFP pod or a ten-GPU-hour run with --debug; issue 11, item 8)
             raise
         end_line()
-        if _out_of_memory(e):  # the machine, not a bug: one line, exit 5 (ResourceError's code)
-            print(f"{prog}: error: out of memory ({_one_line(e)[:160]}): use a smaller model or batch "
-                  f"(--set, --batch-size) or a machine with more memory", file=sys.stderr)
+        if out_of_memory(e):  # the machine, not a bug: one line, exit 5 (ResourceError's code)
+            print(f"{prog}: error: {out_of_memory_line(e)}", file=sys.stderr)
             return ResourceError.exit_code
         print(f"{prog}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)
         return 1
     return 0
-
-
-def _one_line(e: BaseException) -> str:
-    """An error's message on one line (a value read back from a file may carry a newline)."""
-    return " ".join(str(e).split())
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    """Python's MemoryError, torch's OutOfMemoryError (CUDA), or the CPU allocator's RuntimeError."""
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text
-                                            or "CUDA out of memory" in text)
-

@@ -257,12 +257,17 @@ def step_errors():
     """Inside a KFP component: a jetlib error becomes its one line on stderr and the CLI's exit code.
 
     What the pod log and the KFP UI then show is the reason (``ConfigError``: exit 2, store: 3,
-    training: 4), as ``jetlib <step>`` prints it, instead of a traceback through the executor.
+    training: 4, out of memory: 5), as ``jetlib <step>`` prints it, instead of a traceback through the executor.
     """
-    from jetlib.errors import JetlibError
+    from jetlib.errors import JetlibError, ResourceError, one_line, out_of_memory, out_of_memory_line
 
     try:
         yield
     except JetlibError as e:
-        print(f"jetlib: error: {e}", file=sys.stderr, flush=True)
+        print(f"jetlib: error: {one_line(e)}", file=sys.stderr, flush=True)
         raise SystemExit(e.exit_code) from None
+    except Exception as e:  # the machine, not a bug: the CLI's line and exit code; a bug keeps its traceback
+        if not out_of_memory(e):
+            raise
+        print(f"jetlib: error: {out_of_memory_line(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(ResourceError.exit_code) from None

@@ -430,3 +430,18 @@ def test_read_run_refuses_an_unfinished_or_foreign_folder(tmp_path):
     open_store(str(tmp_path)).put_bytes("run.json", b'{"format": "jetlib.model/1"}')
     with pytest.raises(ConfigError, match="expected a jetlib.pretrain/1 run"):
         read_run(str(tmp_path), "jetlib.pretrain/1")
+
+
+def test_a_component_out_of_memory_is_one_line_exit_5_and_a_bug_keeps_its_traceback(capsys):
+    """In a pod nobody reruns with --debug: the CPU allocator's refusal (c10/core/impl/alloc_cpu.cpp's
+    message) is the CLI's one line and exit 5; any other exception still propagates (a bug)."""
+    from jetlib.workflow import step_errors
+
+    with pytest.raises(SystemExit) as e, step_errors():
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: not enough memory: "
+                           "you tried to allocate 1234567890 bytes.")
+    assert e.value.code == 5
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jetlib: error: out of memory (")
+    with pytest.raises(RuntimeError, match="boom"), step_errors():
+        raise RuntimeError("boom")
