@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from jetlib import dist
-from jetlib.data.manifest import Dataset, open_dataset
+from jetlib.data.manifest import Dataset, check_shard, open_dataset
 from jetlib.data.shards import SparseRows, decode, parquet_file
 from jetlib.data.store import LocalStore, atomic_write, sha256_bytes
 from jetlib.device import device_memory_bytes
@@ -259,6 +259,9 @@ class ShardReader:
                     path.unlink()
                     data = self.ds.read_shard(shard)
                     atomic_write(path, data)
+                else:  # the manifest's sizes and row counts are checked on a cache hit too (issue 19)
+                    check_shard(data, shard, self.ds.store.key_uri(shard["key"]),
+                                self.ds.manifest["config"]["row_group_rows"])
             else:
                 data = self.ds.read_shard(shard)
                 atomic_write(path, data)

@@ -289,3 +289,24 @@ def test_parallel_readers_change_nothing_but_speed(dataset):
         one.set_epoch(epoch)
         three.set_epoch(epoch)
         assert_same_batches(list(one), list(three))
+
+
+def test_a_cached_shard_is_checked_against_the_manifest_it_is_read_for(dataset, tmp_path):
+    """An S3 dataset's shards are cached by sha256; a manifest rewritten later with the same sha256 but
+    inflated counts must be refused on a cache hit exactly as on a fresh read (``check_shard``)."""
+    from jetlib.data.loader import ShardReader
+
+    ds, _ = dataset
+    shard = dict(ds.shards("train")[0])
+    first = ShardReader(ds, tmp_path / "cache")
+    first.remote = True  # cache on disk as for an S3 store
+    data = first.get(shard)
+    assert (tmp_path / "cache" / f"{shard['sha256']}.parquet").read_bytes() == data
+    again = ShardReader(ds, tmp_path / "cache")
+    again.remote = True
+    assert again.get(shard) == data  # an honest cache hit
+    inflated = {**shard, "rows": shard["rows"] * 4}
+    fresh = ShardReader(ds, tmp_path / "cache")
+    fresh.remote = True
+    with pytest.raises(DataError, match="the manifest says"):
+        fresh.get(inflated)
