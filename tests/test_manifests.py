@@ -127,7 +127,7 @@ def test_every_pod_jetlib_ships_or_creates_is_pod_security_restricted(tree):
 
 def test_kfp_overlay_secures_the_one_store():
     """KFP 2.17.0's SeaweedFS (manifests/kustomize/third-party/seaweedfs/base) is the store: its admin
-    keys are replaced (KFP ships minio/minio123), and its NetworkPolicy's allow-every-pod rule is
+    keys are replaced (KFP ships public default keys), and its NetworkPolicy's allow-every-pod rule is
     narrowed to pipeline pods, KFP's servers and jetlib's training pods."""
     kdir = MANIFESTS / "platform" / "kfp"
     k = yaml.safe_load((kdir / "kustomization.yaml").read_text())

@@ -48,16 +48,22 @@ def test_no_credentials_in_history_or_config(image):
         line for line in history.splitlines() if "http" in line)  # no user:password@host URL baked in
 
 
-def test_steps_chain_in_containers_against_s3(image, network, s3, tmp_path):
-    net, _ = network
+def _ingest_in_a_container(image: str, net: str, s3: str, tmp_path, n: int) -> str:
+    """Ingest ``n`` generated jets with ``docker run`` into ``S3/store``; returns the dataset URI."""
     h5 = tmp_path / "jets.h5"
-    write_h5(h5, n=90)
+    write_h5(h5, n=n)
     h5.chmod(0o644)
     r = docker_run(image, net, "ingest", "/data/jets.h5", "--store", f"{s3}/store", "--shard-rows", "16",
                    "--row-group-rows", "8", "--fractions", "0.5,1", mounts=(f"{h5}:/data/jets.h5:ro",))
     assert r.returncode == 0, r.stderr[-3000:]
     data = r.stdout.strip().splitlines()[-1]
     assert data.startswith(f"{s3}/store/")
+    return data
+
+
+def test_steps_chain_in_containers_against_s3(image, network, s3, tmp_path):
+    net, _ = network
+    data = _ingest_in_a_container(image, net, s3, tmp_path, n=90)
     steps = [
         ("pretrain", "--data", data, "--out", f"{s3}/runs/pre", "--preset", "tiny", "--device", "cpu"),
         ("finetune", "--data", data, "--task", "cls", "--mode", "finetune", "--init", f"{s3}/runs/pre",
@@ -112,13 +118,7 @@ def test_compile_works_in_a_read_only_container(image, network, s3, tmp_path):
     headers (``triton/runtime/build.py``, ``_build``), which this image layer installs for both flavours.
     The run must finish, record ``compile``, and leave compiled kernels in ``$JETLIB_CACHE/inductor``."""
     net, _ = network
-    h5 = tmp_path / "jets.h5"
-    write_h5(h5, n=60)
-    h5.chmod(0o644)
-    r = docker_run(image, net, "ingest", "/data/jets.h5", "--store", f"{s3}/store", "--shard-rows", "16",
-                   "--row-group-rows", "8", "--fractions", "0.5,1", mounts=(f"{h5}:/data/jets.h5:ro",))
-    assert r.returncode == 0, r.stderr[-3000:]
-    data = r.stdout.strip().splitlines()[-1]
+    data = _ingest_in_a_container(image, net, s3, tmp_path, n=60)
     script = (f"jetlib pretrain --data {data} --out {s3}/runs/compiled --preset tiny --device cpu --compile "
               "--set epochs=1 && test ! -w \"$HOME\" && ls \"$JETLIB_CACHE/inductor\" | grep -q .")
     r = docker_run(image, net, "-c", script, entrypoint="sh", timeout=900)
