@@ -135,6 +135,14 @@ def prepare_compile(device: torch.device, env=os.environ) -> dict[str, str]:
     if not include.is_file():
         raise ConfigError(f"--compile needs Python's C headers ({include} is missing): install python3-dev "
                           f"or drop --compile")
+    if device.type == "cpu" and torch.backends.mkldnn.enabled:
+        # torch 2.14.1: oneDNN's convolution backward, called from inductor's compiled CPU graph on the
+        # ResNet-15's stride-2 1x1 shortcut, aborts with "double free or corruption" (seen in
+        # tests/docker/test_image.py::test_compile_works_in_a_read_only_container and on the host);
+        # ATen's own convolution does not. Eager CPU runs keep oneDNN.
+        torch.backends.mkldnn.enabled = False
+        log.warning("--compile on cpu: oneDNN convolutions off (its backward crashes under inductor in "
+                    "torch %s)", torch.__version__)
     wanted = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TRITON_HOME")
     if all(env.get(k) for k in wanted):
         return {}

@@ -24,6 +24,15 @@ from jetlib.data.loader import JetLoader
 from jetlib.errors import ConfigError
 from tests.conftest import write_toy_h5
 
+
+@pytest.fixture(autouse=True)
+def _keep_onednn():
+    """prepare_compile turns oneDNN off for a CPU compile (a process-wide flag): restore it for the
+    tests after this one."""
+    before = torch.backends.mkldnn.enabled
+    yield
+    torch.backends.mkldnn.enabled = before
+
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
 JETLIB = str(Path(device.__file__).parent)
 
@@ -233,6 +242,7 @@ def test_compile_caches_go_to_a_writable_folder_when_home_is_read_only(tmp_path)
     assert done == {"TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
                     "TRITON_CACHE_DIR": str(root / "triton" / "cache"), "TRITON_HOME": str(root / "triton")}
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(root / "inductor")
+    assert not torch.backends.mkldnn.enabled  # oneDNN's conv backward crashes under inductor on CPU
     mine = {**env, "JETLIB_CACHE": str(tmp_path / "jc"), "TORCHINDUCTOR_CACHE_DIR": "/mine", "TRITON_CACHE_DIR": "",
             "TRITON_HOME": ""}
     device.prepare_compile(torch.device("cpu"), mine)
