@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
 
-test: $(STAMP) ## run the whole test suite (tiny generated data; ~2 min on 2 cores)
+test: $(STAMP) ## run the whole test suite (tiny generated data, Docker tests included; ~15 min on 2 cores)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## run the tests not marked slow
