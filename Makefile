@@ -44,7 +44,7 @@ bench-gpu: ## on one GPU, no venv needed: benchmarks/gpu_run.sh (make its datase
 study: $(STAMP) ## 2 pretraining seeds x every mode at 1% and 10% labels x 2 seeds, 4,000 simulated jets (hours on 2 cores)
 	$(BIN)/python benchmarks/study.py
 
-demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets, pretrain, fine-tune vs scratch x 3 seeds, report (~7 min)
+demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets, pretrain, fine-tune vs scratch x 3 seeds, report (~7 min on an idle 2-core machine)
 	$(BIN)/python -m pipelines.demo --out $(DEMO_DIR) --n-jets $(DEMO_JETS)
 
 compile: $(STAMP) ## compile pipelines/jet_ssl.yaml (GPU) and jet_ssl_cpu.yaml (images from JETLIB_IMAGE, JETLIB_CUDA_IMAGE)

@@ -47,7 +47,6 @@ sparse values, so it costs nothing and keeps empty pixels at exactly zero.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -60,6 +59,7 @@ import torch
 
 from jetlib import dist
 from jetlib.data.manifest import Dataset, check_shard, open_dataset
+from jetlib.data.prefetch import PREFETCH_THREAD, in_background
 from jetlib.data.shards import SparseRows, decode, parquet_file
 from jetlib.data.store import LocalStore, atomic_write, sha256_bytes
 from jetlib.device import device_memory_bytes
@@ -68,67 +68,8 @@ from jetlib.errors import ConfigError
 NORMALIZE = ("scale", "none")
 MODES = ("auto", "resident", "stream")
 RESIDENT_FRACTION = 0.25  # auto: resident when the split needs at most this share of the device's memory
-PREFETCH_THREAD = "jetlib-prefetch"  # the background reader's thread name
-_PUT_TIMEOUT_S = 0.1  # how often a blocked producer checks whether the consumer has gone
-_JOIN_TIMEOUT_S = 300.0  # a piece read in flight (an S3 fetch) is allowed to finish
 _OPEN_FILES = 4  # parsed shards kept open per reading thread (their bytes are in the reader's LRU anyway)
 _JET_BYTES = 32  # resident bytes per jet besides its pixels: offset, count, jet id, y, m0, pt
-
-
-def _offer(out: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put ``item``, waiting for room until ``stop`` is set; True if it was put."""
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=_PUT_TIMEOUT_S)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _take(q: queue.Queue, worker: threading.Thread):
-    """The next item from the prefetch thread; an error, not a hang, if the thread died without a word."""
-    while True:
-        try:
-            return q.get(timeout=1.0)
-        except queue.Empty:
-            if not worker.is_alive() and q.empty():
-                raise RuntimeError("the loader's prefetch thread ended without finishing the epoch") from None
-
-
-def _produce(items: Iterator, out: queue.Queue, stop: threading.Event) -> None:
-    """The prefetch thread: ``items``, then ``None`` (the end) or the exception that stopped it.
-
-    Every ``put`` gives up once ``stop`` is set, the last ones included: a consumer that
-    stops early leaves a full queue, and a plain ``put`` would block this thread forever.
-    """
-    try:
-        for item in items:
-            if stop.is_set() or not _offer(out, item, stop):
-                return
-    except BaseException as e:  # handed to the consumer, which re-raises it
-        _offer(out, e, stop)
-        return
-    _offer(out, None, stop)
-
-
-def _in_background(items: Iterator, prefetch: int) -> Iterator:
-    """Run the generator ``items`` on a prefetch thread, ``prefetch`` items ahead of the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-    stop = threading.Event()
-    worker = threading.Thread(target=_produce, args=(items, q, stop), daemon=True, name=PREFETCH_THREAD)
-    worker.start()
-    try:
-        while True:
-            item = _take(q, worker)
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:  # also on break, an exception in the consumer, or garbage collection (GeneratorExit)
-        stop.set()
-        worker.join(timeout=_JOIN_TIMEOUT_S)  # it notices within one put timeout or one piece read
 
 
 @dataclass
@@ -515,9 +456,9 @@ class JetLoader:
         if self.mode == "stream":
             parts = self._host_batches(pin=cuda)
             if not cuda:  # on CPU the densify is host work too: the prefetch thread does it
-                yield from _in_background((self._to_device(p) for p in parts), self.prefetch)
+                yield from in_background((self._to_device(p) for p in parts), self.prefetch)
                 return
-            for p in _in_background(parts, self.prefetch):
+            for p in in_background(parts, self.prefetch):
                 yield self._to_device(p)  # a copy and a scatter, issued without waiting
             return
         if self.resident is None:
@@ -525,4 +466,4 @@ class JetLoader:
         if cuda:  # kernel launches only: the host never waits
             yield from self._resident_batches()
         else:  # on CPU the densify is host work: overlap it with the consumer's
-            yield from _in_background(self._resident_batches(), self.prefetch)
+            yield from in_background(self._resident_batches(), self.prefetch)
