@@ -36,10 +36,11 @@ import re
 import numpy as np
 import torch
 
-from jetlib import dist
+from jetlib import dist, records
 from jetlib.data.keys import check_sha256, confine
-from jetlib.data.store import Store, open_store, sha256_bytes
-from jetlib.errors import ConfigError, DataError, StoreError
+from jetlib.data.store import NotFound, Store, sha256_bytes
+from jetlib.errors import ConfigError, DataError
+from jetlib.records import record_bytes  # noqa: F401  (re-exported until every caller imports jetlib.records)
 
 log = logging.getLogger(__name__)
 POINTER = "latest.json"
@@ -51,23 +52,6 @@ def to_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
-
-
-def record_bytes(obj) -> bytes:
-    """A run record (``metrics.json``, ``run.json``) as JSON that every reader can parse: a non-finite
-    float (a k-NN accuracy on no labels, an undefined lr) becomes ``null`` instead of the ``NaN`` that
-    strict JSON parsers and the KFP/MLMD converters refuse; written with ``allow_nan=False``."""
-    return json.dumps(_finite_only(obj), indent=1, allow_nan=False).encode()
-
-
-def _finite_only(obj):
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_only(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_only(v) for v in obj]
-    return obj
 
 
 def save_object(store: Store, key: str, obj) -> dict:
@@ -104,48 +88,13 @@ def _unpickler_reason(message: str) -> str:
 
 
 def read_run_json(uri: str, *, formats: tuple[str, ...], flag: str) -> dict:
-    """The ``run.json`` of a finished step at ``uri`` whose ``format`` is one of ``formats``.
-
-    Raises:
-        StoreError: the store cannot be read (exit 3).
-        ConfigError: ``uri`` holds no finished run of that kind (exit 2); ``flag`` (``--init``,
-            ``--model``) names where the URI came from in the message.
-    """
-    store = open_store(uri)
-    if not store.exists("run.json"):
-        raise ConfigError(f"{flag} {uri}: no finished run there (no run.json)")
-    try:
-        run = json.loads(store.get_bytes("run.json"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{flag} {uri}: run.json is not JSON ({e})") from None
-    if not isinstance(run, dict) or run.get("format") not in formats:
-        got = run.get("format") if isinstance(run, dict) else type(run).__name__
-        raise ConfigError(f"{flag} {uri}: run.json is {got!r}, expected a {' or '.join(formats)} run")
-    return run
+    """:func:`jetlib.records.read_run_json` under its old name, until every caller imports it from there."""
+    return records.read_run_json(uri, formats, flag)
 
 
 def read_run(uri: str, artifact: str, *, formats: tuple[str, ...], flag: str, map_location="cpu"):
-    """(artifact, run.json) of a finished step: ``run.json`` and the sha256-verified object it names.
-
-    Args:
-        uri: the step's output folder (a store URI).
-        artifact: the key in ``run.json`` that describes the object, e.g. ``"encoder"`` or ``"model"``.
-        formats: accepted ``run.json`` formats, e.g. ``("jetlib.pretrain/1",)``.
-        flag: the flag that named ``uri``, for the error line (``--init``, ``--model``).
-
-    Raises:
-        StoreError: the store cannot be read (exit 3).
-        ConfigError: ``uri`` holds no finished run of that kind (exit 2).
-        DataError: the object fails its checksum or holds code (exit 2).
-    """
-    run = read_run_json(uri, formats=formats, flag=flag)
-    record = run.get(artifact)
-    if not isinstance(record, dict) or not {"key", "sha256"} <= set(record):
-        raise ConfigError(f"{flag} {uri}: run.json names no {artifact} (key and sha256)")
-    store = open_store(uri)
-    where = f"{flag} {store.key_uri('run.json')}: {artifact}"
-    key = confine(record["key"], where, name=ARTIFACT_NAME)  # a file of this run's folder, nothing else
-    return load_object(store, key, check_sha256(record["sha256"], where), map_location), run
+    """:func:`jetlib.records.read_run` under its old name, until every caller imports it from there."""
+    return records.read_run(uri, artifact, formats, flag, map_location=map_location)
 
 
 def rng_state() -> dict:
@@ -249,10 +198,8 @@ class Checkpoints:
         """``latest.json``, checked: its key an ``epoch-NNNN.pt`` here, its sha256 and epoch well formed."""
         try:
             raw = self.store.get_bytes(POINTER)
-        except StoreError as e:
-            if "does not exist" in str(e):
-                return None
-            raise
+        except NotFound:
+            return None
         where = self.store.key_uri(POINTER)
         try:
             ptr = json.loads(raw)

@@ -41,7 +41,6 @@ from jetlib.errors import ConfigError, TrainingError
 BACKENDS = ("trainjob", "pytorchjob")
 RUNTIME = "jetlib-torch"  # jetlib's namespaced TrainingRuntime (manifests/base/runtime/trainingruntime.yaml)
 SECRET_KEYS = ("JETLIB_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-RUN_FORMAT = "jetlib.pretrain/1"
 UID = 1000  # the images' non-root user (images/Dockerfile)
 
 
@@ -256,7 +255,7 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
             read the Secret's keys (``manifests/base/runtime`` ships ``jetlib-torch``).
 
     Returns:
-        dict: the pretraining ``run.json`` (format ``jetlib.pretrain/1``).
+        dict: the pretraining ``run.json`` (format :data:`jetlib.records.PRETRAIN`).
 
     Raises:
         ConfigError: a bad argument, a missing or unfit runtime, the service account lacks RBAC, or
@@ -296,9 +295,9 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
 
 
 def _read_result(out: str) -> dict:
-    from jetlib.checkpoint import read_run
+    from jetlib import records
 
-    _, run = read_run(out, "encoder", formats=(RUN_FORMAT,), flag="--out")
+    _, run = records.read_run(out, "encoder", records.PRETRAIN, "--out")
     return run
 
 

@@ -24,15 +24,14 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 
 import torch
 from torch import nn
 
-from jetlib import __version__, dist
+from jetlib import dist, records
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, two_views
-from jetlib.checkpoint import Checkpoints, record_bytes, resume, rng_states, save_object, seed_everything
+from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
 from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.loader import MODES as LOADER_MODES
@@ -46,10 +45,8 @@ from jetlib.models.heads import ProjectionHead
 from jetlib.models.resnet import ResNet, ResNetConfig
 from jetlib.monitor import knn_accuracy
 from jetlib.progress import progress
-from jetlib.provenance import provenance
 
 log = logging.getLogger(__name__)
-RUN_FORMAT = "jetlib.pretrain/1"
 
 
 @dataclass(frozen=True)
@@ -294,7 +291,7 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
 def _write_metrics(store, cfg, ds, history) -> None:
     doc = {"step": "pretrain", "config": asdict(cfg), "augment_params": asdict(AugmentConfig(cfg.augment)),
            "dataset": {"uri": ds.uri, "id": ds.manifest["id"]}, "epochs": history}
-    store.put_bytes("metrics.json", record_bytes(doc))
+    records.write_json(store, "metrics.json", doc)
 
 
 def _summary(stats: dict) -> dict:
@@ -308,10 +305,9 @@ def _finish(store, cfg, ds, model_cfg, model: SimCLR, history, device) -> None:
                "dataset": ds.manifest["id"], "pretrain": asdict(cfg)}
     record = save_object(store, "encoder.pt", encoder)
     _write_metrics(store, cfg, ds, history)
-    run = {"format": RUN_FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-           "jetlib_version": __version__, "dataset": {"uri": ds.uri, "id": ds.manifest["id"]},
-           "encoder": record, "final": _summary(history[-1]) if history else {}, "config": asdict(cfg),
-           "augment_params": asdict(AugmentConfig(cfg.augment)), "world_size": dist.world_size(),
-           "torch": torch.__version__, "host": os.uname().nodename, "provenance": provenance(device)}
-    store.put_bytes("run.json", record_bytes(run))
+    records.write_run(store, records.PRETRAIN, {
+        "dataset": {"uri": ds.uri, "id": ds.manifest["id"]}, "encoder": record,
+        "final": _summary(history[-1]) if history else {}, "config": asdict(cfg),
+        "augment_params": asdict(AugmentConfig(cfg.augment)), "world_size": dist.world_size(),
+        "torch": torch.__version__, "host": os.uname().nodename}, device)
     log.info("encoder written to %s", store.key_uri("encoder.pt"))

@@ -20,14 +20,13 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from jetlib import __version__
-from jetlib.checkpoint import Checkpoints, record_bytes, resume, rng_states, save_object, seed_everything
+from jetlib import records
+from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
 from jetlib.data.loader import Batch, JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import Store, open_store
@@ -35,10 +34,8 @@ from jetlib.device import channels_last_for, setup_device
 from jetlib.errors import ConfigError
 from jetlib.metrics import roc_auc
 from jetlib.progress import progress
-from jetlib.provenance import provenance
 
 log = logging.getLogger(__name__)
-RUN_FORMAT = "jetlib.model/1"
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,6 @@ class FitResult:
     stopped_early: bool
     train_seconds: float
     train_jets: int
-    extra: dict = field(default_factory=dict)
 
 
 def trainable_parameters(model: nn.Module) -> int:
@@ -222,18 +218,16 @@ def write_outputs(store: Store, blob: dict, result: FitResult, config: dict, dat
     """``model.pt`` (best weights), ``metrics.json``, then ``run.json``; returns run.json's content.
 
     ``labels`` (from :func:`labelled_loaders`) is recorded in both JSON files, and run.json
-    carries :func:`jetlib.provenance.provenance`."""
+    carries the provenance (:func:`jetlib.records.write_run` adds it)."""
     record = save_object(store, "model.pt", {**blob, "state_dict": result.best_state})
     training = {"best_epoch": result.best_epoch, "best_value": result.best_value,
                 "epochs_run": len(result.history), "stopped_early": result.stopped_early,
                 "train_seconds": result.train_seconds,
                 "train_jets_per_s": result.train_jets / max(result.train_seconds, 1e-9)}
-    store.put_bytes("metrics.json", record_bytes({"config": config, "dataset": dataset, "labels": labels,
-                                                  "training": training, "epochs": result.history}))
-    run = {"format": RUN_FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-           "jetlib_version": __version__, "model": record, "kind": blob["kind"], "task": blob["task"],
-           "mode": blob["mode"], "label_fraction": blob["label_fraction"], "seed": blob["seed"],
-           "dataset": dataset, "labels": labels, "training": training, "resources": resources,
-           "config": config, "provenance": provenance(resources.get("device"))}
-    store.put_bytes("run.json", record_bytes(run))
+    records.write_json(store, "metrics.json", {"config": config, "dataset": dataset, "labels": labels,
+                                               "training": training, "epochs": result.history})
+    run = records.write_run(store, records.MODEL, {
+        "model": record, "kind": blob["kind"], "task": blob["task"], "mode": blob["mode"],
+        "label_fraction": blob["label_fraction"], "seed": blob["seed"], "dataset": dataset, "labels": labels,
+        "training": training, "resources": resources, "config": config}, resources.get("device"))
     return run

@@ -19,13 +19,15 @@ from functools import cache
 from urllib.parse import urlsplit
 
 from jetlib.data.keys import key_problem
-from jetlib.data.store import Store, _checked, _hidden, sha256_bytes
+from jetlib.data.store import NotFound, Store, _checked, _hidden, sha256_bytes
 from jetlib.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
 
 # Error codes an S3 server returns for conditions that pass on their own.
 _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "Throttling"}
+# Error codes for "no such object": get_bytes raises NotFound for them, a stat answers None.
+_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # the S3 bucket-naming rules
 _DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "AccountProblem", "InvalidToken", "ExpiredToken"}
@@ -197,21 +199,22 @@ class S3Store(Store):
             self.bucket, self._name(key), io.BytesIO(data), len(data), metadata=meta))
 
     def get_bytes(self, key):
+        from minio.error import S3Error
 
         def fetch():
-            resp = self.client.get_object(self.bucket, self._name(key))
+            try:
+                resp = self.client.get_object(self.bucket, self._name(key))
+            except S3Error as e:
+                if e.code in _MISSING_CODES:  # typed here, from the server's code, not matched on text later
+                    raise NotFound(f"{self.key_uri(key)} does not exist") from None
+                raise
             try:
                 return resp.read()
             finally:
                 resp.close()
                 resp.release_conn()
 
-        try:
-            return self._call(self.key_uri(key), fetch)
-        except StoreError as e:
-            if "NoSuchKey" in str(e) or "NoSuchBucket" in str(e):
-                raise StoreError(f"{self.key_uri(key)} does not exist") from None
-            raise
+        return self._call(self.key_uri(key), fetch)
 
     def _stat(self, key):
         from minio.error import S3Error
@@ -220,7 +223,7 @@ class S3Store(Store):
             try:
                 return self.client.stat_object(self.bucket, self._name(key))
             except S3Error as e:
-                if e.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"):
+                if e.code in _MISSING_CODES:
                     return None
                 raise
 

@@ -53,6 +53,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class NotFound(StoreError):
+    """No object at the key (on either store): callers test for this type, never an error's text."""
+
+
 def sha256_file(path: str | os.PathLike, block: int = 8 << 20, bar=None) -> str:
     """sha256 of a file read in blocks (bounded memory); ``bar`` is advanced by bytes read."""
     h = hashlib.sha256()
@@ -78,7 +82,8 @@ class Store(ABC):
         """Write ``data`` atomically; ``sha256`` (if given) is recorded for :meth:`stored_sha256`."""
 
     @abstractmethod
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str) -> bytes:
+        """The object at ``key``; :class:`NotFound` when there is none."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -116,7 +121,7 @@ class Store(ABC):
         self.put_bytes(key, data, sha256=sha256_bytes(data))
 
     def get_file(self, key: str, path: str | os.PathLike) -> None:
-        """Copy an object to a local file, atomically."""
+        """Copy an object to a local file, atomically; :class:`NotFound` when there is none."""
         atomic_write(Path(path), self.get_bytes(key))
 
     def key_uri(self, key: str) -> str:
@@ -178,8 +183,8 @@ class LocalStore(Store):
     def get_bytes(self, key):
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise StoreError(f"{self.key_uri(key)} does not exist") from None
+        except (FileNotFoundError, NotADirectoryError):  # a key below a file does not exist either
+            raise NotFound(f"{self.key_uri(key)} does not exist") from None
         except OSError as e:
             raise StoreError(f"cannot read {self.key_uri(key)}: {e.strerror or e}") from e
 

@@ -14,20 +14,19 @@ started and did not finish: it is recorded as such, for the "what is missing" se
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 from dataclasses import dataclass, field
 
-from jetlib.data.store import Store, open_store
-from jetlib.errors import ConfigError, StoreError
+from jetlib import records
+from jetlib.data.store import NotFound, open_store
+from jetlib.errors import ConfigError
 from jetlib.report.check import result_problem
 
 log = logging.getLogger(__name__)
+# the old names (report/inference.py imports them) until every reader takes them from jetlib.records
+PRETRAIN_FORMAT, MODEL_FORMAT = records.PRETRAIN, records.MODEL
 
-RESULT_FORMAT = "jetlib.result/1"
-PRETRAIN_FORMAT = "jetlib.pretrain/1"
-MODEL_FORMAT = "jetlib.model/1"
 # Folders whose JSON files are never study outputs; skipping them keeps an S3 walk to a few reads.
 _SKIP_DIRS = {"checkpoints", "report", "datasets"}
 
@@ -56,15 +55,6 @@ class Study:
     @property
     def fractions(self) -> list[float]:
         return sorted({float(r["label_fraction"]) for r in self.results})
-
-
-def _read_json(store: Store, key: str) -> dict | None:
-    """The JSON object at ``key``, or None when it is not a JSON object (store errors propagate)."""
-    try:
-        doc = json.loads(store.get_bytes(key))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def collect(run_uri: str) -> Study:
@@ -96,20 +86,18 @@ def collect(run_uri: str) -> Study:
         docs = {}
         for name in sorted(n for n in names if n.endswith(".json")):
             try:
-                doc = _read_json(here, name)
-            except StoreError as e:
-                if "does not exist" in str(e):  # removed while we walked
-                    continue
-                raise
+                doc = records.read_json(here, name)
+            except NotFound:  # removed while we walked
+                continue
             if doc is None:
                 unreadable.append(f"{here.key_uri(name)}: not a JSON object")
             else:
                 docs[name] = doc
         for name, doc in docs.items():
-            problem = result_problem(doc) if doc.get("format") == RESULT_FORMAT else None
+            problem = result_problem(doc) if doc.get("format") == records.RESULT else None
             if problem:
                 unreadable.append(f"{here.key_uri(name)}: a result file jetlib cannot read ({problem})")
-            elif doc.get("format") == RESULT_FORMAT:
+            elif doc.get("format") == records.RESULT:
                 same = ((doc.get("model") or {}).get("sha256"), (doc.get("dataset") or {}).get("id"))
                 if same[0] and same in seen:  # a copy of a result already counted: pooling it twice fakes precision
                     log.info("%s repeats %s; counted once", here.key_uri(name), seen[same])
@@ -118,9 +106,9 @@ def collect(run_uri: str) -> Study:
                 results.append({**doc, "_uri": here.key_uri(name)})
         run = docs.get("run.json")
         step = Step(here.uri, run, docs.get("metrics.json"), set(names))
-        if run is not None and run.get("format") == PRETRAIN_FORMAT:
+        if run is not None and run.get("format") == records.PRETRAIN:
             pretrains.append(step)
-        elif run is not None and run.get("format") == MODEL_FORMAT:
+        elif run is not None and run.get("format") == records.MODEL:
             trainings.append(step)
         elif run is None and (folder in with_checkpoints or "metrics.json" in names):
             unfinished.append(step)
