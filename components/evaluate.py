@@ -27,7 +27,7 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], run: str, metrics: Ou
 
     from jetlib.evaluate import evaluate as score
     from jetlib.kfp_outputs import display_name, flat_metadata, result_metrics
-    from jetlib.workflow import step_errors
+    from jetlib.steps import step_errors
 
     with step_errors():
         result = score(dataset.metadata["uri"], model.metadata["uri"], posixpath.join(run, "results"))

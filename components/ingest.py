@@ -25,7 +25,7 @@ def ingest(store: str, dataset: Output[Dataset], source: str = "", n_jets: int =
     import json
 
     from jetlib.kfp_outputs import flat_metadata
-    from jetlib.workflow import ingest_step, step_errors
+    from jetlib.steps import ingest_step, step_errors
 
     with step_errors():
         m = ingest_step(store, source=source, n_jets=n_jets, sim_seed=sim_seed, workers=workers or None)

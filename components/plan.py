@@ -16,15 +16,16 @@ def plan(store: str, run_name: str, job_id: str, label_fractions: list, seeds: l
         job_id: the KFP run's id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``), unique per run.
         label_fractions: label fractions in (0, 1], each one of the dataset's subsets.
         seeds: training seeds.
-        modes: ``<task>-<mode>`` trainings to run, a non-empty subset of ``jetlib.workflow.MODES``.
+        modes: ``<task>-<mode>`` trainings to run, a non-empty subset of ``jetlib.study.MODES``.
 
     Returns:
         ``{"fraction", "seed", "problem", "mode", "folder"}`` per training, never empty.
         ``folder`` is the run folder: kfp.local 2.17 replaces any task output passed into a loop
         by the loop item, so the folder travels inside the items.
     """
-    from jetlib.workflow import plan as expand
-    from jetlib.workflow import run_dir, step_errors
+    from jetlib.steps import step_errors
+    from jetlib.study import plan as expand
+    from jetlib.study import run_dir
 
     with step_errors():
         folder = run_dir(store, run_name or job_id)
@@ -36,7 +37,8 @@ def plan(store: str, run_name: str, job_id: str, label_fractions: list, seeds: l
 @dsl.component(**COMPONENT)
 def run_folder(store: str, run_name: str, job_id: str) -> str:
     """``STORE/runs/<run_name>``, or ``STORE/runs/<job_id>`` (the KFP run's id) when ``run_name`` is empty."""
-    from jetlib.workflow import run_dir, step_errors
+    from jetlib.steps import step_errors
+    from jetlib.study import run_dir
 
     with step_errors():
         return run_dir(store, run_name or job_id)
@@ -46,10 +48,9 @@ def run_folder(store: str, run_name: str, job_id: str) -> str:
 def pretrain_gpus(nodes: int, gpus_per_node: int) -> str:
     """The pretraining pod's GPU limit, as the string a KFP 2.17 driver can read: ``gpus_per_node``
     on one node, ``0`` when the pod only waits for a multi-node job."""
-    from jetlib.errors import ConfigError
-    from jetlib.workflow import step_errors
+    from jetlib.placement import check_counts
+    from jetlib.steps import step_errors
 
     with step_errors():
-        if nodes < 1 or gpus_per_node < 0:
-            raise ConfigError(f"need nodes >= 1 and gpus_per_node >= 0, got {nodes} and {gpus_per_node}")
+        check_counts(nodes, gpus_per_node)
     return str(gpus_per_node if nodes == 1 else 0)

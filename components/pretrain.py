@@ -30,7 +30,9 @@ def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: 
     import json
 
     from jetlib.kfp_outputs import flat_metadata
-    from jetlib.workflow import pretrain_dir, pretrain_step, step_errors
+    from jetlib.placement import pretrain_step
+    from jetlib.steps import step_errors
+    from jetlib.study import pretrain_dir
 
     out = pretrain_dir(run, seed)
     with step_errors():

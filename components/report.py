@@ -28,7 +28,7 @@ def report(run: str, results: Input[list[Metrics]], html: Output[HTML], markdown
     from jetlib.kfp_outputs import flat_metadata, report_curves
     from jetlib.report import build_report
     from jetlib.report.collect import collect
-    from jetlib.workflow import step_errors
+    from jetlib.steps import step_errors
 
     with step_errors():
         rep = build_report(run)

@@ -30,7 +30,7 @@ def train(dataset: Input[Dataset], encoder: Input[Model], run: str, problem: str
     import json
 
     from jetlib.kfp_outputs import display_name, flat_metadata
-    from jetlib.workflow import step_errors, train_step
+    from jetlib.steps import step_errors, train_step
 
     with step_errors():
         out, record = train_step(dataset.metadata["uri"], run, problem=problem, mode=mode, fraction=label_fraction,

@@ -98,12 +98,12 @@ def report_curves(results: list[dict], limit: int = REPORT_CURVES) -> list[tuple
     """One ROC curve per classification mode and label fraction, averaged over seeds (and pretraining
     seeds): the background efficiency at each signal efficiency of a shared grid is the mean of the
     runs' curves there. Returns ``(display name, fpr, tpr, threshold)`` per curve, by fraction then
-    mode (the order of ``jetlib.workflow.MODES``), at most ``limit``; the rest are named in the log.
+    mode (the order of ``jetlib.study.MODES``), at most ``limit``; the rest are named in the log.
     """
     import numpy as np
 
     from jetlib.metrics import ROC_POINTS
-    from jetlib.workflow import MODES
+    from jetlib.study import MODES
 
     order = [m.split("-")[1] for m in MODES if m.startswith("cls-")]
     groups: dict[tuple[float, str], list] = {}

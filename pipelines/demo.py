@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jetlib.cli import fraction_list, positive_int
 from jetlib.errors import JetlibError
-from jetlib.workflow import MODES
+from jetlib.study import MODES
 from pipelines.local import CPU_YAML, run_local
 
 DEFAULT_MODES = "cls-finetune,cls-scratch"

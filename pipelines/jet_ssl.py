@@ -56,7 +56,7 @@ from components.plan import plan, pretrain_gpus, run_folder
 from components.pretrain import pretrain
 from components.report import report
 from components.train import train
-from jetlib.workflow import MODES
+from jetlib.study import MODES
 
 HERE = Path(__file__).resolve().parent
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JETLIB_S3_ENDPOINT")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from jetlib.errors import ConfigError
-from jetlib.workflow import MODES, plan
+from jetlib.study import MODES, plan
 from pipelines.jet_ssl import NAMES, PARALLELISM, SHM
 from pipelines.pin import PinError, pin, pinned_reference
 
@@ -119,7 +119,7 @@ def test_no_fan_in_can_be_empty_for_any_accepted_modes(name):
     source = loop["inputs"]["parameters"][items]["taskOutputParameter"]
     assert source["producerTask"] == "plan"  # not a pipeline parameter a user could set to []
     assert spec["components"]["comp-plan"]["executorLabel"] == "exec-plan"
-    assert "from jetlib.workflow import plan as expand" in str(spec["deploymentSpec"]["executors"]["exec-plan"])
+    assert "from jetlib.study import plan as expand" in str(spec["deploymentSpec"]["executors"]["exec-plan"])
     for r in range(1, len(MODES) + 1):
         for modes in itertools.combinations(MODES, r):
             assert len(plan([0.1], [0], list(modes))) == len(modes)

@@ -1,5 +1,5 @@
-"""Each KFP component's function called directly on tiny data, and the logic behind them (jetlib.workflow,
-jetlib.kfp_outputs).
+"""Each KFP component's function called directly on tiny data, and the logic behind them (jetlib.study,
+jetlib.placement, jetlib.steps, jetlib.kfp_outputs).
 
 The chain ingest -> pretrain -> train (finetune, scratch, vgg) -> evaluate -> report runs once per
 module (tiny preset, 200 toy jets) and every test checks what one step handed on: store URIs in the
@@ -26,13 +26,20 @@ from jetlib.data.store import open_store
 from jetlib.errors import ConfigError, TrainingError
 from jetlib.evaluate import CLS_KEYS, REG_KEYS
 from jetlib.kfp_outputs import REPORT_CURVES, flat_metadata, report_curves, result_metrics, roc_points
-from jetlib.workflow import plan as expand
-from jetlib.workflow import pretrain_placement, pretrain_step, read_run, run_dir, training_dir
+from jetlib.placement import pretrain_placement, pretrain_step
+from jetlib.records import read_run_json
+from jetlib.study import plan as expand
+from jetlib.study import run_dir, training_dir
 from tests.conftest import write_h5, write_toy_h5
 
 COMMON = {"label_fraction", "seed", "test_jets", "trainable_parameters", "train_seconds"}
 # ClassificationMetrics' own schema (kfp.dsl.ClassificationMetrics) nests these; MLMD stores them as structs.
 KFP_NESTED = {"confusionMatrix", "confidenceMetrics"}
+
+
+def read_run(uri: str, fmt: str) -> dict:
+    """A finished step's run.json, read as the components read it."""
+    return read_run_json(uri, fmt, "step output")
 
 
 def artifact(kind, root: Path, name: str):
@@ -323,8 +330,8 @@ def test_plan_expands_the_grid_into_one_loop_and_names_the_folder():
     ([0.1], [0], ["cls-bogus"], "unknown 'cls-bogus'"),
     ([0.1], [0], [], "none given"),
     ([1.5], [0], ["cls-finetune"], r"\(0, 1\]"),
-    (["a"], [0], ["cls-finetune"], "expected numbers"),
-    ([0.1], [0.5], ["cls-finetune"], "whole numbers"),
+    (["a"], [0], ["cls-finetune"], "expected a number"),
+    ([0.1], [0.5], ["cls-finetune"], "expected a whole number"),
     ([], [0], ["cls-finetune"], "at least one"),
     ([0.1], [], ["cls-finetune"], "at least one"),
 ])
@@ -396,14 +403,14 @@ def test_pretrain_step_runs_torchrun_for_several_gpus(tmp_path, monkeypatch):
         _fake_pretrain_run(str(tmp_path / "out"))
         return types.SimpleNamespace(returncode=0)
 
-    monkeypatch.setattr("jetlib.workflow.subprocess.run", fake_run)
+    monkeypatch.setattr("jetlib.placement.subprocess.run", fake_run)
     run = pretrain_step("DATA", str(tmp_path / "out"), preset="auto", augment="physics", seed=4, gpus_per_node=4,
                         visible_gpus=4)
     assert run["encoder"]["sha256"] == "x"
     assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m",
                       "jetlib", "pretrain", "--data", "DATA", "--out", str(tmp_path / "out"), "--preset", "gpu",
                       "--augment", "physics", "--seed", "4"]]
-    monkeypatch.setattr("jetlib.workflow.subprocess.run", lambda cmd, env: types.SimpleNamespace(returncode=1))
+    monkeypatch.setattr("jetlib.placement.subprocess.run", lambda cmd, env: types.SimpleNamespace(returncode=1))
     with pytest.raises(TrainingError, match="exited with status 1"):
         pretrain_step("DATA", str(tmp_path / "other"), preset="cpu", augment="seed", seed=0, gpus_per_node=2,
                       visible_gpus=2)
@@ -435,7 +442,7 @@ def test_read_run_refuses_an_unfinished_or_foreign_folder(tmp_path):
 def test_a_component_out_of_memory_is_one_line_exit_5_and_a_bug_keeps_its_traceback(capsys):
     """In a pod nobody reruns with --debug: the CPU allocator's refusal (c10/core/impl/alloc_cpu.cpp's
     message) is the CLI's one line and exit 5; any other exception still propagates (a bug)."""
-    from jetlib.workflow import step_errors
+    from jetlib.steps import step_errors
 
     with pytest.raises(SystemExit) as e, step_errors():
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: not enough memory: "

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from jetlib.report import build_report
+from jetlib.study import training_dir
 from tests.report.tiny_run import FRACTIONS, GRID, SEEDS, make_tiny_run
 
 pytestmark = pytest.mark.slow
@@ -85,11 +86,12 @@ def test_a_run_missing_steps_says_what_is_missing(tiny, tmp_path):
     part = tmp_path / "partial"
     shutil.copytree(run, part, ignore=shutil.ignore_patterns("report"))
     (part / "results" / "reg-scratch-f0.5-s1.json").unlink()  # evaluated result lost
-    (part / "cls-vgg-f1-s1-p0" / "run.json").unlink()  # a step killed before it finished
+    vgg, scratch = training_dir("", "cls", "vgg", 1, 1, 0), training_dir("", "reg", "scratch", 0.5, 1, 0)
+    (part / vgg / "run.json").unlink()  # a step killed before it finished
     report = build_report(str(part), write=False, max_jets=16)
     assert "no result for reg scratch at 50% labels, seed 1" in report.missing
-    assert any("reg-scratch-f0.5-s1-p0" in m and "not evaluated" in m for m in report.missing)
-    assert any("cls-vgg-f1-s1-p0 started but did not finish" in m for m in report.missing)
+    assert any(f"/{scratch} (" in m and "not evaluated" in m for m in report.missing)
+    assert any(f"/{vgg} started but did not finish" in m for m in report.missing)
     assert "reg_mae_scratch_f0.5_std" not in report.summary  # one seed left: no spread claimed
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 
 from jetlib.report.collect import Study
-from jetlib.report.stats import PRETRAINED, fmt_fraction, order_modes, pretrain_id
+from jetlib.report.stats import fmt_fraction, order_modes, pretrain_id
+from jetlib.study import PRETRAINED  # the pipeline's own list: a hole is what the plan would have run
 
 
 def _cell(task, mode, fraction, seed, pseed) -> str:

@@ -17,6 +17,7 @@ from jetlib.data.splits import SplitConfig
 from jetlib.evaluate import evaluate
 from jetlib.pretrain import make_config as pretrain_config
 from jetlib.pretrain import pretrain
+from jetlib.study import pretrain_dir, training_dir
 from tests.conftest import write_toy_h5
 
 FRACTIONS = (0.5, 1.0)
@@ -31,12 +32,12 @@ def make_tiny_run(root: Path, n_jets: int = 100, size: int = 24) -> tuple[str, s
                        image_size=None)
     data = ingest(root / "toy.h5", str(root / "store"), cfg=cfg)
     run = root / "run"
-    pre = str(run / "pretrain-s0")
+    pre = pretrain_dir(str(run), 0)  # the folders the pipeline writes, named where it names them
     pretrain(data, pre, pretrain_config("tiny", epochs=2), device="cpu")
     for task, mode in GRID:
         for fraction in FRACTIONS:
             for seed in SEEDS:
-                out = str(run / f"{task}-{mode}-f{fraction:g}-s{seed}-p0")
+                out = training_dir(str(run), task, mode, fraction, seed, 0)
                 if mode == "vgg":
                     cfg = bl.make_config("tiny", epochs=1, label_fraction=fraction, seed=seed)
                     bl.baseline(data, out, cfg, device="cpu")

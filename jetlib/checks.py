@@ -1,0 +1,120 @@
+"""Convert a value and check its range, the one set of validators every entry point uses.
+
+A flag (``jetlib`` and ``pipelines.demo``), a pipeline parameter (``jetlib.study.plan``) and a
+component input are read by these functions: each returns the converted value or raises
+:class:`~jetlib.errors.ConfigError` with one line naming the setting, what was expected and what
+was given. The CLI turns that into argparse's ``argument --flag: ...`` line (:func:`argtype`).
+
+Example:
+    >>> whole("3", minimum=1), number("0.5", "lr", low=0, low_open=True)
+    (3, 0.5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from jetlib.errors import ConfigError
+
+
+def _fail(name: str, text: str):
+    raise ConfigError(f"{name}: {text}" if name else text)
+
+
+def number(value, name: str = "", *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
+           high_open: bool = False) -> float:
+    """``value`` (a number or its text) as a float in the interval from ``low`` to ``high``.
+
+    ``low_open``/``high_open`` leave that end out; nan is never in range.
+
+    Raises:
+        ConfigError: not a number (a bool is not one) or outside the interval.
+    """
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        f = float(value)
+    except (TypeError, ValueError):
+        _fail(name, f"expected a number, got {value!r}")
+    above = f > low if low_open else f >= low
+    below = f < high if high_open else f <= high
+    if not (above and below):  # also nan
+        _fail(name, f"must be {_interval(low, high, low_open, high_open)}, got {value}")
+    return f
+
+
+def _interval(low, high, low_open, high_open) -> str:
+    if high == math.inf:
+        return "a positive number" if (low, low_open) == (0, True) else f"at least {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def whole(value, name: str = "", *, minimum: int | None = None) -> int:
+    """``value`` as an int: an int, a float with no fraction (JSON's 2.0) or the text of an int.
+
+    Raises:
+        ConfigError: not a whole number (a bool, ``"2.5"``, 0.5) or below ``minimum``.
+    """
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TypeError
+        n = int(value)
+        if n != value and not isinstance(value, str):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        _fail(name, f"expected a whole number, got {value!r}")
+    if minimum is not None and n < minimum:
+        _fail(name, f"must be at least {minimum}, got {n}")
+    return n
+
+
+def fraction(value, name: str = "") -> float:
+    """A label fraction: a number in (0, 1]."""
+    return number(value, name, low=0, high=1, low_open=True)
+
+
+def fractions(text: str, name: str = "") -> tuple[float, ...]:
+    """``"0.1,0.01,0.1"`` -> ``(0.01, 0.1)``: comma-separated label fractions, sorted, each once."""
+    parts = [v for v in str(text).split(",") if v.strip()]
+    try:
+        values = tuple(fraction(v) for v in parts)
+    except ConfigError:
+        values = ()
+    if not values:
+        _fail(name, f"fractions must be in (0, 1], comma-separated, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def wholes(text: str, name: str = "") -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``: comma-separated whole numbers, in the order given."""
+    try:
+        return [whole(v.strip()) for v in str(text).split(",") if v.strip()]
+    except ConfigError:
+        _fail(name, f"expected comma-separated whole numbers, got {text!r}")
+
+
+def names(text: str, known, name: str = "") -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``: a non-empty list of names, each one of ``known``."""
+    chosen = [m.strip() for m in str(text).split(",") if m.strip()]
+    bad = [m for m in chosen if m not in known]
+    if bad or not chosen:
+        _fail(name, f"unknown {', '.join(map(repr, bad)) or '(none given)'}; choose from {', '.join(known)}")
+    return chosen
+
+
+def argtype(check, **options):
+    """An argparse ``type=`` from a validator: its ConfigError becomes argparse's one-line flag error.
+
+    Example:
+        >>> argtype(whole, minimum=1)("4")
+        4
+    """
+    def convert(text: str):
+        try:
+            return check(text, **options)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(check, "__name__", "value")  # argparse names the type in "invalid X value"
+    return convert

@@ -1,0 +1,109 @@
+"""The glue every KFP component shares: one jetlib error as one line and an exit code, and the
+ingest and training steps the components call.
+
+The components in ``components/`` stay thin adapters; anything with a decision in it lives in
+``jetlib`` (the plan and folder names in :mod:`jetlib.study`, pretraining's placement in
+:mod:`jetlib.placement`), where it is tested without KFP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from jetlib.errors import ConfigError
+from jetlib.study import MODES, PRETRAINED, training_dir
+
+
+@contextlib.contextmanager
+def step_errors():
+    """Inside a KFP component: a jetlib error becomes its one line on stderr and the CLI's exit code.
+
+    What the pod log and the KFP UI then show is the reason (``ConfigError``: exit 2, store: 3,
+    training: 4, out of memory: 5), as ``jetlib <step>`` prints it, instead of a traceback through the executor.
+    """
+    from jetlib.errors import JetlibError, ResourceError, one_line, out_of_memory, out_of_memory_line
+
+    try:
+        yield
+    except JetlibError as e:
+        print(f"jetlib: error: {one_line(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(e.exit_code) from None
+    except Exception as e:  # the machine, not a bug: the CLI's line and exit code; a bug keeps its traceback
+        if not out_of_memory(e):
+            raise
+        print(f"jetlib: error: {out_of_memory_line(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(ResourceError.exit_code) from None
+
+
+def ingest_step(store: str, source: str = "", n_jets: int = 3000, sim_seed: int = 0,
+                workers: int | None = None) -> dict:
+    """Ingest ``source`` (a local path or ``s3://`` URI of an HDF5 file) into ``store``; with no
+    source, simulate ``n_jets`` jets first. Returns the committed dataset's manifest plus its ``uri``.
+
+    A simulated file is kept in the store (``sources/simulated-n<N>-s<seed>.h5``) so that a retried
+    or re-run step ingests the same bytes (the same dataset id) without simulating again.
+    """
+    import tempfile
+
+    from jetlib.data.ingest import ingest
+    from jetlib.data.manifest import open_dataset
+    from jetlib.data.store import open_store
+
+    with tempfile.TemporaryDirectory(prefix="jetlib-source-", dir=os.environ.get("JETLIB_TMPDIR")) as tmp:
+        name = None
+        if source.startswith("s3://"):
+            parent, key = source.rsplit("/", 1)
+            path = os.path.join(tmp, key)
+            open_store(parent).get_file(key, path)
+        elif source:
+            path = source
+        else:
+            from jetlib.data.simulate import SimConfig, simulate
+
+            name = f"simulated-n{n_jets}-s{sim_seed}"
+            key, path, st = f"sources/{name}.h5", os.path.join(tmp, f"{name}.h5"), open_store(store)
+            if st.exists(key):
+                st.get_file(key, path)
+            else:
+                simulate(SimConfig(n_jets=n_jets, seed=sim_seed), path, workers=workers or None)
+                st.put_file(key, path)
+        uri = ingest(path, store, name=name)
+    ds = open_dataset(uri)
+    return {**ds.manifest, "uri": ds.uri}
+
+
+def training_config(step: str, preset: str, **values):
+    """``make_config`` of ``jetlib.finetune`` or ``jetlib.baseline`` with ``preset`` auto resolved as the CLI does."""
+    import importlib
+
+    from jetlib.config import resolve_preset
+
+    return importlib.import_module(f"jetlib.{step}").make_config(resolve_preset(preset), **values)
+
+
+def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float, seed: int, preset: str,
+               augment: str = "none", encoder: dict | None = None) -> tuple[str, dict]:
+    """One training of the study: ``finetune``, ``linear`` or ``scratch`` (jetlib.finetune) or ``vgg``
+    (jetlib.baseline), into its folder in ``run``; returns ``(folder, run.json)``.
+
+    ``encoder`` is the pretraining artifact's metadata (``uri``, ``seed``), used by the pretrained
+    modes only. One dispatcher, so the pipeline has one loop over every training (see :func:`jetlib.study.plan`).
+    """
+    if f"{problem}-{mode}" not in MODES:
+        raise ConfigError(f"no training {problem}-{mode}; choose from {', '.join(MODES)}")
+    if mode == "vgg":
+        from jetlib.baseline import baseline
+
+        out = training_dir(run, problem, mode, fraction, seed, None)
+        return out, baseline(data, out, training_config("baseline", preset, label_fraction=fraction, seed=seed))
+    from jetlib.finetune import finetune
+
+    pretrained = mode in PRETRAINED
+    if pretrained and not (encoder or {}).get("uri"):
+        raise ConfigError(f"{problem}-{mode} starts from the pretrained encoder, but none was given")
+    out = training_dir(run, problem, mode, fraction, seed, int(encoder["seed"]) if pretrained else None)
+    cfg = training_config("finetune", preset, task=problem, mode=mode, label_fraction=fraction, seed=seed,
+                          augment=augment)
+    return out, finetune(data, out, cfg, init=encoder["uri"] if pretrained else None)
