@@ -23,9 +23,9 @@ redundancy term; pass ``lambd`` to choose another.
 
 Under DDP the standardisation and C are statistics of the *global* batch: the
 embeddings are gathered with gradients (:func:`jetlib.dist.gather`), so the loss and every
-gradient equal one process's on the global batch. (The authors' code all-reduces C
-instead, with a non-differentiable all_reduce: each rank's gradient then sees its own
-slice's share of C only.)
+gradient equal one process's on the global batch. (The authors' code sums C over the
+ranks with ``torch.distributed.all_reduce``, which autograd does not differentiate
+through; the gather keeps the whole computation differentiable.)
 
 Computed in fp32 inside autocast: C sums N products per entry, and near convergence
 the diagonal term is a sum of D squares of ``1 - C_ii`` ~ 1e-3; bf16's relative rounding

@@ -11,7 +11,8 @@ eqs. 1-6, and Algorithm 1):
   the batch, divided by B - 1: decorrelates the dimensions.
 
 ``loss = 25 s + 25 (v(Z) + v(Z')) / 2 + 1 (c(Z) + c(Z'))``: lambda = mu = 25, nu = 1, the
-paper's weights (Sec. 4.1). The two variance terms are *averaged*, as in the authors' code
+paper's weights (Sec. 4.1; the defaults of the authors' ``--sim-coeff``, ``--std-coeff``
+and ``--cov-coeff``). The two variance terms are *averaged*, as in the authors' code
 (facebookresearch/vicreg, main_vicreg.py, ``VICReg.forward``), with which the published
 weights were tuned; the paper's eq. 6 writes their sum. A fully collapsed batch therefore
 costs ``25 * (1 - sqrt(1e-4)) = 24.75``. Nothing here depends on the projector's width D:
