@@ -22,16 +22,10 @@ def ingest(store: str, dataset: Output[Dataset], source: str = "", n_jets: int =
         sim_seed: simulation seed.
         workers: simulation processes (0: all cores).
     """
-    import json
-
-    from jetlib.kfp_outputs import flat_metadata
-    from jetlib.steps import ingest_step, step_errors
+    from jetlib.steps import describe, ingest_step, step_errors
 
     with step_errors():
         m = ingest_step(store, source=source, n_jets=n_jets, sim_seed=sim_seed, workers=workers or None)
     splits = {name: s["rows"] for name, s in m["splits"].items()}
-    dataset.metadata.update(flat_metadata({"uri": m["uri"], "id": m["id"], "jets": sum(splits.values()),
-                                           "sha256": m["source"]["sha256"], "labelled": m["labelled"],
-                                           **{f"{name}_jets": rows for name, rows in splits.items()}}))
-    with open(dataset.path, "w") as f:
-        json.dump(dataset.metadata, f, indent=1)
+    describe(dataset, {"uri": m["uri"], "id": m["id"], "jets": sum(splits.values()), "sha256": m["source"]["sha256"],
+                       "labelled": m["labelled"], **{f"{name}_jets": rows for name, rows in splits.items()}})

@@ -27,11 +27,8 @@ def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: 
         image: the training image for a multi-node job.
         secret: the Kubernetes Secret with the store credentials, for a multi-node job's pods.
     """
-    import json
-
-    from jetlib.kfp_outputs import flat_metadata
     from jetlib.placement import pretrain_step
-    from jetlib.steps import step_errors
+    from jetlib.steps import describe, step_errors
     from jetlib.study import pretrain_dir
 
     out = pretrain_dir(run, seed)
@@ -39,9 +36,7 @@ def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: 
         record = pretrain_step(dataset.metadata["uri"], out, preset=preset, augment=augment, seed=seed, nodes=nodes,
                                gpus_per_node=gpus_per_node, image=image, secret=secret)
     final = record.get("final", {})
-    encoder.metadata.update(flat_metadata({
+    describe(encoder, {
         "uri": out, "sha256": record["encoder"]["sha256"], "dataset_id": record["dataset"]["id"], "seed": seed,
         "preset": record["config"]["preset"], "display_name": f"encoder s{seed}", "loss": final.get("loss"),
-        "knn_accuracy": final.get("knn_accuracy")}))
-    with open(encoder.path, "w") as f:
-        json.dump(encoder.metadata, f, indent=1)
+        "knn_accuracy": final.get("knn_accuracy")})

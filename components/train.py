@@ -27,18 +27,14 @@ def train(dataset: Input[Dataset], encoder: Input[Model], run: str, problem: str
         preset: tiny, cpu, gpu or auto.
         augment: none, seed or physics (mild augmentation of training batches; not for vgg).
     """
-    import json
-
-    from jetlib.kfp_outputs import display_name, flat_metadata
-    from jetlib.steps import step_errors, train_step
+    from jetlib.kfp_outputs import display_name
+    from jetlib.steps import describe, step_errors, train_step
 
     with step_errors():
         out, record = train_step(dataset.metadata["uri"], run, problem=problem, mode=mode, fraction=label_fraction,
                                  seed=seed, preset=preset, augment=augment, encoder=encoder.metadata)
-    model.metadata.update(flat_metadata({
+    describe(model, {
         "uri": out, "sha256": record["model"]["sha256"], "task": problem, "mode": mode,
         "label_fraction": label_fraction, "seed": seed,
         "display_name": display_name(problem, mode, label_fraction, seed),
-        "best_epoch": record["training"].get("best_epoch")}))
-    with open(model.path, "w") as f:
-        json.dump(model.metadata, f, indent=1)
+        "best_epoch": record["training"].get("best_epoch")})

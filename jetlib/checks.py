@@ -26,7 +26,7 @@ def number(value, name: str = "", *, low: float = -math.inf, high: float = math.
            high_open: bool = False) -> float:
     """``value`` (a number or its text) as a float in the interval from ``low`` to ``high``.
 
-    ``low_open``/``high_open`` leave that end out; nan is never in range.
+    ``low_open``/``high_open`` leave that end out; nan and the infinities are never in range.
 
     Raises:
         ConfigError: not a number (a bool is not one) or outside the interval.
@@ -39,13 +39,13 @@ def number(value, name: str = "", *, low: float = -math.inf, high: float = math.
         _fail(name, f"expected a number, got {value!r}")
     above = f > low if low_open else f >= low
     below = f < high if high_open else f <= high
-    if not (above and below):  # also nan
+    if not (math.isfinite(f) and above and below):
         _fail(name, f"must be {_interval(low, high, low_open, high_open)}, got {value}")
     return f
 
 
 def _interval(low, high, low_open, high_open) -> str:
-    if high == math.inf:
+    if high == math.inf:  # the default: no upper bound but finiteness
         return "a positive number" if (low, low_open) == (0, True) else f"at least {low:g}"
     return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 

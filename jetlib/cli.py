@@ -17,8 +17,10 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 
-from jetlib import __version__
+from jetlib import __version__, checks
+from jetlib.checks import argtype
 from jetlib.config import resolve_preset
 from jetlib.errors import JetlibError, ResourceError, one_line, out_of_memory, out_of_memory_line
 from jetlib.progress import end_line
@@ -33,60 +35,53 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# --- argument types -------------------------------------------------------------------------
+# --- argument types: jetlib.checks' validators as argparse types ----------------------------
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
-def fraction_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not 0 < v <= 1 for v in values):
-        raise argparse.ArgumentTypeError(f"fractions must be in (0, 1], got {text!r}")
-    return tuple(sorted(set(values)))
-
-
-def unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+positive_int = argtype(checks.whole, minimum=1)
+positive_float = argtype(checks.number, low=0, low_open=True)  # also refuses nan and inf
+fraction = argtype(checks.number, low=0, high=1, high_open=True)  # [0, 1): a split's share
+unit_interval = argtype(checks.number, low=0, high=1)
+fraction_list = argtype(checks.fractions)
 
 
 def image_size(text: str) -> int | None:
     return None if text == "any" else positive_int(text)
+
+
+class Choices(Sequence):
+    """argparse ``choices`` read from a registry or constant the first time they are needed.
+
+    So a flag lists exactly what the library accepts (a registered task or method included)
+    without ``jetlib --help`` or ``jetlib simulate`` importing torch: the module is imported when a
+    value is checked or the step's help is shown. Every flag using one names a ``metavar``: without
+    it argparse's ``add_argument`` formats (iterates) the choices at once.
+    """
+
+    def __init__(self, module: str, name: str, *, before: tuple[str, ...] = ()):
+        self.module, self.name, self.before = module, name, before
+
+    def _values(self) -> tuple[str, ...]:
+        import importlib
+
+        return (*self.before, *getattr(importlib.import_module(self.module), self.name))
+
+    def __getitem__(self, i):
+        return self._values()[i]
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __contains__(self, value) -> bool:
+        return value in self._values()
+
+    def __iter__(self):
+        return iter(self._values())
+
+
+AUGMENTS = Choices("jetlib.augment", "PRESETS")
+VALIDATIONS = Choices("jetlib.data.manifest", "VALIDATION")
+TASKS = Choices("jetlib.tasks", "TASKS")
+FINETUNE_MODES = Choices("jetlib.finetune", "MODES")
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -130,7 +125,7 @@ def _pretrain(args) -> None:
     from jetlib.pretrain import make_config, pretrain
 
     cfg = make_config(resolve_preset(args.preset), **_overrides(args, augment=args.augment, lr=args.lr,
-                                                           compile=args.compile or None))
+                                                           compile=args.compile or None, method=args.method))
     final = pretrain(args.data, args.out, cfg, device=args.device)
     if _rank() == 0:  # the process group is gone by now: ask torchrun's environment
         print(json.dumps({"out": args.out, **final}))
@@ -140,11 +135,11 @@ def _rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
-def _add_training_flags(p, presets: tuple[str, ...]) -> None:
-    """Flags every training step shares."""
-    p.add_argument("--preset", default="auto", choices=("auto", *presets),
-                   help="named settings: tiny (tests), cpu (a laptop), gpu (the study); auto picks gpu when "
-                        "CUDA is visible, else cpu")
+def _add_training_flags(p, step: str) -> None:
+    """Flags every training step shares; ``step`` is the module whose ``PRESETS`` name the presets."""
+    p.add_argument("--preset", default="auto", choices=Choices(f"jetlib.{step}", "PRESETS", before=("auto",)),
+                   metavar="PRESET", help="%(choices)s: named settings: tiny (tests), cpu (a laptop), gpu (the "
+                                          "study); auto picks gpu when CUDA is visible, else cpu")
     p.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     p.add_argument("--batch-size", type=positive_int, help="override the preset's (global) batch size")
     p.add_argument("--lr", type=positive_float, help="override the preset's learning rate")
@@ -155,15 +150,20 @@ def _add_training_flags(p, presets: tuple[str, ...]) -> None:
 
 
 def _add_pretrain(sub) -> None:
-    p = sub.add_parser("pretrain", help="SimCLR pretraining of the ResNet-15 encoder (1 CPU to N GPUs)",
-                       description="Pretrain a ResNet-15 jet encoder with SimCLR on the train split (labels "
+    from jetlib import methods  # the names only: torch is imported when a method is built
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of the ResNet-15 encoder (1 CPU to N GPUs)",
+                       description="Pretrain a ResNet-15 jet encoder (SimCLR unless --method) on the train split "
+                       "(labels "
                        "ignored). Runs alone or under torchrun --nproc_per_node N -m jetlib pretrain. Re-running "
                        "the same command resumes from the newest checkpoint in --out.")
     p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
     p.add_argument("--out", required=True, help="output folder or s3:// URI for checkpoints, metrics, encoder")
-    p.add_argument("--augment", choices=("seed", "physics"), help="augmentation preset (default seed)")
+    p.add_argument("--augment", choices=AUGMENTS, metavar="AUGMENT", help="%(choices)s (default seed)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    _add_training_flags(p, ("tiny", "cpu", "gpu"))
+    p.add_argument("--method", choices=methods.METHODS,
+                   help="self-supervised method (default simclr); its settings: --set method_params.NAME=VALUE")
+    _add_training_flags(p, "pretrain")
     p.set_defaults(func=_pretrain)
 
 
@@ -207,9 +207,9 @@ def _add_subset_flags(p) -> None:
     p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
     p.add_argument("--label-fraction", type=float, default=1.0, help="one of the dataset's subsets (default 1)")
     p.add_argument("--out", required=True, help="output folder or s3:// URI")
-    p.add_argument("--validation", choices=("fraction", "full"),
-                   help="validate on the label fraction's own nested val subset (default: fraction, the honest "
-                        "label budget) or on the whole val split (full)")
+    p.add_argument("--validation", choices=VALIDATIONS, metavar="VALIDATION",
+                   help="%(choices)s: validate on the label fraction's own nested val subset (default: fraction, "
+                        "the honest label budget) or on the whole val split (full)")
 
 
 def _add_finetune(sub) -> None:
@@ -218,11 +218,12 @@ def _add_finetune(sub) -> None:
                        "on a label-fraction subset: --mode finetune (encoder from --init, trained end to end), "
                        "linear (encoder from --init, frozen) or scratch (random init). Re-running resumes.")
     _add_subset_flags(p)
-    p.add_argument("--task", required=True, choices=("cls", "reg"))
-    p.add_argument("--mode", required=True, choices=("finetune", "linear", "scratch"))
+    p.add_argument("--task", required=True, choices=TASKS, metavar="TASK", help="%(choices)s")
+    p.add_argument("--mode", required=True, choices=FINETUNE_MODES, metavar="MODE", help="%(choices)s")
     p.add_argument("--init", help="pretraining output (jetlib pretrain --out); needed by finetune and linear")
-    p.add_argument("--augment", choices=("none", "seed", "physics"), help="mild augmentation (default none)")
-    _add_training_flags(p, ("tiny", "cpu", "gpu"))
+    p.add_argument("--augment", choices=AUGMENTS, metavar="AUGMENT", help="%(choices)s: mild augmentation "
+                                                                                  "(default none)")
+    _add_training_flags(p, "finetune")
     p.set_defaults(func=_finetune)
 
 
@@ -231,7 +232,7 @@ def _add_baseline(sub) -> None:
                        description="Train the supervised VGG baseline (SE blocks, ensemble of heads, class-weighted "
                        "BCE, OneCycleLR, mixup) on a label-fraction subset. Re-running resumes.")
     _add_subset_flags(p)
-    _add_training_flags(p, ("tiny", "cpu", "gpu"))
+    _add_training_flags(p, "baseline")
     p.set_defaults(func=_baseline)
 
 

@@ -37,6 +37,18 @@ def step_errors():
         raise SystemExit(ResourceError.exit_code) from None
 
 
+def describe(artifact, values: dict) -> None:
+    """Set an output artifact's metadata to ``values`` (flat, as MLMD stores it; undefined values
+    left out) and write the same as JSON into the artifact's file: the small pointer every step hands on."""
+    import json
+
+    from jetlib.kfp_outputs import flat_metadata
+
+    artifact.metadata.update(flat_metadata(values))
+    with open(artifact.path, "w") as f:
+        json.dump(artifact.metadata, f, indent=1)
+
+
 def ingest_step(store: str, source: str = "", n_jets: int = 3000, sim_seed: int = 0,
                 workers: int | None = None) -> dict:
     """Ingest ``source`` (a local path or ``s3://`` URI of an HDF5 file) into ``store``; with no

@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from jetlib.cli import fraction_list, positive_int
+from jetlib import checks
+from jetlib.checks import argtype
+from jetlib.cli import Choices, fraction_list, positive_int
 from jetlib.errors import JetlibError
 from jetlib.study import MODES
 from pipelines.local import CPU_YAML, run_local
@@ -25,20 +27,8 @@ from pipelines.local import CPU_YAML, run_local
 DEFAULT_MODES = "cls-finetune,cls-scratch"
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-
-
-def _modes(text: str) -> list[str]:
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise argparse.ArgumentTypeError(f"unknown mode(s) {', '.join(bad) or '(none)'}; "
-                                         f"choose from {', '.join(MODES)}")
-    return modes
+_ints = argtype(checks.wholes)
+_modes = argtype(checks.names, known=MODES)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="training seeds (default 0,1,2)")
     p.add_argument("--modes", type=_modes, default=_modes(DEFAULT_MODES),
                    help=f"trainings, from {','.join(MODES)} (default {DEFAULT_MODES})")
-    p.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "gpu"), help="training preset (default cpu)")
+    p.add_argument("--preset", default="cpu", choices=Choices("jetlib.finetune", "PRESETS"), metavar="PRESET",
+                   help="%(choices)s: training preset (default cpu)")
     p.add_argument("--run-name", default="demo", help="run folder name under STORE/runs (default demo)")
     p.add_argument("--yaml", type=Path, default=CPU_YAML, help="compiled pipeline (default pipelines/jet_ssl_cpu.yaml)")
     return p.parse_args(argv)

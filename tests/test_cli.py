@@ -233,3 +233,87 @@ def test_inspect_verify_checks_every_shard(cli_dataset, capsys):
     m = _json.loads((Path(dataset) / "manifest.json").read_text())
     n = sum(len(s["shards"]) for s in m["splits"].values())
     assert f"verified  {n} shards" in out and "every sha256, size and row count matches" in out
+
+
+# --- one set of validators (jetlib.checks) and choices taken from the registries ------------------
+
+def _choices(step: str, flag: str) -> tuple:
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices[step]
+    return tuple(next(a for a in sub._actions if flag in a.option_strings).choices)
+
+
+def test_flag_choices_are_what_the_library_registers():
+    from jetlib import augment, baseline, finetune, pretrain, tasks
+    from jetlib.data.manifest import VALIDATION
+
+    assert _choices("finetune", "--task") == tuple(tasks.TASKS) == ("cls", "reg")
+    assert _choices("finetune", "--mode") == tuple(finetune.MODES)
+    assert _choices("finetune", "--augment") == _choices("pretrain", "--augment") == tuple(augment.PRESETS)
+    assert _choices("baseline", "--validation") == _choices("finetune", "--validation") == tuple(VALIDATION)
+    for step, module in (("pretrain", pretrain), ("finetune", finetune), ("baseline", baseline)):
+        assert _choices(step, "--preset") == ("auto", *module.PRESETS)
+
+
+def test_a_step_without_torch_does_not_import_it_to_build_the_parser():
+    """Choices read from torch-backed registries are lazy: ``jetlib simulate`` and ``--help`` stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from jetlib.cli import build_parser; build_parser().parse_args(['simulate', '--out', 'x.h5']);"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("value,options,expected", [
+    ("3", {"minimum": 1}, 3), (2.0, {}, 2), ("-4", {}, -4),
+    ("2.5", {}, "expected a whole number, got '2.5'"), ("2.0", {}, "expected a whole number, got '2.0'"),
+    (0.5, {}, "expected a whole number, got 0.5"), (True, {}, "expected a whole number, got True"),
+    ("0", {"minimum": 1}, "must be at least 1, got 0"), (None, {}, "expected a whole number, got None"),
+])
+def test_whole(value, options, expected):
+    from jetlib.checks import whole
+    from jetlib.errors import ConfigError
+
+    if isinstance(expected, int):
+        assert whole(value, **options) == expected
+    else:
+        with pytest.raises(ConfigError) as e:
+            whole(value, "n", **options)
+        assert str(e.value) == f"n: {expected}"
+
+
+@pytest.mark.parametrize("value,options,expected", [
+    ("0.5", {"low": 0, "high": 1}, 0.5), (1, {"low": 0, "high": 1}, 1.0),
+    ("1", {"low": 0, "high": 1, "high_open": True}, "must be in [0, 1), got 1"),
+    ("0", {"low": 0, "low_open": True}, "must be a positive number, got 0"),
+    ("nan", {"low": 0, "low_open": True}, "must be a positive number, got nan"),
+    ("inf", {"low": 0, "low_open": True}, "must be a positive number, got inf"),
+    ("-1", {"low": 0}, "must be at least 0, got -1"),
+    ("abc", {}, "expected a number, got 'abc'"), (False, {}, "expected a number, got False"),
+])
+def test_number(value, options, expected):
+    from jetlib.checks import number
+    from jetlib.errors import ConfigError
+
+    if isinstance(expected, float):
+        assert number(value, **options) == expected
+    else:
+        with pytest.raises(ConfigError) as e:
+            number(value, **options)
+        assert str(e.value) == expected
+
+
+def test_lists_of_values():
+    from jetlib.checks import fractions, names, wholes
+    from jetlib.errors import ConfigError
+
+    assert fractions("0.1, 0.01,0.1") == (0.01, 0.1)
+    assert wholes("2,0, 1") == [2, 0, 1]
+    assert names("b,a", ("a", "b")) == ["b", "a"]
+    for call, match in ((lambda: fractions("0.1,2"), r"in \(0, 1\]"), (lambda: fractions(""), r"in \(0, 1\]"),
+                        (lambda: wholes("1,x"), "comma-separated whole numbers"),
+                        (lambda: names("a,c", ("a", "b")), "unknown 'c'; choose from a, b"),
+                        (lambda: names(" ,", ("a",)), "none given")):
+        with pytest.raises(ConfigError, match=match):
+            call()

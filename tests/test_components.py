@@ -22,9 +22,9 @@ from components.plan import plan, pretrain_gpus, run_folder
 from components.pretrain import pretrain
 from components.report import report
 from components.train import train
+from jetlib import tasks
 from jetlib.data.store import open_store
 from jetlib.errors import ConfigError, TrainingError
-from jetlib.evaluate import CLS_KEYS, REG_KEYS
 from jetlib.kfp_outputs import REPORT_CURVES, flat_metadata, report_curves, result_metrics, roc_points
 from jetlib.placement import pretrain_placement, pretrain_step
 from jetlib.records import read_run_json
@@ -143,7 +143,8 @@ def _result(chain, name: str) -> dict:
     raise AssertionError(f"no result for {name}")
 
 
-@pytest.mark.parametrize("name,keys", [("cls", CLS_KEYS), ("reg", REG_KEYS), ("vgg", CLS_KEYS)])
+@pytest.mark.parametrize("name,keys", [(n, tasks.get(task).keys)
+                                       for n, task in (("cls", "cls"), ("reg", "reg"), ("vgg", "cls"))])
 def test_evaluate_logs_the_result_files_numbers(chain, name, keys):
     result = _result(chain, name)
     logged = dict(chain[f"{name}_metrics"].metadata)
