@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import simulated_file  # noqa: E402
 
-from jetlib import baseline, finetune, pretrain  # noqa: E402
+from jetlib import baseline, finetune, pretrain, tasks  # noqa: E402
 from jetlib.data.ingest import ingest  # noqa: E402
 from jetlib.evaluate import evaluate  # noqa: E402
 
@@ -47,8 +47,14 @@ MODES = ("finetune", "linear", "scratch")
 PRETRAINED = ("finetune", "linear")
 
 
+def headline(task: str):
+    """The task's main test metric (:class:`jetlib.tasks.Metric`): ROC AUC for cls, MAE in GeV for reg."""
+    t = tasks.get(task)
+    return t.report_metrics[t.headline[0]]
+
+
 def metric(r: dict) -> float:
-    return r["scalars"]["roc_auc"] if r["task"] == "cls" else r["scalars"]["mae"]
+    return r["scalars"][headline(r["task"]).key]
 
 
 def _stats(values: list[float]) -> dict:
@@ -57,7 +63,7 @@ def _stats(values: list[float]) -> dict:
 
 
 def summarise(results: list[dict]) -> dict:
-    """{task: {mode: {fraction: {mean, std, n, values[, by_pretrain_seed]}}}} of test AUC (cls) or MAE (reg).
+    """{task: {mode: {fraction: {mean, std, n, values[, by_pretrain_seed]}}}} of each task's headline metric.
 
     mean and std are over every run in the cell: seeds x pretraining seeds for the pretrained modes."""
     cells: dict = {}
@@ -79,8 +85,8 @@ def summarise(results: list[dict]) -> dict:
 def verdicts(summary: dict) -> dict:
     """Per task and fraction: does finetune beat scratch by more than the spread over all its seeds?"""
     out = {}
-    for task, sign in (("cls", 1), ("reg", -1)):  # higher AUC is better; lower MAE is better
-        modes = summary.get(task, {})
+    for task, modes in summary.items():
+        sign = 1 if headline(task).higher_is_better else -1  # higher AUC is better; lower MAE is better
         for f in modes.get("finetune", {}):
             if f not in modes.get("scratch", {}):
                 continue
@@ -163,14 +169,15 @@ def main() -> None:
 
     for f in fractions:
         for seed in seeds:
-            for task in ("cls", "reg"):
+            for task in tasks.all_tasks():
                 if "scratch" in modes:
-                    run(task, "scratch", f, seed)
+                    run(task.name, "scratch", f, seed)
                 for p in pseeds:
                     for mode in (m for m in PRETRAINED if m in modes):
-                        run(task, mode, f, seed, p)
-            if "vgg" in modes:
-                run("cls", "vgg", f, seed)
+                        run(task.name, mode, f, seed, p)
+            for task in tasks.all_tasks():
+                for mode in (m for m in task.baselines if m in modes):  # the VGG baseline: classification
+                    run(task.name, mode, f, seed)
             print(f"done fraction {f:g} seed {seed} ({time.perf_counter() - t0:.0f} s): "
                   f"{json.dumps(summarise(results))}", file=sys.stderr)
 
@@ -189,8 +196,7 @@ def main() -> None:
                            for p, fin in finals.items()},
         "seeds": seeds,
         "pretrain_seeds": pseeds,
-        "test_auc": summary.get("cls", {}),
-        "test_mae_gev": summary.get("reg", {}),
+        **{f"test_{t.headline[0]}": summary.get(t.name, {}) for t in tasks.all_tasks()},  # test_auc, test_mae
         "finetune_vs_scratch": verdicts(summary),
         "seconds": round(time.perf_counter() - t0, 1),
         "device": "cpu",

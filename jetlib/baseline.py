@@ -14,6 +14,10 @@ down in its final annealing phase, so stopping it early keeps weights trained at
 learning rate (the study's schedule spanned 50 epochs while patience ended most runs
 near the peak). By default (``patience=None``) the whole cycle runs and the best epoch
 is picked from all of it; a ``patience`` restores early stopping, for comparison.
+
+The network's task is the one VGG has heads for (``VGG.tasks``, classification): validation and
+``jetlib evaluate`` score it with that task's prediction (:mod:`jetlib.tasks`), its training
+loss is this module's own (class weights, mixup, one loss per head).
 """
 
 from __future__ import annotations
@@ -24,19 +28,19 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from jetlib import models, tasks
 from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import as_input, autocast_for
 from jetlib.errors import ConfigError
-from jetlib.models.vgg import VGG, VGGConfig
+from jetlib.models.vgg import VGGConfig
 from jetlib.trainer import (
     Stopping,
     classification_scores,
     fit,
     labelled_loaders,
     place,
-    predict,
     prepare,
     resources,
     train_epoch,
@@ -92,21 +96,12 @@ def make_config(preset: str = "gpu", **values) -> BaselineConfig:
     return resolve(BaselineConfig(), PRESETS, preset, values)
 
 
-def build_model(blob: dict) -> VGG:
-    return VGG(VGGConfig.from_dict(blob["vgg_config"]))
-
-
-def score(logit: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """For :func:`jetlib.trainer.predict`: (BCE, quark probability = sigmoid of the heads' mean logit)."""
-    logit = logit.float()
-    return F.binary_cross_entropy_with_logits(logit, batch.y.float()), logit.sigmoid()
-
-
 def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "auto") -> dict:
     """Train the VGG baseline on one (label fraction, seed); returns the run record."""
     dev, ds, store = prepare(data, out, device, cfg.seed, "the supervised baseline")
-    model_cfg = VGGConfig(**{**asdict(cfg.model), "in_channels": ds.image_shape[0]})
-    model, channels_last = place(VGG(model_cfg), dev, cfg.channels_last)
+    net = models.create("vgg", **{**cfg.model.to_dict(), "in_channels": ds.image_shape[0]})
+    task = tasks.get(net.task)
+    model, channels_last = place(net, dev, cfg.channels_last)
     autocast = autocast_for(dev, cfg.amp)
     train, val, labels = labelled_loaders(ds, cfg.label_fraction, cfg.validation, dev, batch_size=cfg.batch_size,
                                           eval_batch_size=cfg.eval_batch_size, seed=cfg.seed,
@@ -132,7 +127,7 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
             x, y = lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
         x = as_input(x, channels_last)
         with autocast():
-            logits = model.forward_heads(model.forward_features(x)).float()  # (K, B)
+            logits = model.head.logits(model.forward_features(x)).float()  # (K, B): each head trains on its own
         loss = sum(F.binary_cross_entropy_with_logits(lg, y, pos_weight=pos_weight) for lg in logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,7 +140,7 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
         return train_epoch(model, train, epoch, step)
 
     def validate() -> dict:
-        return classification_scores(predict(model, val, autocast, score))
+        return classification_scores(task.predict(model, val, autocast, None))
 
     config = asdict(cfg)
     # before the first write, after every check of the input (issue 19, item 4)
@@ -155,7 +150,8 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
     patience = cfg.patience if cfg.patience is not None else cfg.epochs
     result = fit(store, model, optimizer, scheduler, Stopping("val_accuracy", True, patience), cfg.epochs,
                  one_epoch, validate, config, ds.manifest["id"])
-    blob = {"kind": "vgg", "task": "cls", "mode": "vgg", "label_fraction": cfg.label_fraction, "seed": cfg.seed,
-            "vgg_config": model_cfg.to_dict(), "normalize": cfg.normalize, "dataset": ds.manifest["id"]}
+    blob = {"arch": net.arch, "config": net.config(), "task": net.task, "head": {}, "mode": "vgg",
+            "label_fraction": cfg.label_fraction, "seed": cfg.seed, "normalize": cfg.normalize,
+            "dataset": ds.manifest["id"]}
     return write_outputs(store, blob, result, config, {"uri": ds.uri, "id": ds.manifest["id"]},
                          resources(model, dev, train.rows), labels)

@@ -4,16 +4,20 @@ Every model (fine-tuned, linear, scratch, VGG) is scored on the same test split 
 the same dataset, and every result file has the same keys, so that runs compare
 in a table and in the Kubeflow UI:
 
-``scalars``         the numbers a table shows, identical keys for every run: classification
-                    ones are null for regression runs and vice versa
-``classification``  accuracy, F1, ROC AUC, ROC curve, confusion matrix, background rejection
-``regression``      MSE, RMSE, MAE (GeV), R^2, relative resolution, bias in bins of true mass
+``scalars``         the numbers a table shows, identical keys for every run (every task's
+                    ``keys``, :func:`jetlib.tasks.scalar_keys`): another task's are null
+``classification``  (task ``cls``) accuracy, F1, ROC AUC, ROC curve, confusion matrix, background rejection
+``regression``      (task ``reg``) MSE, RMSE, MAE (GeV), R^2, relative resolution, bias in bins of true mass;
+                    every task's ``section`` is present, null but the model's own task's
 ``resources``       parameters, peak memory, training time and jets/s, evaluation jets/s
 ``config``          the model's full training configuration
 ``origin``          the pretrained encoder it started from (``init``, ``encoder_sha256``,
                     ``pretrain_seed``; null for scratch and VGG)
 ``labels``          labelled jets used for training and validation, and which validation
 ``provenance``      when, by which jetlib, git commit and package versions, on what
+
+The model is rebuilt by :func:`jetlib.models.from_blob` and scored by its task's prediction
+(:meth:`jetlib.tasks.task.Task.predict`): nothing here depends on which network or task it is.
 
 The file is ``<out>/<task>-<mode>-f<fraction>-s<seed>[-p<encoder sha256[:8]>].json``: fine-tunes
 of two pretraining runs land side by side. Readers should read the content, not parse
@@ -30,27 +34,17 @@ import json
 import logging
 import time
 
-from jetlib import baseline, finetune
-from jetlib.checkpoint import read_run
+from jetlib import models, records, tasks
 from jetlib.data.keys import is_sha256
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
 from jetlib.device import autocast_for, resolve_device
 from jetlib.errors import ConfigError, DataError
-from jetlib.metrics import classification, regression
 from jetlib.provenance import provenance
-from jetlib.trainer import predict
 
 log = logging.getLogger(__name__)
-RESULT_FORMAT = "jetlib.result/1"
-CLS_KEYS = ("accuracy", "f1", "roc_auc", "rejection_at_eps_s_0.5", "rejection_at_eps_s_0.3")
-REG_KEYS = ("mse", "rmse", "mae", "r2", "relative_resolution")
-SCALAR_KEYS = CLS_KEYS + REG_KEYS
-
-
-MODES = {"cls": ("finetune", "linear", "scratch", "vgg"), "reg": ("finetune", "linear", "scratch")}
-MODEL_KINDS = {"resnet": finetune.build_model, "vgg": baseline.build_model}
+SCALAR_KEYS = tasks.scalar_keys()  # those of the built-in tasks; a result holds every registered task's
 
 
 def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256: str | None = None) -> str:
@@ -59,7 +53,7 @@ def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256
     Raises:
         DataError: a part that is not what jetlib writes.
     """
-    if task not in MODES or mode not in MODES[task]:
+    if not isinstance(task, str) or task not in tasks.TASKS or mode not in tasks.get(task).modes:
         raise DataError(f"the model records task {str(task)[:40]!r} and mode {str(mode)[:40]!r}: not a task and mode "
                         f"jetlib trains (refused: they would name the result file)")
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
@@ -103,14 +97,11 @@ def write_result(out: str, result: dict) -> str:
 
 def load_model(model_uri: str, device):
     """(network with its best weights, model blob, run record) from a training step's output."""
-    blob, run = read_run(model_uri, "model", formats=("jetlib.model/1",), flag="--model")
-    kind = blob.get("kind") if isinstance(blob, dict) else None
-    if kind not in MODEL_KINDS:
-        raise DataError(f"--model {model_uri}: model.pt records kind {str(kind)[:40]!r}, expected resnet or vgg")
-    result_name(blob.get("task"), blob.get("mode"), blob.get("label_fraction"), blob.get("seed"))  # fail early
-    model = MODEL_KINDS[kind](blob)
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device), blob, run
+    blob, run = records.read_run(model_uri, "model", records.MODEL, "--model")
+    what = f"--model {model_uri}: model.pt"
+    models.arch_of(blob, what)  # fail early: the name parts below come from the same file
+    result_name(blob.get("task"), blob.get("mode"), blob.get("label_fraction"), blob.get("seed"))
+    return models.from_blob(blob, what).to(device), blob, run
 
 
 def evaluate(data: str | Dataset, model_uri: str, out: str | None, device: str = "auto",
@@ -122,26 +113,21 @@ def evaluate(data: str | Dataset, model_uri: str, out: str | None, device: str =
     if blob["dataset"] != ds.manifest["id"]:
         raise DataError(f"the model was trained on dataset {blob['dataset']}, not {ds.manifest['id']} "
                         f"({ds.uri}): scores on other data are not comparable")
+    task = tasks.get(blob["task"])
     autocast = autocast_for(dev, run["config"].get("amp", "auto"))
     test = JetLoader(ds, "test", batch_size=batch_size, device=dev, shuffle=False, normalize=blob["normalize"])
     t0 = time.perf_counter()
-    if blob["kind"] == "vgg":
-        p = predict(model, test, autocast, baseline.score)
-    else:
-        target = (blob["target"]["mean"], blob["target"]["std"])
-        p = predict(model, test, autocast, finetune.scorer(blob["task"], target))
+    p = task.predict(model, test, autocast, blob.get("target"))
     seconds = time.perf_counter() - t0
-    cls = classification(p["y"], p["out"]) if blob["task"] == "cls" else None
-    reg = regression(p["m0"], p["out"]) if blob["task"] == "reg" else None
-    scalars = {k: (cls or {}).get(k, (reg or {}).get(k)) for k in SCALAR_KEYS}
+    metrics = task.test_metrics(p)
+    scalars = {k: metrics.get(k) if k in task.keys else None for k in tasks.scalar_keys()}
     result = {
-        "format": RESULT_FORMAT,
+        "format": records.RESULT,
         "task": blob["task"], "mode": blob["mode"], "label_fraction": blob["label_fraction"], "seed": blob["seed"],
-        "model": {"uri": model_uri, "sha256": run["model"]["sha256"], "kind": blob["kind"]},
+        "model": {"uri": model_uri, "sha256": run["model"]["sha256"], "arch": blob["arch"]},
         "dataset": {"uri": ds.uri, "id": ds.manifest["id"], "split": "test", "jets": len(p["out"])},
         "scalars": scalars,
-        "classification": cls,
-        "regression": reg,
+        **{section: (metrics if section == task.section else None) for section in tasks.sections()},
         "resources": {**run["resources"], "train_seconds": run["training"]["train_seconds"],
                       "train_jets_per_s": run["training"]["train_jets_per_s"],
                       "eval_jets_per_s": len(p["out"]) / max(seconds, 1e-9)},

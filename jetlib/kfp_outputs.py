@@ -60,9 +60,9 @@ def result_metrics(result: dict) -> dict[str, float]:
     is skipped rather than faked, and named in the step's log, so two comparable runs show the
     same keys in the UI.
     """
-    from jetlib.evaluate import CLS_KEYS, REG_KEYS  # the result file's own scalar keys, per task
+    from jetlib import tasks
 
-    keys = CLS_KEYS if result["task"] == "cls" else REG_KEYS
+    keys = tasks.get(result["task"]).keys  # the result file's own scalar keys, per task
     scalars = result["scalars"]
     undefined = [k for k in keys if scalars.get(k) is None]
     if undefined:
@@ -105,18 +105,18 @@ def report_curves(results: list[dict], limit: int = REPORT_CURVES) -> list[tuple
     from jetlib.metrics import ROC_POINTS
     from jetlib.study import MODES
 
-    order = [m.split("-")[1] for m in MODES if m.startswith("cls-")]
     groups: dict[tuple[float, str], list] = {}
     for r in results:
         roc = (r.get("classification") or {}).get("roc")
-        if r.get("task") == "cls" and roc and r.get("mode") in order:
-            groups.setdefault((float(r["label_fraction"]), r["mode"]), []).append(roc)
+        training = f"{r.get('task')}-{r.get('mode')}"
+        if roc and training in MODES:  # a classifier of the study: its result carries a ROC curve
+            groups.setdefault((float(r["label_fraction"]), training), []).append(roc)
     grid = np.linspace(0, 1, ROC_POINTS).round(6)  # the grid results store (jetlib.metrics.thin)
     curves = []
-    for fraction, mode in sorted(groups, key=lambda k: (k[0], order.index(k[1]))):
-        rocs = groups[fraction, mode]
+    for fraction, training in sorted(groups, key=lambda k: (k[0], MODES.index(k[1]))):
+        rocs = groups[fraction, training]
         fpr = np.mean([np.interp(grid, r["tpr"], r["fpr"]) for r in rocs], axis=0)
-        name = f"cls-{mode} f{fraction:g} (mean of {len(rocs)})"
+        name = f"{training} f{fraction:g} (mean of {len(rocs)})"
         curves.append((name, fpr.round(6).tolist(), grid.tolist(), grid.tolist()))
     if len(curves) > limit:
         log.warning("the report logs %d of %d ROC curves; not logged: %s", limit, len(curves),

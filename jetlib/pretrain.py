@@ -42,7 +42,7 @@ from jetlib.device import as_input, autocast_for, channels_last_for, prepare_com
 from jetlib.errors import ConfigError, TrainingError
 from jetlib.losses import InfoNCELoss
 from jetlib.models.heads import ProjectionHead
-from jetlib.models.resnet import ResNet, ResNetConfig
+from jetlib.models.resnet import VARIANTS, ResNet, ResNetConfig
 from jetlib.monitor import knn_accuracy
 from jetlib.progress import progress
 
@@ -94,8 +94,7 @@ class PretrainConfig:
             raise ConfigError(f"loader must be one of {', '.join(LOADER_MODES)}, got {self.loader!r}")
 
 
-TINY_MODEL = ResNetConfig(stem_width=4, widths=(4, 4, 8, 8, 8, 8, 16), groups=2, dropout=0.1)
-CPU_MODEL = ResNetConfig(stem_width=16, widths=(16, 16, 32, 32, 64, 64, 128), groups=8, dropout=0.1)
+TINY_MODEL, CPU_MODEL = VARIANTS["tiny"], VARIANTS["cpu"]  # the named widths of jetlib.models.resnet
 
 PRESETS = {
     # seconds on tiny generated data, yet two epochs so that resuming is exercised

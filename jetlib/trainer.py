@@ -227,7 +227,7 @@ def write_outputs(store: Store, blob: dict, result: FitResult, config: dict, dat
     records.write_json(store, "metrics.json", {"config": config, "dataset": dataset, "labels": labels,
                                                "training": training, "epochs": result.history})
     run = records.write_run(store, records.MODEL, {
-        "model": record, "kind": blob["kind"], "task": blob["task"], "mode": blob["mode"],
+        "model": record, "arch": blob["arch"], "task": blob["task"], "mode": blob["mode"],
         "label_fraction": blob["label_fraction"], "seed": blob["seed"], "dataset": dataset, "labels": labels,
         "training": training, "resources": resources, "config": config}, resources.get("device"))
     return run

@@ -3,7 +3,8 @@
 A pretrained encoder is reused where a mapping makes sense, and every adaptation is
 reported, never silent:
 
-* the stem convolution adapts to another input channel count (e.g. a 3-channel
+* the input convolution (the network's ``first_conv``, as timm's ``pretrained_cfg`` names it; ResNet's
+  stem) adapts to another input channel count (e.g. a 3-channel
   Tracks/ECAL/HCAL encoder on the 8-channel layout): the kernels are tiled over the
   new channels (or folded onto fewer) and rescaled so that a uniform input gives
   the same response (as timm's ``adapt_input_conv`` intends);
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-STEM_KEY = "stem.0.weight"
+STEM_KEY = "stem.0.weight"  # where a network names no first_conv
 
 
 def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -39,13 +40,14 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 def load_adapted(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Load ``state`` into ``model`` where shapes allow; returns one line per adaptation made."""
     own = model.state_dict()
+    first = getattr(model, "first_conv", STEM_KEY)
     report, loadable = [], {}
     for key, value in state.items():
         if key not in own:
             report.append(f"{key}: not in this network, ignored")
         elif value.shape == own[key].shape:
             loadable[key] = value
-        elif key == STEM_KEY and value.ndim == 4 and value.shape[0] == own[key].shape[0]:
+        elif key == first and value.ndim == 4 and value.shape[0] == own[key].shape[0]:
             loadable[key] = adapt_input_conv(value, own[key].shape[1])
             report.append(f"{key}: {value.shape[1]} -> {own[key].shape[1]} input channels (kernels tiled or "
                           f"folded, response to a uniform input kept)")

@@ -9,6 +9,7 @@ from torch import nn
 
 from jetlib import baseline as bl
 from jetlib import finetune as ft
+from jetlib import tasks
 from jetlib.data.ingest import IngestConfig, ingest
 from jetlib.data.splits import SplitConfig
 from jetlib.data.store import open_store
@@ -63,10 +64,10 @@ def test_finetune_starts_from_the_pretrained_encoder_and_linear_keeps_it(toy, tm
     ft.finetune(uri, str(tmp_path / "lin"), quick("cls", "linear"), init=pre, device="cpu")
     state = load_object(open_store(str(tmp_path / "lin")), "model.pt")["state_dict"]
     for k, v in encoder.items():
-        assert torch.equal(state[f"encoder.{k}"], v), k  # frozen: bit-identical
+        assert torch.equal(state[k], v), k  # frozen: bit-identical
     ft.finetune(uri, str(tmp_path / "fin"), quick("cls", "finetune", epochs=1), init=pre, device="cpu")
     state = load_object(open_store(str(tmp_path / "fin")), "model.pt")["state_dict"]
-    assert not torch.equal(state["encoder.stem.0.weight"], encoder["stem.0.weight"])  # trained end to end
+    assert not torch.equal(state["stem.0.weight"], encoder["stem.0.weight"])  # trained end to end
 
 
 def test_vgg_baseline_learns_and_evaluates(toy, tmp_path):
@@ -121,7 +122,8 @@ def test_regression_targets_round_trip_to_gev(toy):
             return ((b.m0 - mean) / std).expand(2, -1)  # (depth, B), normalised
 
     batches = iter(JetLoader(ds, "test", batch_size=16, shuffle=False))
-    p = predict(Oracle(), loader, lambda: torch.autocast("cpu", enabled=False), ft.scorer("reg", (mean, std)))
+    p = predict(Oracle(), loader, lambda: torch.autocast("cpu", enabled=False),
+                tasks.get("reg").scorer({"mean": mean, "std": std}))
     np.testing.assert_allclose(p["out"], p["m0"], rtol=1e-5)
     assert p["loss"] == pytest.approx(0.0, abs=1e-9)
 
@@ -180,7 +182,7 @@ def test_shape_adapting_load_3_to_8_channels(toy, tmp_path):
     from jetlib.checkpoint import load_object
 
     blob = load_object(open_store(str(tmp_path / "m8")), "model.pt")
-    assert blob["encoder_config"]["in_channels"] == 8
+    assert blob["config"]["in_channels"] == 8
     assert blob["adapted"] == ["stem.0.weight: 3 -> 8 input channels (kernels tiled or folded, response to a "
                                "uniform input kept)"]
     assert run["training"]["epochs_run"] == 1

@@ -1,8 +1,27 @@
-"""Networks: ``resnet`` (the ResNet-15 encoder), ``heads`` (projector, classifier, regressor), ``vgg``.
+"""Networks, and the one place that builds and rebuilds them.
+
+``resnet`` (the ResNet-15 encoder, named widths in :data:`~jetlib.models.resnet.VARIANTS`),
+``vgg`` (the supervised baseline), ``heads`` (projector, classifier, regressor). Every network is
+an :class:`~jetlib.models.base.Encoder` (``forward_features`` / ``forward_head`` / ``reset_head``)
+registered by name: :func:`create` builds one, :func:`from_blob` rebuilds the one a saved
+``model.pt`` or ``encoder.pt`` records (its ``arch``, ``config``, ``task``, ``head``), weights loaded.
+
+A new network is one file with a registered factory, plus its import below::
+
+    @register_model("mynet")
+    class MyNet(Encoder):
+        def __init__(self, in_channels=3, width=32): ...
+        def forward_features(self, x): ...  # (B, C, H, W) -> (B, num_features)
 
 Model files hold only ``nn.Module``s and their config dataclasses; they never import training code.
 """
 
-from jetlib.models.resnet import ResNet, ResNetConfig, resnet15
+from jetlib.models.base import Encoder
+from jetlib.models.registry import ARCHS, arch_of, available, create, from_blob, register_model, unregister_model
 
-__all__ = ["ResNet", "ResNetConfig", "resnet15"]
+# the built-in networks register themselves on import
+from jetlib.models.resnet import VARIANTS, ResNet, ResNetConfig, resnet15  # noqa: E402  (after the registry)
+from jetlib.models.vgg import VGG, VGGConfig  # noqa: E402
+
+__all__ = ["ARCHS", "VARIANTS", "VGG", "Encoder", "ResNet", "ResNetConfig", "VGGConfig", "arch_of", "available",
+           "create", "from_blob", "register_model", "resnet15", "unregister_model"]

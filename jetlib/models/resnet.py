@@ -16,8 +16,9 @@ Shapes for the default ``gpu`` widths and a 125x125 input::
     b5 256 /2 -> (B, 256, 8, 8)      b6 256 /1 -> (B, 256, 8, 8)
     b7 512 /2 -> (B, 512, 4, 4)      pool -> (B, 512)
 
-Heads are separate modules (:mod:`jetlib.models.heads`): ``forward_features`` is
-what pretraining, fine-tuning and the k-NN monitor all share.
+Heads are separate modules (:mod:`jetlib.models.heads`) that a task puts on the encoder
+(:meth:`~jetlib.models.base.Encoder.reset_head`): ``forward_features`` is what pretraining,
+fine-tuning and the k-NN monitor all share. The named widths of the presets are :data:`VARIANTS`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from jetlib.models.base import Encoder
+from jetlib.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,10 @@ class ResidualBlock(nn.Module):
         return self.act(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
-    """The encoder: ``forward_features`` (B, C, H, W) -> (B, num_features)."""
+class ResNet(Encoder):
+    """The encoder: ``forward_features`` (B, C, H, W) -> (B, num_features); ``forward`` adds the head."""
+
+    first_conv = "stem.0.weight"
 
     def __init__(self, cfg: ResNetConfig):
         super().__init__()
@@ -108,14 +114,31 @@ class ResNet(nn.Module):
         x = self.blocks(self.stem(x))  # (B, C_last, h, w)
         return self.pool(x).flatten(1)  # (B, C_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
+    def config(self) -> dict:
+        return self.cfg.to_dict()
+
+    def stages(self) -> dict[str, nn.Module]:
+        return {"stem": self.stem, **{f"block{i + 1}": b for i, b in enumerate(self.blocks)}}
 
     def weighted_layers(self) -> int:
         """Convolutions on the main path (the "15" of ResNet-15)."""
         return 1 + 2 * len(self.blocks)
 
 
+# The presets' widths (tiny: tests, cpu: a laptop, gpu: the study), named once for every step.
+VARIANTS = {
+    "tiny": ResNetConfig(stem_width=4, widths=(4, 4, 8, 8, 8, 8, 16), groups=2, dropout=0.1),
+    "cpu": ResNetConfig(stem_width=16, widths=(16, 16, 32, 32, 64, 64, 128), groups=8, dropout=0.1),  # 405k params
+    "gpu": ResNetConfig(),
+}
+
+
 def resnet15(**overrides) -> ResNet:
     """ResNet-15 with the study's widths, or any :class:`ResNetConfig` field overridden."""
     return ResNet(ResNetConfig(**overrides))
+
+
+@register_model("resnet")
+def resnet(**cfg) -> ResNet:
+    """The registered factory: :class:`ResNetConfig` fields (lists or tuples), defaults for the rest."""
+    return ResNet(ResNetConfig.from_dict({**ResNetConfig().to_dict(), **cfg}))

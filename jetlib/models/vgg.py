@@ -13,7 +13,13 @@ Shapes for the default widths and a 125x125 input::
     stage 2: 2 x conv 64,  SE, pool -> (B, 64, 31, 31)
     stage 3: 3 x conv 128, SE, pool -> (B, 128, 15, 15)
     stage 4: 3 x conv 256, SE, pool -> (B, 256, 7, 7)
-    global average -> (B, 256) -> K heads -> mean logit (B,)
+    global average -> (B, 256) -> K heads -> mean logit (B,) -> two-class logits (B, 2)
+
+The ensemble is the network's head (:class:`HeadEnsemble`), and the network is a binary classifier
+only: ``tasks = ("cls",)`` (:meth:`~jetlib.models.base.Encoder.reset_head` refuses any other task).
+Its output is written as the two-class logits ``[0, mean logit]``, whose softmax gives the quark
+probability ``sigmoid(mean logit)`` and whose cross-entropy equals the binary cross-entropy of the
+mean logit, so the classification task scores it like every other classifier.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from jetlib.models.base import Encoder
+from jetlib.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,28 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(x)
 
 
-class VGG(nn.Module):
-    """``forward`` gives one logit per jet (quark = 1), the mean of the heads' logits."""
+class HeadEnsemble(nn.Module):
+    """K independent classifier heads; ``logits`` (K, B) for training each, ``forward`` (B, 2) for predicting."""
+
+    def __init__(self, in_dim: int, heads: int, hidden: int, dropout: float):
+        super().__init__()
+        self.members = nn.ModuleList(
+            nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                          nn.Linear(hidden, 1))
+            for _ in range(heads))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(h).squeeze(-1) for m in self.members])  # (K, B)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        mean = self.logits(h).mean(0)  # (B,): the ensemble's logit, quark = 1
+        return torch.stack([torch.zeros_like(mean), mean], 1)  # (B, 2): softmax[:, 1] = sigmoid(mean)
+
+
+class VGG(Encoder):
+    """``forward`` gives two-class logits per jet, ``[0, mean of the heads' logits]`` (quark = class 1)."""
+
+    tasks = ("cls",)  # the ensemble is a quark/gluon classifier: no other task has a VGG head
 
     def __init__(self, cfg: VGGConfig):
         super().__init__()
@@ -68,16 +97,23 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = c
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(c, cfg.head_hidden), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
-                          nn.Linear(cfg.head_hidden, 1))
-            for _ in range(cfg.heads))
+        self.head = self.make_head(self.tasks[0])
+        self.task = self.tasks[0]
+
+    def make_head(self, task: str, **head_cfg) -> HeadEnsemble:
+        """The ensemble, sized by the config (``heads``, ``head_hidden``, ``dropout`` may be overridden)."""
+        cfg = self.cfg
+        return HeadEnsemble(self.num_features, head_cfg.get("heads", cfg.heads),
+                            head_cfg.get("hidden", cfg.head_hidden), head_cfg.get("dropout", cfg.dropout))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x)).flatten(1)  # (B, C_last)
 
-    def forward_heads(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.stack([head(h).squeeze(-1) for head in self.heads])  # (K, B)
+    def config(self) -> dict:
+        return self.cfg.to_dict()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_heads(self.forward_features(x)).mean(0)  # (B,)
+
+@register_model("vgg")
+def vgg(**cfg) -> VGG:
+    """The registered factory: :class:`VGGConfig` fields (lists or tuples), defaults for the rest."""
+    return VGG(VGGConfig.from_dict({**VGGConfig().to_dict(), **cfg}))

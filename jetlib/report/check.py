@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-TASK_MODES = {"cls": ("finetune", "linear", "scratch", "vgg"), "reg": ("finetune", "linear", "scratch")}
+from jetlib import tasks
+
 CLS_NUMBERS = ("accuracy", "f1", "roc_auc", "rejection_at_eps_s_0.5", "rejection_at_eps_s_0.3")
 REG_NUMBERS = ("mse", "rmse", "mae", "r2", "bias", "relative_resolution", "relative_resolution_68",
                "relative_bias_median")
@@ -85,20 +86,30 @@ def _regression(reg: dict) -> None:
             _numbers_or_null(b, BIN_NUMBERS, f"regression.bias_in_bins[{i}]")
 
 
+def _numbers(section: dict, where: str) -> None:
+    _numbers_or_null(section, [k for k, v in section.items() if not isinstance(v, (dict, list))], where)
+
+
+# the checks of each kind of result section a task writes (jetlib.tasks: Task.section); another kind: its numbers
+SECTION_CHECKS = {"classification": _classification, "regression": _regression}
+
+
 def result_problem(doc: dict) -> str | None:
     """Why the result file ``doc`` cannot be read, naming the field, or None when it can."""
     try:
         task, mode = doc.get("task"), doc.get("mode")
-        _need(task in TASK_MODES, "task", task, "cls or reg")
-        _need(mode in TASK_MODES[task], "mode", mode, " or ".join(TASK_MODES[task]))
+        _need(isinstance(task, str) and task in tasks.TASKS, "task", task, " or ".join(tasks.TASKS))
+        modes = tasks.get(task).modes
+        _need(mode in modes, "mode", mode, " or ".join(modes))
         f = doc.get("label_fraction")
         _need(_number(f) and 0 < f <= 1, "label_fraction", f, "a number in (0, 1]")
         _need(_whole(doc.get("seed")), "seed", doc.get("seed"), "a whole number")
         scalars = _object(doc, "scalars", optional=False)
         _numbers_or_null(scalars, list(scalars), "scalars")
-        _classification(_object(doc, "classification"))
-        _regression(_object(doc, "regression"))
-        _strings_or_null(_object(doc, "model"), ("uri", "sha256", "kind"), "model")
+        for section in tasks.sections():
+            part = _object(doc, section)
+            SECTION_CHECKS.get(section, lambda d, s=section: _numbers(d, s))(part)
+        _strings_or_null(_object(doc, "model"), ("uri", "sha256", "arch"), "model")
         _strings_or_null(_object(doc, "dataset"), ("uri", "id", "split"), "dataset")
         origin = _object(doc, "origin")
         _strings_or_null(origin, ("init", "encoder_sha256"), "origin")

@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
-from jetlib.report.stats import METRICS, fmt_fraction, mode_rank, order_modes
+from jetlib.report.stats import HEADLINE_METRICS, METRICS, fmt_fraction, mode_rank, order_modes
 
 COLORS = {"finetune": "#1f77b4", "linear": "#2ca02c", "scratch": "#d62728", "vgg": "#9467bd"}
 CLASS_STYLE = {1: ("quark", "#1f77b4"), 0: ("gluon", "#d62728"), -1: ("all jets", "#555555")}
@@ -50,14 +50,14 @@ def _fraction_axis(ax, fractions: list[float]) -> None:
         ax.set_xlim(fractions[0] / 2, fractions[0] * 2)
 
 
-def fraction_curves(cells: dict, metrics=("auc", "rej50", "mae")) -> str | None:
+def fraction_curves(cells: dict, metrics=HEADLINE_METRICS) -> str | None:
     """One panel per metric: mean ± std over seeds against label fraction (log x), one line per mode."""
     present = [m for m in metrics if any(k[0] == m and a.n for k, a in cells.items())]
     if not present:
         return None
     fig, axes = _fig(len(present), w=3.8, h=2.9)
     for ax, name in zip(axes[0], present, strict=True):
-        _, _, label, higher, _ = METRICS[name]
+        label, higher = METRICS[name].label, METRICS[name].higher_is_better
         for mode in order_modes(k[2] for k in cells if k[0] == name):
             pts = sorted((k[3], a) for k, a in cells.items() if k[0] == name and k[2] == mode and a.n)
             if not pts:
@@ -77,8 +77,8 @@ def fraction_curves(cells: dict, metrics=("auc", "rej50", "mae")) -> str | None:
 
 
 def roc_panels(results: list[dict]) -> str | None:
-    """1/εB against εS (log y), mean over seeds, one panel per label fraction, one line per mode."""
-    cls = [r for r in results if r.get("task") == "cls" and (r.get("classification") or {}).get("roc")]
+    """1/εB against εS (log y), mean over seeds, one panel per label fraction, one line per mode (one task)."""
+    cls = [r for r in results if (r.get("classification") or {}).get("roc")]
     fractions = sorted({float(r["label_fraction"]) for r in cls})
     if not fractions:
         return None
@@ -239,7 +239,7 @@ def activation_maps(examples: list, maps: dict[str, dict[str, np.ndarray]], stag
 
 def regression_panels(preds: dict[str, dict[str, np.ndarray]], results: list[dict]) -> str | None:
     """Per mode, predicted vs true mass (2-D histogram); then residuals, bias and resolution vs true mass."""
-    reg = [r for r in results if r.get("task") == "reg" and r.get("regression")]
+    reg = [r for r in results if r.get("regression")]  # one task's results
     if not preds and not reg:
         return None
     modes = order_modes(preds)

@@ -1,10 +1,11 @@
 """What the report computes itself from the test split: the data's portrait, mass predictions, activations.
 
 Result files hold summaries; a few figures need per-jet numbers. This module reads the
-test split through :class:`~jetlib.data.loader.JetLoader` and rebuilds stored networks from
-:mod:`jetlib.models` alone (it never imports the training steps): mean quark and gluon
-images, mass / pT / occupancy by class, predicted vs true mass of a regression model, and
-the activations of the encoder's stages (forward hooks) for a few test jets. Everything
+test split through :class:`~jetlib.data.loader.JetLoader` and rebuilds stored networks with
+:func:`jetlib.models.from_blob` (the rebuild path evaluation uses), scored by their task's own
+prediction (:mod:`jetlib.tasks`): mean quark and gluon images, mass / pT / occupancy by class,
+predicted vs true values of a model (GeV for the mass regressor), and the activations of the
+encoder's stages (forward hooks) for a few test jets. Everything
 is capped at ``max_jets`` test jets so a report of a big study stays quick on a CPU.
 """
 
@@ -14,19 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
-from jetlib.checkpoint import read_run
+from jetlib import models, records, tasks
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset
-from jetlib.errors import ConfigError
-from jetlib.models.heads import ClassifierHead, RegressionHead
-from jetlib.models.resnet import ResNet, ResNetConfig
 from jetlib.progress import progress
-from jetlib.report.collect import MODEL_FORMAT, PRETRAIN_FORMAT
 
 MAX_JETS = 10_000  # test jets for the data's portrait (reading and averaging is cheap)
-PREDICT_JETS = 2_000  # test jets per regression model: enough for a 2-D histogram, a minute of CPU at most
+PREDICT_JETS = 2_000  # test jets per model drawn: enough for a 2-D histogram, a minute of CPU at most
 EXAMPLES_PER_CLASS = 2
 
 
@@ -86,62 +82,35 @@ def portrait(ds: Dataset, max_jets: int = MAX_JETS) -> DataPortrait:
 
 def load_step_object(uri: str, field: str) -> tuple[dict, dict]:
     """(object, run.json) of a finished step: ``field`` is ``model`` or ``encoder``, verified by sha256."""
-    formats = (PRETRAIN_FORMAT,) if field == "encoder" else (MODEL_FORMAT,)
-    return read_run(uri, field, formats=formats, flag="report: step")
+    fmt = records.PRETRAIN if field == "encoder" else records.MODEL
+    return records.read_run(uri, field, fmt, "report: step")
 
 
-class _Supervised(nn.Module):
-    """Encoder + head with the parameter names of a fine-tuning ``model.pt`` (``encoder.*``, ``head.*``)."""
-
-    def __init__(self, blob: dict):
-        super().__init__()
-        self.encoder = ResNet(ResNetConfig.from_dict(blob["encoder_config"]))
-        h = blob["head"]
-        dim = self.encoder.num_features
-        self.head = (ClassifierHead(dim, h["hidden"], dropout=h["dropout"]) if blob["task"] == "cls"
-                     else RegressionHead(dim, h["hidden"], depth=h["depth"]))
-
-    def forward(self, x):
-        return self.head(self.encoder.forward_features(x))
-
-
-def predict_mass(ds: Dataset, model_uri: str, max_jets: int = PREDICT_JETS) -> dict[str, np.ndarray]:
-    """{"true", "pred"} masses in GeV of the regression model at ``model_uri`` on test jets."""
+def predictions(ds: Dataset, model_uri: str, max_jets: int = PREDICT_JETS) -> dict[str, np.ndarray]:
+    """{"true", "pred"} of the model at ``model_uri`` on test jets, in its task's units (GeV for the mass)."""
     blob, _ = load_step_object(model_uri, "model")
-    if blob.get("kind") != "resnet" or blob.get("task") != "reg":
-        raise ConfigError(f"{model_uri} is not a mass-regression model")
-    net = _Supervised(blob)
-    net.load_state_dict(blob["state_dict"])
+    net = models.from_blob(blob, f"{model_uri}: model.pt")
+    task = tasks.get(blob["task"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net.to(device).eval()
-    mean, std = blob["target"]["mean"], blob["target"]["std"]
+    norm = blob.get("target")
     true, pred = [], []
     with torch.no_grad():
-        for batch, take in _batches(ds, blob["normalize"], max_jets, f"report: {blob['mode']} masses", device):
-            out = net(batch.x[:take])[-1].float()  # the last depth is the reported prediction
-            pred.append((out * std + mean).cpu().numpy())
-            true.append(batch.m0[:take].cpu().numpy())
+        for batch, take in _batches(ds, blob["normalize"], max_jets, f"report: {blob['mode']} predictions", device):
+            pred.append(task.prediction(net(batch.x[:take]), norm).cpu().numpy())
+            true.append(task.truth(batch, norm)[:take].float().cpu().numpy())
     return {"true": np.concatenate(true), "pred": np.concatenate(pred)}
 
 
-def encoder_from(uri: str, pretraining: bool) -> tuple[ResNet, str]:
-    """(encoder with its weights, normalisation) from a pretraining run, or else a fine-tuning/scratch run."""
-    if pretraining:
-        blob, _ = load_step_object(uri, "encoder")
-        enc = ResNet(ResNetConfig.from_dict(blob["config"]))
-        enc.load_state_dict(blob["state_dict"])
-    else:
-        blob, _ = load_step_object(uri, "model")
-        if blob.get("kind") != "resnet":
-            raise ConfigError(f"{uri} holds no ResNet encoder")
-        enc = ResNet(ResNetConfig.from_dict(blob["encoder_config"]))
-        enc.load_state_dict({k.removeprefix("encoder."): v for k, v in blob["state_dict"].items()
-                             if k.startswith("encoder.")})
-    return enc.eval(), blob["normalize"]
+def encoder_from(uri: str, pretraining: bool) -> tuple[models.Encoder, str]:
+    """(network with its weights, normalisation) from a pretraining run, or else a training run."""
+    blob, _ = load_step_object(uri, "encoder" if pretraining else "model")
+    return models.from_blob(blob, f"{uri}: {'encoder' if pretraining else 'model'}.pt").eval(), blob["normalize"]
 
 
-def stage_activations(encoder: ResNet, x: np.ndarray, scale: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Mean |activation| over channels after the stem and each residual block, by forward hooks.
+def stage_activations(encoder: models.Encoder, x: np.ndarray, scale: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Mean |activation| over channels after each of the encoder's stages (the stem and each residual
+    block of a ResNet, :meth:`~jetlib.models.base.Encoder.stages`), by forward hooks.
 
     Args:
         x: (N, C, H, W) raw test images; ``scale`` (C,) multiplies channels as the encoder's loader did.
@@ -150,10 +119,12 @@ def stage_activations(encoder: ResNet, x: np.ndarray, scale: np.ndarray | None) 
         {"stem": (N, h, w), "block1": ..., ...}, each map scaled to [0, 1] per jet.
     """
     maps: dict[str, np.ndarray] = {}
-    modules = {"stem": encoder.stem, **{f"block{i + 1}": b for i, b in enumerate(encoder.blocks)}}
+    modules = encoder.stages()
 
     def hook(name):
         def save(_module, _inp, out):  # out: (N, C', h, w)
+            if out.dim() != 4:  # a stage without a spatial map (a pooled or flat output) has no picture
+                return
             a = out.detach().abs().mean(1)
             peak = a.flatten(1).max(1).values.clamp_min(1e-12)
             maps[name] = (a / peak[:, None, None]).numpy()

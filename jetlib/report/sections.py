@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from jetlib import tasks
 from jetlib.report import figures
 from jetlib.report.blocks import Bullets, Figure, Para, Pre, Section, Table
 from jetlib.report.collect import Study
@@ -52,7 +53,8 @@ def headline_section(cells: dict, spread: str) -> Section:
     rows = []
     cs = comparisons(cells)
     for c in cs:
-        _, _, label, higher, fmt = METRICS[c.metric]
+        m = METRICS[c.metric]
+        label, higher, fmt = m.label, m.higher_is_better, m.fmt
         rows.append([label + (" ↑" if higher else " ↓"), fmt_fraction(c.fraction), fmt_agg(c.a, fmt),
                      MODE_LABEL[c.base], fmt_agg(c.b, fmt), c.text(),
                      f"{abs(c.gain) / c.sigma:.1f}σ" if c.sigma else "—", c.verdict])
@@ -70,41 +72,48 @@ def metrics_section(cells: dict, results: list[dict]) -> Section:
     s.add(Figure(figures.fraction_curves(cells), "test metrics against label fraction",
                  "Test ROC AUC, gluon rejection 1/εB at εS = 0.5 and mass MAE against the label fraction (log "
                  "scale), mean ± std over seeds, one line per mode.") if cells else None)
-    for task, names in (("cls", ("auc", "rej50", "rej30", "acc", "f1")), ("reg", ("mae", "rmse", "r2", "res"))):
-        keys = sorted({(k[2], k[3]) for k in cells if k[1] == task},
+    for task in tasks.all_tasks():
+        keys = sorted({(k[2], k[3]) for k in cells if k[1] == task.name},
                       key=lambda mf: (mode_rank(mf[0]), mf[1]))
         if not keys:
             continue
-        rows = [[mode, fmt_fraction(f)] + [fmt_agg(cells.get((n, task, mode, f)), METRICS[n][4]) for n in names]
-                for mode, f in keys]
-        title = "Quark/gluon classification" if task == "cls" else "Jet-mass regression"
-        s.add(Table(["mode", "labels", *(METRICS[n][2] for n in names)], rows, f"{title}: test split, mean ± std (n)"))
+        names = task.report_metrics
+        rows = [[mode, fmt_fraction(f)] + [fmt_agg(cells.get((n, task.name, mode, f)), m.fmt)
+                                           for n, m in names.items()] for mode, f in keys]
+        s.add(Table(["mode", "labels", *(m.label for m in names.values())], rows,
+                    f"{task.title}: test split, mean ± std (n)"))
     s.add(Bullets([f"{m}: {MODE_LABEL[m]}" for m in order_modes({r["mode"] for r in results}) if m in MODE_LABEL]))
     return s
 
 
 def classification_section(results: list[dict]) -> Section | None:
-    cls = [r for r in results if r.get("task") == "cls" and r.get("classification")]
-    if not cls:
+    """ROC curves and confusion matrices of every task whose results carry a ``classification`` section."""
+    groups = [(t, [r for r in results if r.get("task") == t.name and r.get("classification")])
+              for t in tasks.all_tasks() if t.section == "classification"]
+    groups = [(t, rs) for t, rs in groups if rs]
+    if not groups:
         return None
     s = Section("classification", "Classification: ROC and confusion")
-    s.add(Figure(figures.roc_panels(cls), "ROC curves",
-                 "Gluon rejection 1/εB against quark efficiency εS (log y), the mean over seeds (count in the "
-                 "legend), one panel per label fraction; dotted: a random classifier."))
-    rows = []
-    for f in sorted({float(r["label_fraction"]) for r in cls}):
-        for mode in order_modes(r["mode"] for r in cls):
-            ms = [np.asarray(r["classification"]["confusion_matrix"], float) for r in cls
-                  if r["mode"] == mode and float(r["label_fraction"]) == f
-                  and r["classification"].get("confusion_matrix")]
-            if not ms:
-                continue
-            m = np.sum(ms, axis=0)
-            rate = m / np.maximum(m.sum(1, keepdims=True), 1)
-            rows.append([mode, fmt_fraction(f), str(len(ms)), f"{rate[0, 0]:.1%}", f"{rate[0, 1]:.1%}",
-                         f"{rate[1, 0]:.1%}", f"{rate[1, 1]:.1%}"])
-    s.add(Table(["mode", "labels", "seeds", "gluon → gluon", "gluon → quark", "quark → gluon", "quark → quark"], rows,
-                "Confusion matrices at score 0.5 (rows: true class; summed over seeds, normalised per true class)"))
+    for task, cls in groups:
+        which = f"{task.title}: " if len(groups) > 1 else ""
+        s.add(Figure(figures.roc_panels(cls), f"{which}ROC curves",
+                     "Gluon rejection 1/εB against quark efficiency εS (log y), the mean over seeds (count in the "
+                     "legend), one panel per label fraction; dotted: a random classifier."))
+        rows = []
+        for f in sorted({float(r["label_fraction"]) for r in cls}):
+            for mode in order_modes(r["mode"] for r in cls):
+                ms = [np.asarray(r["classification"]["confusion_matrix"], float) for r in cls
+                      if r["mode"] == mode and float(r["label_fraction"]) == f
+                      and r["classification"].get("confusion_matrix")]
+                if not ms:
+                    continue
+                m = np.sum(ms, axis=0)
+                rate = m / np.maximum(m.sum(1, keepdims=True), 1)
+                rows.append([mode, fmt_fraction(f), str(len(ms)), f"{rate[0, 0]:.1%}", f"{rate[0, 1]:.1%}",
+                             f"{rate[1, 0]:.1%}", f"{rate[1, 1]:.1%}"])
+        s.add(Table(["mode", "labels", "seeds", "gluon → gluon", "gluon → quark", "quark → gluon", "quark → quark"],
+                    rows, f"{which}Confusion matrices at score 0.5 (rows: true class; summed over seeds, normalised "
+                          f"per true class)"))
     return s
 
 
@@ -148,10 +157,11 @@ def resources_section(study: Study, cells: dict) -> Section:
                      if r["mode"] in ("finetune", "linear"))
     text = (f"Cost of the study: {pre:,.0f} s of pretraining and {tuned:,.0f} s of supervised training "
             f"({pretrained:,.0f} s of it fine-tuning pretrained encoders), {pre + tuned:,.0f} s in all.")
-    best = [c for c in comparisons(cells, ("auc", "mae")) if c.base == "scratch"]
+    firsts = tuple(t.headline[0] for t in tasks.all_tasks() if t.headline)  # each task's main metric
+    best = [c for c in comparisons(cells, firsts) if c.base == "scratch"]
     if best:
         c = max(best, key=lambda c: (c.gain / c.sigma) if c.sigma else -np.inf)
-        text += (f" For that, the largest gain over scratch is {c.text()} in {METRICS[c.metric][2]} at "
+        text += (f" For that, the largest gain over scratch is {c.text()} in {METRICS[c.metric].label} at "
                  f"{fmt_fraction(c.fraction)} of the labels ({c.verdict}).")
     s.add(Para(text))
     return s

@@ -23,19 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# name -> (task, key in result["scalars"], label, higher is better, format)
-METRICS = {
-    "auc": ("cls", "roc_auc", "ROC AUC", True, ".3f"),
-    "rej50": ("cls", "rejection_at_eps_s_0.5", "1/εB at εS = 0.5", True, ".2f"),
-    "rej30": ("cls", "rejection_at_eps_s_0.3", "1/εB at εS = 0.3", True, ".2f"),
-    "acc": ("cls", "accuracy", "accuracy", True, ".3f"),
-    "f1": ("cls", "f1", "F1", True, ".3f"),
-    "mae": ("reg", "mae", "mass MAE (GeV)", False, ".2f"),
-    "rmse": ("reg", "rmse", "mass RMSE (GeV)", False, ".2f"),
-    "r2": ("reg", "r2", "R²", True, ".3f"),
-    "res": ("reg", "relative_resolution", "relative resolution σ(Δm/m)", False, ".3f"),
-}
-HEADLINE_METRICS = ("auc", "rej50", "mae")
+from jetlib import tasks
+
+# short name -> Metric(key in result["scalars"], label, higher is better, format) of every registered
+# task, and the ones the headline compares: read from jetlib.tasks at each use
+METRICS = tasks.METRICS
+HEADLINE_METRICS = tasks.HEADLINE
 MODE_ORDER = ("finetune", "linear", "scratch", "vgg")
 MODE_LABEL = {"finetune": "fine-tuned (pretrained)", "linear": "linear probe (pretrained, frozen)",
               "scratch": "same network from scratch", "vgg": "VGG + SE baseline"}
@@ -73,9 +66,10 @@ def pretrain_id(result: dict):
 
 def undefined_reason(result: dict, key: str) -> str:
     """Why a scalar is null or not finite, from whatever the result file says."""
-    cls, reg = result.get("classification") or {}, result.get("regression") or {}
+    parts = [result.get(section) or {} for section in tasks.sections()]
     # jetlib.metrics puts {metric: reason} under "undefined" of its section; older or other writers may not
-    for where in (cls.get("undefined"), reg.get("undefined"), result.get("undefined"), result.get("reasons")):
+    for where in (*(p.get("undefined") for p in parts if isinstance(p, dict)), result.get("undefined"),
+                  result.get("reasons")):
         if isinstance(where, dict) and where.get(key):
             return str(where[key])
     value = (result.get("scalars") or {}).get(key)
@@ -109,9 +103,9 @@ def aggregate(results: list[dict]) -> dict[tuple[str, str, str, float], Agg]:
     """{(metric, task, mode, fraction): Agg} over every result file."""
     cells: dict[tuple[str, str, str, float], Agg] = {}
     for r in results:
-        for name, (task, key, *_) in METRICS.items():
-            if r.get("task") != task:
-                continue
+        task = r.get("task")
+        for name, metric in (tasks.get(task).report_metrics if task in tasks.TASKS else {}).items():
+            key = metric.key
             cell = cells.setdefault((name, task, r["mode"], float(r["label_fraction"])), Agg())
             value = (r.get("scalars") or {}).get(key)
             seed = (pretrain_id(r), r.get("seed"))
@@ -141,11 +135,12 @@ class Comparison:
     base: str  # the baseline it is compared with
     a: Agg
     b: Agg
+    task: str = ""  # the task of both cells
 
     @property
     def gain(self) -> float:
         """Difference of means, positive when the pretrained mode is better."""
-        higher = METRICS[self.metric][3]
+        higher = METRICS[self.metric].higher_is_better
         delta = self.a.mean - self.b.mean
         return delta if higher else -delta
 
@@ -167,7 +162,7 @@ class Comparison:
         return word if abs(self.gain) > 2 * sigma else f"hint of a {word}"
 
     def text(self) -> str:
-        fmt = METRICS[self.metric][4]
+        fmt = METRICS[self.metric].fmt
         sigma = self.sigma
         delta = self.a.mean - self.b.mean
         return f"{delta:+{fmt}}" + (f" ± {sigma:{fmt}}" if sigma is not None else " (one seed, no error bar)")
@@ -183,7 +178,7 @@ def comparisons(cells: dict, metrics=HEADLINE_METRICS, modes=("finetune",)) -> l
         for base in BASELINES:
             b = cells.get((name, _task, base, fraction))
             if b is not None and b.n:
-                out.append(Comparison(name, fraction, mode, base, a, b))
+                out.append(Comparison(name, fraction, mode, base, a, b, _task))
     return out
 
 
@@ -197,7 +192,7 @@ def headline(cells: dict) -> list[str]:
     sentences = []
     cs = comparisons(cells)
     for name in HEADLINE_METRICS:
-        label, higher = METRICS[name][2], METRICS[name][3]
+        label, higher = METRICS[name].label, METRICS[name].higher_is_better
         for base in BASELINES:
             group = [c for c in cs if c.metric == name and c.base == base]
             if not group:
@@ -250,8 +245,7 @@ def summary(cells: dict) -> dict[str, float]:
         if agg.n:
             out[f"{stem}_n"] = float(agg.n)
     for c in comparisons(cells):
-        task = METRICS[c.metric][0]
-        stem = f"{task}_{c.metric}_gain_{c.mode}_vs_{c.base}_f{c.fraction:g}"
+        stem = f"{c.task}_{c.metric}_gain_{c.mode}_vs_{c.base}_f{c.fraction:g}"
         out[stem] = float(c.gain)
         if c.sigma is not None and math.isfinite(c.sigma):
             out[f"{stem}_sigma"] = float(c.sigma)

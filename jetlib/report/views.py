@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from jetlib import tasks
 from jetlib.data.manifest import Dataset, format_manifest
 from jetlib.errors import JetlibError
 from jetlib.report import figures, inference
@@ -72,7 +73,7 @@ def encoder_section(study: Study, ds: Dataset | None, portrait, notes: list[str]
     sources = {}
     if study.pretrains:
         sources["pretrained"] = study.pretrains[0].uri
-    scratch = [st for st in study.trainings if st.run.get("mode") == "scratch" and st.run.get("kind") == "resnet"]
+    scratch = [st for st in study.trainings if st.run.get("mode") == "scratch"]
     if scratch:
         # the most labels, the first seed: the scratch network with the best chance of a sharp view
         best = max(scratch, key=lambda st: (float(st.run["label_fraction"]), -int(st.run.get("seed") or 0)))
@@ -100,26 +101,31 @@ def encoder_section(study: Study, ds: Dataset | None, portrait, notes: list[str]
 
 
 def regression_section(study: Study, ds: Dataset | None, notes: list[str]) -> Section | None:
-    reg = [r for r in study.results if r.get("task") == "reg"]
-    if not reg:
+    """Predicted against true values, per task whose results carry a ``regression`` section."""
+    groups = [(t, [r for r in study.results if r.get("task") == t.name]) for t in tasks.all_tasks()
+              if t.section == "regression"]
+    groups = [(t, rs) for t, rs in groups if rs]
+    if not groups:
         return None
-    preds = {}
-    if ds is not None:
-        for mode in order_modes(r["mode"] for r in reg):
-            pick = sorted((r for r in reg if r["mode"] == mode and r.get("model", {}).get("uri")),
-                          key=lambda r: (-float(r["label_fraction"]), str(r.get("seed"))))
-            if not pick:
-                continue
-            r = pick[0]
-            try:
-                preds[f"{mode} {fmt_fraction(float(r['label_fraction']))} s{r.get('seed')}"] = \
-                    inference.predict_mass(ds, r["model"]["uri"])
-            except (JetlibError, KeyError, RuntimeError) as e:
-                notes.append(f"mass predictions of {r['model']['uri']}: cannot load the model ({e})")
-    s = Section("regression", "Jet-mass regression")
-    s.add(Figure(figures.regression_panels(preds, reg), "mass regression",
-                 f"Predicted against true jet mass on (up to {inference.PREDICT_JETS:,}) test jets (2-D histogram, "
-                 "log colour) for one model per mode (the most labels, first seed); residuals; mean relative bias "
-                 "in quantile bins of true mass (from every result file, mean ± std over seeds); resolution (half "
-                 "the central 68% width of (pred − true)/true) in the same bins."))
+    s = Section("regression", groups[0][0].title if len(groups) == 1 else "Regression")
+    for task, reg in groups:
+        preds = {}
+        if ds is not None:
+            for mode in order_modes(r["mode"] for r in reg):
+                pick = sorted((r for r in reg if r["mode"] == mode and r.get("model", {}).get("uri")),
+                              key=lambda r: (-float(r["label_fraction"]), str(r.get("seed"))))
+                if not pick:
+                    continue
+                r = pick[0]
+                try:
+                    preds[f"{mode} {fmt_fraction(float(r['label_fraction']))} s{r.get('seed')}"] = \
+                        inference.predictions(ds, r["model"]["uri"])
+                except (JetlibError, KeyError, RuntimeError) as e:
+                    notes.append(f"predictions of {r['model']['uri']}: cannot load the model ({e})")
+        which = f"{task.title}: " if len(groups) > 1 else ""
+        s.add(Figure(figures.regression_panels(preds, reg), f"{which}mass regression",
+                     f"Predicted against true jet mass on (up to {inference.PREDICT_JETS:,}) test jets (2-D histogram, "
+                     "log colour) for one model per mode (the most labels, first seed); residuals; mean relative bias "
+                     "in quantile bins of true mass (from every result file, mean ± std over seeds); resolution (half "
+                     "the central 68% width of (pred − true)/true) in the same bins."))
     return s

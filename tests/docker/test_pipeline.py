@@ -36,7 +36,7 @@ def test_compiled_cpu_pipeline_runs_in_docker(image, tmp_path):
     assert all(r["format"] == "jetlib.result/1" and r["label_fraction"] == 0.5 for r in results)
     pre = json.loads(next(runs.glob("pretrain-s*/run.json")).read_text())
     finetuned = next(r for r in results if r["mode"] == "finetune")
-    assert {r["mode"]: r["model"]["kind"] for r in results} == {"finetune": "resnet", "vgg": "vgg"}
+    assert {r["mode"]: r["model"]["arch"] for r in results} == {"finetune": "resnet", "vgg": "vgg"}
     assert pre["format"] == "jetlib.pretrain/1"
     if "origin" in finetuned:  # optional in the result contract (absent in older files)
         assert finetuned["origin"]["encoder_sha256"] == pre["encoder"]["sha256"]

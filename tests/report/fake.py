@@ -33,7 +33,7 @@ def fake_result(task: str, mode: str, fraction: float, seed: int, value: float, 
               if mode in ("finetune", "linear") else None)
     return {"format": "jetlib.result/1", "task": task, "mode": mode, "label_fraction": fraction, "seed": seed,
             "model": {"uri": f"/nonexistent/{task}-{mode}-{fraction}-{seed}", "sha256": sha,
-                      "kind": "vgg" if mode == "vgg" else "resnet"},
+                      "arch": "vgg" if mode == "vgg" else "resnet"},
             "dataset": {"uri": dataset_uri, "id": "000000000000", "split": "test", "jets": 100},
             "scalars": scalars, "classification": cls, "regression": reg,
             "resources": {"trainable_parameters": 1000, "total_parameters": 1000, "peak_memory_mb": 10.0,
