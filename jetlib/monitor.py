@@ -66,7 +66,7 @@ SPREAD_TOL = 1e-7  # singular values under sqrt(N) * this are rounding, not spre
 
 @torch.no_grad()
 def embedding_stats(h: torch.Tensor) -> dict:
-    """Collapse diagnostics of a batch of embeddings h: (N, D), any float dtype, any device.
+    """Collapse diagnostics of a batch of embeddings h: (N, D), any float dtype, any device (computed on the CPU).
 
     The rows are L2-normalised (in float64) first, so the numbers do not depend on the
     embedding's scale:
@@ -96,7 +96,8 @@ def embedding_stats(h: torch.Tensor) -> dict:
     if not torch.isfinite(h).all():
         raise ValueError("embedding_stats: the embedding holds NaN or infinite values")
     n, d = h.shape
-    z = F.normalize(h.double(), dim=1)  # (N, D), unit rows
+    # on the CPU in float64: one small SVD an epoch, the same numbers on every device
+    z = F.normalize(h.detach().cpu().double(), dim=1)  # (N, D), unit rows
     std = z.std(dim=0)  # (D,)
     s = torch.linalg.svdvals(z - z.mean(dim=0))  # (min(N, D),)
     s = s[s > SPREAD_TOL * math.sqrt(n)]
