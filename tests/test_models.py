@@ -40,3 +40,68 @@ def test_config_round_trip():
 
 def test_projection_head():
     assert ProjectionHead(512)(torch.randn(5, 512)).shape == (5, 128)
+
+
+def test_variants_are_the_presets_widths():
+    from jetlib import models
+
+    cpu = models.create("resnet", **models.VARIANTS["cpu"].to_dict())
+    assert sum(p.numel() for p in cpu.parameters()) == 405_040  # "a narrower ResNet-15 (405k parameters)"
+    assert models.VARIANTS["gpu"] == ResNetConfig() and models.VARIANTS["tiny"].widths[-1] == 16
+
+
+def test_from_blob_rebuilds_the_same_network_with_its_head():
+    from jetlib import models
+
+    net = models.create("resnet", **{**models.VARIANTS["tiny"].to_dict(), "in_channels": 2}).reset_head("reg", depth=2)
+    blob = {"arch": net.arch, "config": net.config(), "task": net.task, "head": net.head_config,
+            "state_dict": net.state_dict()}
+    back = models.from_blob(blob).eval()
+    x = torch.randn(3, 2, 24, 24)
+    torch.testing.assert_close(back(x), net.eval()(x), rtol=0, atol=0)
+    assert back(x).shape == (2, 3)  # (depth, B): the regression head's deep supervision
+
+
+@pytest.mark.parametrize("blob,problem", [
+    ({"arch": "os.system"}, "records arch 'os.system', expected one of resnet, vgg"),
+    ({"kind": "resnet"}, "records no arch, expected one of"),
+    ({"arch": "resnet", "config": {"widths": "many"}, "state_dict": {}}, "does not describe a resnet network"),
+    ({"arch": "resnet", "config": {}, "task": "nope", "state_dict": {}}, "unknown task 'nope'"),
+    ({"arch": "vgg", "config": {}, "state_dict": {"x": torch.zeros(1)}}, "does not describe a vgg network"),
+])
+def test_from_blob_refuses_what_it_cannot_rebuild_in_one_line(blob, problem):
+    from jetlib import models
+    from jetlib.errors import DataError
+
+    with pytest.raises(DataError, match=problem.replace("(", r"\(")):
+        models.from_blob(blob)
+
+
+def test_vgg_two_class_logits_are_its_mean_logit():
+    """The VGG ensemble scores as a classifier: softmax class 1 of [0, l] is sigmoid(l), and the
+    cross-entropy of [0, l] is the binary cross-entropy of l (the baseline's own loss)."""
+    import torch.nn.functional as F
+
+    from jetlib import models
+
+    vgg = models.create("vgg", widths=(4, 8), depths=(1, 1), heads=3, head_hidden=8).eval()
+    x, y = torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 1, 0, 1])
+    out = vgg(x)
+    mean = vgg.head.logits(vgg.forward_features(x)).mean(0)
+    torch.testing.assert_close(out.softmax(1)[:, 1], mean.sigmoid())
+    torch.testing.assert_close(F.cross_entropy(out, y), F.binary_cross_entropy_with_logits(mean, y.float()))
+    assert vgg.task == "cls" and vgg.tasks == ("cls",)
+
+
+def test_freeze_features_trains_only_the_head_and_keeps_the_encoder_in_eval():
+    from jetlib import models
+
+    net = models.create("resnet", **models.VARIANTS["tiny"].to_dict()).reset_head("cls", hidden=8)
+    net.freeze_features().train()
+    assert all(not p.requires_grad for n, p in net.named_parameters() if not n.startswith("head."))
+    assert all(p.requires_grad for p in net.head.parameters())
+    assert net.head.training and not any(m.training for n, m in net.named_modules() if n and not n.startswith("head"))
+    x = torch.randn(4, 3, 24, 24)
+    net(x).sum().backward()
+    assert all(p.grad is None for n, p in net.named_parameters() if not n.startswith("head."))
+    assert all(p.grad is not None for p in net.head.parameters())

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from jetlib import records
 from jetlib.errors import ConfigError
 from jetlib.report import build_report
 from jetlib.report.stats import Agg, Comparison, aggregate, comparisons, summary
@@ -151,8 +152,8 @@ def test_a_partial_run_names_what_is_missing(tmp_path):
     (run / "cls-vgg-f0.1-s0" / "checkpoints").mkdir(parents=True)  # a step killed mid-way
     (run / "cls-vgg-f0.1-s0" / "checkpoints" / "latest.json").write_text("{}")
     (run / "pretrain-s0").mkdir()
-    (run / "pretrain-s0" / "run.json").write_text(json.dumps({"format": "jetlib.pretrain/1", "config": {}}))
-    (run / "results" / "broken.json").write_text('{"format": "jetlib.result/1", "task": "cls"}')
+    (run / "pretrain-s0" / "run.json").write_text(json.dumps({"format": records.PRETRAIN, "config": {}}))
+    (run / "results" / "broken.json").write_text(json.dumps({"format": records.RESULT, "task": "cls"}))
     (run / "results" / "torn.json").write_text('{"format": "jetlib.res')
     report = build_report(str(run))
     assert "no result for cls scratch at 10% labels, seed 1" in report.missing

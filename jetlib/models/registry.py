@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from jetlib.errors import ConfigError, DataError, JetlibError
+from jetlib.errors import DataError, JetlibError
 from jetlib.models.base import Encoder
+from jetlib.registry import Registry
 
-_FACTORIES: dict[str, Callable[..., Encoder]] = {}
-ARCHS = _FACTORIES.keys()  # a live view: argparse choices and messages see every registered network
+_NETWORKS = Registry("network")
+ARCHS = _NETWORKS.names  # a live view: argparse choices and messages see every registered network
+unregister_model = _NETWORKS.unregister
 
 
 def register_model(name: str):
     """Register ``factory(**cfg) -> Encoder`` (a function or an :class:`Encoder` subclass) as ``name``.
 
     Every factory accepts ``in_channels``: fine-tuning builds the network for the dataset's channels.
-
-    Example:
-        >>> @register_model("toy")  # doctest: +SKIP
-        ... class Toy(Encoder): ...
     """
-    def add(factory):
-        if name in _FACTORIES:
-            raise ValueError(f"a network named {name!r} is registered already")
-        _FACTORIES[name] = factory
-        return factory
-    return add
-
-
-def unregister_model(name: str) -> None:
-    """Remove a registration (tests register toy networks and take them away again)."""
-    _FACTORIES.pop(name, None)
+    return _NETWORKS.register(name)
 
 
 def available() -> tuple[str, ...]:
-    return tuple(_FACTORIES)
+    return tuple(ARCHS)
 
 
 def create(arch: str, **cfg) -> Encoder:
@@ -43,9 +29,7 @@ def create(arch: str, **cfg) -> Encoder:
     Raises:
         ConfigError: ``arch`` is not registered.
     """
-    if arch not in _FACTORIES:
-        raise ConfigError(f"unknown network {arch!r}: choose one of {', '.join(ARCHS)}")
-    net = _FACTORIES[arch](**cfg)
+    net = _NETWORKS.get(arch)(**cfg)
     net.arch = arch
     net._create_args = dict(cfg)  # what Encoder.config() returns where a network has no config of its own
     return net
@@ -58,8 +42,9 @@ def arch_of(blob, what: str = "the model file") -> str:
         DataError: the blob is not a dict or records no registered arch (exit 2).
     """
     arch = blob.get("arch") if isinstance(blob, dict) else None
-    if not isinstance(arch, str) or arch not in _FACTORIES:
-        raise DataError(f"{what} records arch {str(arch)[:40]!r}, expected one of {', '.join(ARCHS)}")
+    if not isinstance(arch, str) or arch not in ARCHS:
+        got = f"arch {arch[:40]!r}" if isinstance(arch, str) else "no arch"
+        raise DataError(f"{what} records {got}, expected one of {', '.join(ARCHS)}")
     return arch
 
 

@@ -4,60 +4,46 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from jetlib.errors import ConfigError
+from jetlib.registry import Registry
 from jetlib.tasks.task import Metric, Task
 
-_TASKS: dict[str, Task] = {}
-TASKS = _TASKS.keys()  # a live view: argparse choices and messages see every registered task
+
+def _instance(name: str, cls) -> Task:
+    task = cls()  # one instance per task: a Task holds no state of a run
+    task.name = name
+    return task
+
+
+_REGISTRY = Registry("task", _instance)
+TASKS = _REGISTRY.names  # a live view: argparse choices and messages see every registered task
+get = _REGISTRY.get
+unregister_task = _REGISTRY.unregister
 
 
 def register_task(name: str):
     """Register a :class:`Task` subclass (instantiated once) as ``name``."""
-    def add(cls):
-        if name in _TASKS:
-            raise ValueError(f"a task named {name!r} is registered already")
-        task = cls()
-        task.name = name
-        _TASKS[name] = task
-        return cls
-    return add
-
-
-def unregister_task(name: str) -> None:
-    """Remove a registration (tests register toy tasks and take them away again)."""
-    _TASKS.pop(name, None)
-
-
-def get(name: str) -> Task:
-    """The task registered as ``name``.
-
-    Raises:
-        ConfigError: no such task.
-    """
-    if not isinstance(name, str) or name not in _TASKS:
-        raise ConfigError(f"unknown task {str(name)[:40]!r}: choose one of {', '.join(TASKS)}")
-    return _TASKS[name]
+    return _REGISTRY.register(name)
 
 
 def all_tasks() -> list[Task]:
-    return list(_TASKS.values())
+    return _REGISTRY.values()
 
 
 def scalar_keys() -> tuple[str, ...]:
     """Every task's scalars, in registration order: the keys of every result's ``scalars``."""
-    return tuple(dict.fromkeys(k for t in _TASKS.values() for k in t.keys))
+    return tuple(dict.fromkeys(k for t in _REGISTRY.values() for k in t.keys))
 
 
 def sections() -> tuple[str, ...]:
     """The result sections of every task (each result has them all; null but its own task's)."""
-    return tuple(dict.fromkeys(t.section for t in _TASKS.values()))
+    return tuple(dict.fromkeys(t.section for t in _REGISTRY.values()))
 
 
 class _Metrics(Mapping):
     """Report metric name -> :class:`Metric` over every registered task, read at each use."""
 
     def _table(self) -> dict[str, Metric]:
-        return {n: m for t in _TASKS.values() for n, m in t.report_metrics.items()}
+        return {n: m for t in _REGISTRY.values() for n, m in t.report_metrics.items()}
 
     def __getitem__(self, name):
         return self._table()[name]
@@ -73,7 +59,7 @@ class _Headline(Sequence):
     """The report metrics compared in the headline, every task's in registration order, read at each use."""
 
     def _names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(n for t in _TASKS.values() for n in t.headline))
+        return tuple(dict.fromkeys(n for t in _REGISTRY.values() for n in t.headline))
 
     def __getitem__(self, i):
         return self._names()[i]

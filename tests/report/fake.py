@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jetlib import records
+
 
 def fake_result(task: str, mode: str, fraction: float, seed: int, value: float, pretrain_seed: int | None = None,
                 dataset_uri: str = "/nonexistent/datasets/toy-000000000000") -> dict:
@@ -31,7 +33,7 @@ def fake_result(task: str, mode: str, fraction: float, seed: int, value: float, 
     sha = f"{task}{mode}{fraction}{seed}{pretrain_seed}".encode().hex().ljust(64, "0")[:64]
     origin = ({"init": f"/runs/pretrain-s{pretrain_seed}", "encoder_sha256": "e" * 64, "pretrain_seed": pretrain_seed}
               if mode in ("finetune", "linear") else None)
-    return {"format": "jetlib.result/1", "task": task, "mode": mode, "label_fraction": fraction, "seed": seed,
+    return {"format": records.RESULT, "task": task, "mode": mode, "label_fraction": fraction, "seed": seed,
             "model": {"uri": f"/nonexistent/{task}-{mode}-{fraction}-{seed}", "sha256": sha,
                       "arch": "vgg" if mode == "vgg" else "resnet"},
             "dataset": {"uri": dataset_uri, "id": "000000000000", "split": "test", "jets": 100},
