@@ -107,10 +107,10 @@ def flops_per_jet(model_cfg, cfg, dev) -> float:
     """FLOPs of one SimCLR step per jet: two views, forward and backward (FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from jetlib import methods
     from jetlib.models.resnet import ResNet
-    from jetlib.pretrain import SimCLR
 
-    model = SimCLR(ResNet(model_cfg), cfg.proj_hidden, cfg.proj_dim, cfg.temperature).to(dev)
+    model = methods.create(cfg.method, ResNet(model_cfg), cfg.method_params).to(dev)
     v = torch.rand(4, model_cfg.in_channels, 125, 125, device=dev)
     with FlopCounterMode(display=False) as counter:
         model(v, v.clone()).backward()
@@ -142,16 +142,16 @@ def measure_loader(uri, dev, batch: int, seconds: float) -> None:
 
 
 def make_step(model_cfg, cfg, dev, compiled: bool, channels_last: bool):
+    from jetlib import methods
     from jetlib.augment import AugmentConfig, two_views
     from jetlib.device import as_input, autocast_for
     from jetlib.models.resnet import ResNet
-    from jetlib.pretrain import SimCLR, param_groups
 
     torch.manual_seed(0)
-    model = SimCLR(ResNet(model_cfg), cfg.proj_hidden, cfg.proj_dim, cfg.temperature).to(dev)
+    model = methods.create(cfg.method, ResNet(model_cfg), cfg.method_params).to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=dev.type == "cuda")
+    opt = torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, fused=dev.type == "cuda")
     net = torch.compile(model) if compiled else model
     autocast, aug = autocast_for(dev, cfg.amp), AugmentConfig(cfg.augment)
 

@@ -1,21 +1,23 @@
-"""SimCLR pretraining throughput: jetlib against a straightforward implementation, same run, same machine.
+"""Pretraining throughput, timed through jetlib's own training step (:func:`jetlib.pretrain.train_one_epoch`).
 
-Both train the same SimCLR model (the preset's ResNet-15, projector, InfoNCE with a
-learnable temperature) with AdamW on the same batch size, in fp32, for a fixed wall-clock
-window after a warm-up, and count jets per second:
+Two measurements, same run, same machine:
 
-* ``jetlib``: sparse shards streamed by :class:`~jetlib.data.loader.JetLoader`, densified on
-  the device, two views made by the batched augmentations of :mod:`jetlib.augment`;
-* ``baseline``: what the study describes, written the usual way: an h5py ``Dataset`` that
-  reads one jet per ``__getitem__``, normalises it to [0, 1] and makes two views with
-  torchvision per-sample transforms (flip, ``RandomResizedCrop`` with scale >= 0.8,
-  ``ColorJitter`` brightness) in ``DataLoader`` worker processes.
+* ``pretrain_method`` (one JSON line per method in :data:`jetlib.methods.METHODS`): jets per
+  second and milliseconds per step of each method, timed in interleaved rounds of the real
+  epoch function (same loader, augmentations, optimiser and per-step hook as ``jetlib
+  pretrain``), and ``relative_to_simclr`` (step time over SimCLR's; issue 18, "Measured");
+* ``pretrain`` (one line): jetlib's SimCLR step against a straightforward implementation of the
+  study's pipeline, the ``baseline``: an h5py ``Dataset`` that reads one jet per
+  ``__getitem__``, normalises it to [0, 1] and makes two views with torchvision per-sample
+  transforms (flip, ``RandomResizedCrop`` with scale >= 0.8, ``ColorJitter`` brightness) in
+  ``DataLoader`` worker processes, feeding the same model and AdamW (goal on CPU: >= 1.5x).
 
-Prints one JSON line with both rates and their ratio (goal on CPU: >= 1.5x). With
-``--device cuda`` it measures on the GPU instead (bf16 autocast and channels_last for
-jetlib, as ``jetlib pretrain`` uses them; the baseline stays fp32), and names the card.
+With ``--device cuda`` it measures on the GPU instead (bf16 autocast and channels_last as
+``jetlib pretrain`` decides them; the baseline stays fp32), and names the card. ``--smoke``
+runs everything for a moment on the tiny preset (a test runs it).
 
     python benchmarks/pretrain.py [--preset cpu] [--seconds 40] [--workers 2] [--device cpu]
+                                  [--methods simclr,vicreg] [--no-baseline] [--smoke]
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import simulated_file, timed  # noqa: E402
 
-from jetlib.augment import AugmentConfig, two_views  # noqa: E402
+from jetlib import methods  # noqa: E402
 from jetlib.data.ingest import ingest  # noqa: E402
 from jetlib.data.loader import JetLoader  # noqa: E402
-from jetlib.device import autocast_for  # noqa: E402
+from jetlib.device import autocast_for, channels_last_for  # noqa: E402
 from jetlib.models.resnet import ResNet  # noqa: E402
-from jetlib.pretrain import SimCLR, make_config, param_groups  # noqa: E402
+from jetlib.pretrain import lr_schedule, make_config, train_one_epoch  # noqa: E402
 
 
 class ContrastiveH5(torch.utils.data.Dataset):
@@ -70,56 +72,89 @@ class ContrastiveH5(torch.utils.data.Dataset):
         return self.transform(x), self.transform(x)
 
 
-def model_and_optimizer(cfg, device):
+def model_and_optimizer(cfg, device, channels_last=False):
+    """The method of ``cfg`` and its AdamW, as :func:`jetlib.pretrain.pretrain` builds them."""
     torch.manual_seed(0)
-    model = SimCLR(ResNet(replace(cfg.model, in_channels=3)), cfg.proj_hidden, cfg.proj_dim, cfg.temperature)
-    model = model.to(device)
-    return model, torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    model = methods.create(cfg.method, ResNet(replace(cfg.model, in_channels=3)), cfg.method_params).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, fused=device.type == "cuda")
+
+
+def time_methods(uri, names, preset, device, seconds: float, steps: int) -> dict[str, dict]:
+    """Jets/s and step time of each method through ``train_one_epoch``, in interleaved rounds of ``steps``
+    steps (one warm-up round first), until each has trained ``seconds``: a machine that slows down
+    mid-run slows every method alike."""
+    runs = {}
+    for name in names:
+        cfg = replace(make_config(preset, method=name), max_steps_per_epoch=steps, log_interval=steps)
+        loader = JetLoader(uri, "train", batch_size=cfg.batch_size, device=device, seed=0)
+        channels_last = channels_last_for(cfg.channels_last)
+        model, opt = model_and_optimizer(cfg, device, channels_last)
+        runs[name] = {"cfg": cfg, "loader": loader, "model": model, "opt": opt, "channels_last": channels_last,
+                      "autocast": autocast_for(device, cfg.amp), "step": 0, "epoch": 0, "seconds": 0.0,
+                      "steps": 0, "jets": 0, "steps_per_epoch": min(len(loader), steps)}
+    schedule = lr_schedule(100_000, 100, runs[names[0]]["cfg"].lr)  # the values do not change the timing
+    warm = True
+    while warm or min(r["seconds"] for r in runs.values()) < seconds or not all(r["steps"] for r in runs.values()):
+        for r in runs.values():
+            r["loader"].set_epoch(r["epoch"])
+            stats, r["step"] = train_one_epoch(r["model"], r["loader"], r["opt"], r["cfg"], r["step"], schedule,
+                                               r["steps_per_epoch"], r["autocast"], r["channels_last"], r["epoch"])
+            r["epoch"] += 1
+            if not warm:
+                r["seconds"] += stats["seconds"]
+                r["steps"] += stats["steps"]
+                r["jets"] += stats["steps"] * r["loader"].batch_size
+        warm = False
+    return runs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--n-jets", type=int, default=1000)
-    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--seconds", type=float, default=40.0, help="per contender")
+    ap.add_argument("--steps", type=int, default=5, help="steps per round of the method comparison")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="baseline DataLoader workers")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--methods", default="", help="comma-separated (default: every registered method)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the straightforward implementation")
+    ap.add_argument("--smoke", action="store_true", help="tiny preset, 200 jets, a moment each (for tests)")
     args = ap.parse_args()
+    if args.smoke:
+        args.preset, args.n_jets, args.seconds, args.steps, args.workers = "tiny", 200, 0.0, 1, 0
     os.environ.setdefault("JETLIB_PROGRESS", "0")
     device = torch.device(args.device)
-    cfg = make_config(args.preset)
-    bs = cfg.batch_size
+    names = [m for m in args.methods.split(",") if m] or list(methods.METHODS)
+    if "simclr" in names:  # the reference first
+        names.remove("simclr")
+    names.insert(0, "simclr")
     src = simulated_file(args.n_jets, 0)
-    channels_last = device.type == "cuda"  # as jetlib pretrain decides with channels_last=auto
-    autocast = autocast_for(device, cfg.amp)
+    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__}
 
     with tempfile.TemporaryDirectory() as store:
         uri = ingest(src, store)
-        loader = JetLoader(uri, "train", batch_size=bs, device=device, seed=0)
-        model, opt = model_and_optimizer(cfg, device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        aug = AugmentConfig(cfg.augment)
-        epochs = iter(range(10**9))
-
-        def ours():
-            loader.set_epoch(next(epochs))
-            for batch in loader:
-                x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
-                v1, v2 = two_views(x, aug)
-                with autocast():
-                    loss = model(v1, v2)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                yield len(batch)
-
-        fast = timed(ours, args.seconds)
-
+        runs = time_methods(uri, names, args.preset, device, args.seconds, args.steps)
+    ref = runs["simclr"]["seconds"] / runs["simclr"]["steps"]
+    for name, r in runs.items():
+        step_s = r["seconds"] / r["steps"]
+        print(json.dumps({
+            "benchmark": "pretrain_method", "method": name, "preset": r["cfg"].preset,
+            "batch_size": r["cfg"].batch_size, "method_params": r["cfg"].method_params,
+            "trainable_parameters": sum(p.numel() for p in r["model"].parameters() if p.requires_grad),
+            "steps": r["steps"], "step_ms": round(1000 * step_s, 2), "jets_per_s": round(r["jets"] / r["seconds"], 1),
+            "relative_to_simclr": round(step_s / ref, 3), **env}), flush=True)
+    if args.no_baseline:
+        return
+    fast = runs["simclr"]["jets"] / runs["simclr"]["seconds"]
+    cfg = runs["simclr"]["cfg"]
     with h5py.File(src) as f:
         n = len(f["y"])
-    baseline_data = torch.utils.data.DataLoader(ContrastiveH5(src, n), batch_size=bs, shuffle=True, drop_last=True,
-                                                num_workers=args.workers, persistent_workers=args.workers > 0)
+    baseline_data = torch.utils.data.DataLoader(ContrastiveH5(src, n), batch_size=cfg.batch_size, shuffle=True,
+                                                drop_last=True, num_workers=args.workers,
+                                                persistent_workers=args.workers > 0)
     model, opt = model_and_optimizer(cfg, device)
 
     def baseline():
@@ -134,20 +169,17 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "pretrain",
         "preset": cfg.preset,
-        "batch_size": bs,
+        "batch_size": cfg.batch_size,
         "encoder_parameters": sum(p.numel() for p in model.encoder.parameters()),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "jetlib_jets_per_s": round(fast, 1),
         "baseline_jets_per_s": round(slow, 1),
         "speedup": round(fast / slow, 2),
         "speedup_goal_cpu": 1.5,
         "baseline_workers": args.workers,
-        "jetlib_precision": "bf16" if autocast is not None and device.type == "cuda" else "fp32",
+        "jetlib_precision": "bf16" if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda") else "fp32",
         "seconds_per_contender": args.seconds,
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-    }))
+        **env,
+    }), flush=True)
 
 
 if __name__ == "__main__":

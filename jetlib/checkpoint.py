@@ -36,11 +36,10 @@ import re
 import numpy as np
 import torch
 
-from jetlib import dist, records
+from jetlib import dist
 from jetlib.data.keys import check_sha256, confine
 from jetlib.data.store import NotFound, Store, sha256_bytes
 from jetlib.errors import ConfigError, DataError
-from jetlib.records import record_bytes  # noqa: F401  (re-exported until every caller imports jetlib.records)
 
 log = logging.getLogger(__name__)
 POINTER = "latest.json"
@@ -85,16 +84,6 @@ def _unpickler_reason(message: str) -> str:
     """The one useful phrase of torch's weights_only refusal (which also advises loading it anyway)."""
     match = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global|\.\s|$)", message)
     return match.group(1).strip()[:200] if match else "not a weights-only file"
-
-
-def read_run_json(uri: str, *, formats: tuple[str, ...], flag: str) -> dict:
-    """:func:`jetlib.records.read_run_json` under its old name, until every caller imports it from there."""
-    return records.read_run_json(uri, formats, flag)
-
-
-def read_run(uri: str, artifact: str, *, formats: tuple[str, ...], flag: str, map_location="cpu"):
-    """:func:`jetlib.records.read_run` under its old name, until every caller imports it from there."""
-    return records.read_run(uri, artifact, formats, flag, map_location=map_location)
 
 
 def rng_state() -> dict:

@@ -27,8 +27,8 @@ import socket
 import time
 from datetime import UTC, datetime
 
-from jetlib.data.store import Store
-from jetlib.errors import ConfigError, StoreError
+from jetlib.data.store import NotFound, Store
+from jetlib.errors import ConfigError
 
 CLAIM = ".jetlib-claim.json"
 FORMAT = "jetlib.claim/1"
@@ -66,10 +66,8 @@ def claim(store: Store, step: str, identity: dict, summary: str = "") -> str:
             return digest
         try:
             held = json.loads(store.get_bytes(CLAIM))
-        except StoreError as e:
-            if "does not exist" in str(e):  # released between our two calls: try again
-                continue
-            raise
+        except NotFound:  # released between our two calls: try again
+            continue
         except (UnicodeDecodeError, json.JSONDecodeError):
             held = None  # a local claim is being written by its O_EXCL creator right now
         if isinstance(held, dict) and held.get("format") == FORMAT:

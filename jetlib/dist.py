@@ -102,13 +102,6 @@ def all_gather_object(obj) -> list:
     return out
 
 
-def all_reduce_min(values: torch.Tensor) -> torch.Tensor:
-    out = values.detach().clone()
-    if is_initialized():
-        td.all_reduce(out, op=td.ReduceOp.MIN)
-    return out
-
-
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward returns, to each rank, the gradient of its own slice
     summed over every rank's loss. Without the sum, gradients that other ranks' losses

@@ -1,4 +1,8 @@
-"""``jetlib pretrain``: SimCLR pretraining of the ResNet-15 encoder, one CPU process to many GPUs.
+"""``jetlib pretrain``: self-supervised pretraining of the ResNet-15 encoder, one CPU process to many GPUs.
+
+The method (``--method``, ``method`` in the config: SimCLR by default) is an object from
+:mod:`jetlib.methods`: the loop below feeds it two views per batch and steps the optimiser on the
+loss it returns; the method owns its heads, loss, parameter groups and per-step hook (BYOL's EMA).
 
 The same command runs alone or under ``torchrun --nproc_per_node N -m jetlib pretrain``
 (DDP: NCCL on GPU, gloo on CPU). Labels are never read for training; they only feed
@@ -9,7 +13,8 @@ Outputs in ``--out`` (a store URI), main rank only:
 ``checkpoints/``  every epoch (see :mod:`jetlib.checkpoint`); a re-run of the same
                   command resumes from the newest and ends bit-for-bit where an
                   uninterrupted run would (on CPU)
-``metrics.json``  per epoch: loss, temperature, learning rate, jets/s, k-NN accuracy, and
+``metrics.json``  per epoch: loss, learning rate, jets/s, the method's own numbers (SimCLR's
+                  temperature), k-NN accuracy, and
                   ``step_losses``: ``[[global_step, loss], ...]`` every ``log_interval`` steps
                   (the loss of the global batch, averaged over ranks)
 ``encoder.pt``    the encoder's weights and config, for fine-tuning
@@ -23,12 +28,13 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
+import numpy as np
 import torch
 from torch import nn
 
-from jetlib import dist, records
+from jetlib import dist, methods, records
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, two_views
 from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
@@ -40,10 +46,8 @@ from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
 from jetlib.device import as_input, autocast_for, channels_last_for, prepare_compile, setup_device
 from jetlib.errors import ConfigError, TrainingError
-from jetlib.losses import InfoNCELoss
-from jetlib.models.heads import ProjectionHead
 from jetlib.models.resnet import VARIANTS, ResNet, ResNetConfig
-from jetlib.monitor import knn_accuracy
+from jetlib.monitor import embedding_stats, knn_accuracy
 from jetlib.progress import progress
 
 log = logging.getLogger(__name__)
@@ -57,16 +61,16 @@ class PretrainConfig:
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 1e-4  # AdamW, on weights only (not norms, biases, temperature)
     warmup_epochs: int = 10  # linear warmup, then cosine decay to zero (per step)
-    temperature: float = 0.07  # initial InfoNCE temperature (learned)
-    proj_hidden: int = 512  # projector hidden width
-    proj_dim: int = 128  # projector output: where the loss is computed
+    method: str = "simclr"  # the pretraining method: a name in jetlib.methods.METHODS
+    # the method's hyperparameters over its own defaults (its Params dataclass, in its file), checked by it
+    method_params: dict = field(default_factory=dict)
     augment: str = "seed"  # augmentation preset: seed | physics
     model: ResNetConfig = field(default_factory=ResNetConfig)
     seed: int = 0  # seeds init, augmentations (offset per rank) and the data order
     normalize: str = "scale"  # loader normalisation
     max_steps_per_epoch: int = 0  # 0 = the whole train split each epoch
     monitor_bank: int = 2000  # k-NN monitor: labelled train jets in the bank
-    monitor_val: int = 1000  # k-NN monitor: validation jets scored
+    monitor_val: int = 1000  # validation jets the k-NN and collapse monitors score
     knn_k: int = 20
     amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | off
     channels_last: str = "auto"  # auto (= off until measured: see jetlib.device) | on | off
@@ -80,14 +84,14 @@ class PretrainConfig:
             raise ConfigError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)}, got {self.augment!r}")
         if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0:
             raise ConfigError("need epochs >= 1, batch size >= 2 and a positive learning rate")
-        at_least = {"log_interval": 1, "proj_hidden": 1, "proj_dim": 1, "knn_k": 1, "warmup_epochs": 0,
+        at_least = {"log_interval": 1, "knn_k": 1, "warmup_epochs": 0,
                     "max_steps_per_epoch": 0, "monitor_bank": 0, "monitor_val": 0, "keep_every": 0}
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
-        if not self.temperature > 0 or not self.weight_decay >= 0:
-            raise ConfigError(f"need temperature > 0 and weight_decay >= 0, got {self.temperature} and "
-                              f"{self.weight_decay}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"need weight_decay >= 0, got {self.weight_decay}")
+        methods.params(self.method, self.method_params)  # an unknown method or parameter fails here, not later
         if self.amp not in ("auto", "bf16", "off") or self.channels_last not in ("auto", "on", "off"):
             raise ConfigError("amp must be auto|bf16|off and channels_last auto|on|off")
         if self.loader not in LOADER_MODES:
@@ -98,33 +102,37 @@ TINY_MODEL, CPU_MODEL = VARIANTS["tiny"], VARIANTS["cpu"]  # the named widths of
 
 PRESETS = {
     # seconds on tiny generated data, yet two epochs so that resuming is exercised
-    "tiny": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "model": TINY_MODEL, "proj_hidden": 16,
-             "proj_dim": 8, "monitor_bank": 64, "monitor_val": 32, "knn_k": 5, "log_interval": 1},
+    "tiny": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "model": TINY_MODEL,
+             # applied to the default method first, then to the chosen one: keep them valid for SimCLR
+             "method_params": {"proj_hidden": 16, "proj_dim": 8},
+             "monitor_bank": 64, "monitor_val": 32, "knn_k": 5, "log_interval": 1},
     # a laptop run in minutes: a narrower ResNet-15 (405k parameters)
-    "cpu": {"epochs": 10, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL, "proj_hidden": 256,
-            "monitor_bank": 1000, "monitor_val": 500},
+    "cpu": {"epochs": 10, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL,
+            "method_params": {"proj_hidden": 256}, "monitor_bank": 1000, "monitor_val": 500},
     # the full study
     "gpu": {},
 }
 
 
 def make_config(preset: str = "gpu", **values) -> PretrainConfig:
+    """Defaults, the preset, then ``values``; the method's hyperparameters are gathered into ``method_params``.
+
+    A method parameter may be given as ``method_params.NAME`` or, when no config field has that
+    name, as ``NAME`` (``--set temperature=0.1``). A preset's ``method_params`` apply to the methods
+    that have them (the tiny preset's small projector); what the user sets must exist.
+    """
+    method = values.get("method") or PRESETS.get(preset, {}).get("method") or PretrainConfig.method
+    known = {f.name for f in fields(methods.get(method).Params)}
+    mine = {f.name for f in fields(PretrainConfig)}
+    merged = {k: v for k, v in PRESETS.get(preset, {}).get("method_params", {}).items() if k in known}
+    merged.update(values.pop("method_params", None) or {})
+    for key in list(values):
+        name = key.removeprefix("method_params.")
+        if name != key or (key not in mine and key in known):
+            merged[name] = values.pop(key)
+    checked = methods.params(method, merged)  # typed: "0.1" from --set is recorded as 0.1
+    values["method_params"] = {k: getattr(checked, k) for k in merged}
     return resolve(PretrainConfig(), PRESETS, preset, values)
-
-
-class SimCLR(nn.Module):
-    """Encoder + projector + loss in one module, so DDP syncs the temperature with the weights."""
-
-    def __init__(self, encoder: ResNet, proj_hidden: int, proj_dim: int, temperature: float):
-        super().__init__()
-        self.encoder = encoder
-        self.projector = ProjectionHead(encoder.num_features, proj_hidden, proj_dim)
-        self.loss = InfoNCELoss(temperature)
-
-    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
-        b = v1.shape[0]
-        z = self.projector(self.encoder.forward_features(torch.cat([v1, v2])))  # (2B, D): one pass
-        return self.loss(z[:b], z[b:])
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -135,22 +143,24 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for _name, p in model.named_parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)  # norms, biases and the temperature: no decay
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def lr_schedule(total: int, warmup: int, peak: float) -> np.ndarray:
+    """The learning rate of every step, computed once (DINO's ``cosine_scheduler``) and indexed by the loop."""
+    return np.array([lr_at(s, total, warmup, peak) for s in range(total)], dtype=np.float64)
 
 
 def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: PretrainConfig, step: int,
-                    total_steps: int, warmup_steps: int, steps: int, autocast, channels_last: bool,
+                    schedule: np.ndarray, steps: int, autocast, channels_last: bool,
                     epoch: int) -> tuple[dict, int]:
-    """One pass; returns (averaged stats, next step). Stops loudly on a non-finite loss.
+    """One pass of the method ``model`` (maybe DDP-wrapped or compiled); returns (averaged stats, next step).
 
-    The loss is read back to the host (a device sync) only every ``cfg.log_interval`` steps
-    and at the last step, as nanoGPT does; the finiteness check rides on the same read. A
-    non-finite loss seen there stops the run before this epoch's checkpoint is written.
+    ``schedule`` holds every step's learning rate (:func:`lr_schedule`). After each optimiser step
+    the method's :meth:`~jetlib.methods.Method.after_step` runs (BYOL's target update). The loss is
+    read back to the host (a device sync) only every ``cfg.log_interval`` steps and at the last
+    step, as nanoGPT does; the finiteness check rides on the same read. A non-finite loss seen
+    there stops the run before this epoch's checkpoint is written.
     """
+    method = _unwrap(model)
+    total_steps = len(schedule)
     aug = AugmentConfig(cfg.augment)
     model.train()
     losses = torch.zeros((), device=loader.device)
@@ -161,7 +171,7 @@ def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: Pretrai
     for batch in loader:
         if n == steps:
             break
-        lr = lr_at(step, total_steps, warmup_steps, cfg.lr)
+        lr = float(schedule[step])
         for group in optimizer.param_groups:
             group["lr"] = lr
         v1, v2 = two_views(batch.x, aug)  # (B, C, H, W) each, fp32, NCHW (grid_sample's output)
@@ -171,6 +181,7 @@ def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: Pretrai
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        method.after_step(step, total_steps)
         losses += loss.detach()
         n += 1
         if n % cfg.log_interval == 0 or n == steps:
@@ -189,7 +200,7 @@ def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: Pretrai
             "jets_per_s": n * loader.batch_size * dist.world_size() / seconds, "step_losses": step_losses}, step
 
 
-def _unwrap(model: nn.Module) -> SimCLR:
+def _unwrap(model: nn.Module) -> methods.Method:
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
 
@@ -217,20 +228,20 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
     ckpts = Checkpoints(store.child("checkpoints"), cfg.keep_every)
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    model = SimCLR(ResNet(model_cfg), cfg.proj_hidden, cfg.proj_dim, cfg.temperature).to(device)
+    model = methods.create(cfg.method, ResNet(model_cfg), cfg.method_params).to(device)
     # Off unless asked for: GroupNorm on CUDA returns NCHW (see jetlib.device), and on CPU oneDNN's AVX2 1x1
     # weight-gradient kernel (the stride-2 shortcuts) can spin forever in channels_last with torch 2.14.1.
     channels_last = channels_last_for(cfg.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # fused: one kernel for the whole update on CUDA (nanoGPT); the CPU path stays the reference
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, fused=device.type == "cuda")
     loader = JetLoader(ds, "train", batch_size=cfg.batch_size // world, device=device, seed=cfg.seed,
                        normalize=cfg.normalize, mode=cfg.loader)
     steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
     if steps == 0:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the train split ({loader.rows} jets)")
-    total_steps, warmup_steps = cfg.epochs * steps, cfg.warmup_epochs * steps
+    schedule = lr_schedule(cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.lr)
 
     history, start, step = [], 0, 0
     if dist.is_main():  # before the first write, after every check of the input (issue 19, item 4)
@@ -243,31 +254,36 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
         torch.manual_seed(cfg.seed + 1_000_003 * rank)  # augmentations differ across ranks
     if dist.is_main():
         n_params = sum(p.numel() for p in _unwrap(model).encoder.parameters())
-        log.info("pretraining %s (%d encoder parameters) on %s x %d, %d jets, %d steps/epoch, augment=%s",
-                 cfg.preset, n_params, device, world, loader.rows, steps, cfg.augment)
+        log.info("pretraining %s with %s (%d encoder parameters) on %s x %d, %d jets, %d steps/epoch, augment=%s",
+                 cfg.preset, cfg.method, n_params, device, world, loader.rows, steps, cfg.augment)
 
     net = model
     if world > 1:
+        if device.type == "cuda":  # a projector's BatchNorm normalises the global batch (no CPU SyncBatchNorm)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
     autocast = autocast_for(device, cfg.amp)
     monitor = ds.labelled and cfg.monitor_bank > 0
+    # streamed: they read only the first monitor_bank / monitor_val jets, not a second resident copy
     if monitor and dist.is_main():
-        # streamed: they read only the first monitor_bank / monitor_val jets, not a second resident copy
         bank = JetLoader(ds, "train", batch_size=256, device=device, shuffle=False, normalize=cfg.normalize,
                          rank=0, world_size=1, mode="stream")
+    if (monitor or cfg.monitor_val > 1) and dist.is_main():  # k-NN and collapse monitors (no labels needed)
         val = JetLoader(ds, "val", batch_size=256, device=device, shuffle=False, normalize=cfg.normalize,
                         rank=0, world_size=1, mode="stream")
 
     for epoch in range(start, cfg.epochs):
         loader.set_epoch(epoch)
-        stats, step = train_one_epoch(net, loader, optimizer, cfg, step, total_steps, warmup_steps, steps,
-                                      autocast, channels_last, epoch)
-        stats = {"epoch": epoch, **stats, "temperature": _unwrap(model).loss.temperature}
+        stats, step = train_one_epoch(net, loader, optimizer, cfg, step, schedule, steps, autocast,
+                                      channels_last, epoch)
+        stats = {"epoch": epoch, **stats, **_unwrap(model).stats()}
         if dist.is_main() and monitor:
             stats["knn_accuracy"] = knn_accuracy(_unwrap(model).encoder, bank, val, cfg.monitor_bank,
                                                  cfg.monitor_val, cfg.knn_k, autocast)
+        if dist.is_main() and cfg.monitor_val > 1:
+            stats["embedding"] = _embedding_stats(_unwrap(model).encoder, val, cfg.monitor_val, autocast)
         history.append(stats)
         rngs = rng_states()  # every rank's, after the monitor: what the next epoch starts from
         if dist.is_main():
@@ -275,8 +291,9 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
                         "epoch": epoch, "step": step, "rng": rngs, "config": asdict(cfg),
                         "dataset": ds.manifest["id"], "history": history}, epoch)
             _write_metrics(store, cfg, ds, history)
-            log.info("epoch %d: loss %.4f, T %.4f, lr %.2e, %.0f jets/s%s", epoch, stats["loss"],
-                     stats["temperature"], stats["lr"], stats["jets_per_s"],
+            extra = "".join(f", {k} {v:.4g}" for k, v in _unwrap(model).stats().items())
+            log.info("epoch %d: loss %.4f, lr %.2e, %.0f jets/s%s%s", epoch, stats["loss"], stats["lr"],
+                     stats["jets_per_s"], extra,
                      f", k-NN acc {stats['knn_accuracy']:.3f}" if "knn_accuracy" in stats else "")
         dist.barrier()
 
@@ -285,6 +302,29 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
         _finish(store, cfg, ds, model_cfg, _unwrap(model), history, device)
     dist.barrier()
     return final
+
+
+@torch.no_grad()
+def _embedding_stats(encoder: nn.Module, val: JetLoader, max_jets: int, autocast) -> dict | None:
+    """:func:`jetlib.monitor.embedding_stats` of the encoder's features on the first ``max_jets`` validation
+    jets (no labels needed); None when the split holds fewer than two."""
+    was_training, feats, n = encoder.training, [], 0
+    encoder.eval()
+    for batch in val:
+        with autocast():
+            feats.append(encoder.forward_features(batch.x).float())
+        n += len(batch)
+        if n >= max_jets:
+            break
+    encoder.train(was_training)
+    h = torch.cat(feats)[:max_jets] if feats else torch.empty(0, 0)
+    return embedding_stats(h) if len(h) >= 2 else None
+
+
+def _collapse(history: list[dict]) -> dict | None:
+    """The final epoch's embedding stats when they say the embedding collapsed, else None."""
+    emb = history[-1].get("embedding") if history else None
+    return {"epoch": history[-1]["epoch"], **emb} if emb and emb["collapsed"] else None
 
 
 def _write_metrics(store, cfg, ds, history) -> None:
@@ -298,15 +338,22 @@ def _summary(stats: dict) -> dict:
     return {k: v for k, v in stats.items() if k != "step_losses"}
 
 
-def _finish(store, cfg, ds, model_cfg, model: SimCLR, history, device) -> None:
+def _finish(store, cfg, ds, model_cfg, model: methods.Method, history, device) -> None:
     encoder = {"arch": "resnet", "config": model_cfg.to_dict(), "state_dict": model.encoder.state_dict(),
                "normalize": cfg.normalize, "channel_names": ds.manifest["image"]["channel_names"],
                "dataset": ds.manifest["id"], "pretrain": asdict(cfg)}
     record = save_object(store, "encoder.pt", encoder)
     _write_metrics(store, cfg, ds, history)
+    collapse = _collapse(history)
+    if collapse:
+        log.warning("the %s embedding collapsed by epoch %d (std %.3g, effective rank %.3g of %d): the encoder "
+                    "is written, but it is unlikely to help fine-tuning", cfg.method, collapse["epoch"],
+                    collapse["std_mean"], collapse["effective_rank"], model.encoder.num_features)
     records.write_run(store, records.PRETRAIN, {
         "dataset": {"uri": ds.uri, "id": ds.manifest["id"]}, "encoder": record,
         "final": _summary(history[-1]) if history else {}, "config": asdict(cfg),
+        "method": {"name": cfg.method, "params": asdict(model.params)},
         "augment_params": asdict(AugmentConfig(cfg.augment)), "world_size": dist.world_size(),
-        "torch": torch.__version__, "host": os.uname().nodename}, device)
+        "torch": torch.__version__, "host": os.uname().nodename, **({"collapse": collapse} if collapse else {})},
+        device)
     log.info("encoder written to %s", store.key_uri("encoder.pt"))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from jetlib import checkpoint as ck
+from jetlib import records
 from jetlib.data.store import open_store, sha256_bytes
 from jetlib.errors import ConfigError, DataError, StoreError
 from tests.conftest import run_cli
@@ -51,22 +52,22 @@ def test_a_model_whose_pickle_runs_code_is_refused_by_evaluate(tmp_path, make_h5
 
 def test_read_run_errors_name_the_flag_and_exit_codes(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"--init .*: no finished run there \(no run.json\)"):
-        ck.read_run(str(tmp_path / "empty"), "encoder", formats=("jetlib.pretrain/1",), flag="--init")
+        records.read_run(str(tmp_path / "empty"), "encoder", records.PRETRAIN, "--init")
     _fake_model_run(tmp_path / "model", {"state_dict": {"w": torch.ones(2)}})
     with pytest.raises(ConfigError, match=r"is 'jetlib.model/1', expected a jetlib.pretrain/1 run"):
-        ck.read_run(str(tmp_path / "model"), "encoder", formats=("jetlib.pretrain/1",), flag="--init")
-    blob, run = ck.read_run(str(tmp_path / "model"), "model", formats=("jetlib.model/1",), flag="--model")
+        records.read_run(str(tmp_path / "model"), "encoder", records.PRETRAIN, "--init")
+    blob, run = records.read_run(str(tmp_path / "model"), "model", records.MODEL, "--model")
     assert torch.equal(blob["state_dict"]["w"], torch.ones(2)) and run["task"] == "cls"
     (tmp_path / "model" / "model.pt").write_bytes(ck.to_bytes({"state_dict": {"w": torch.zeros(2)}}))
     with pytest.raises(DataError, match="checksum mismatch"):
-        ck.read_run(str(tmp_path / "model"), "model", formats=("jetlib.model/1",), flag="--model")
+        records.read_run(str(tmp_path / "model"), "model", records.MODEL, "--model")
     # a store that cannot be reached is a store failure (exit 3), not bad input
     monkeypatch.setenv("JETLIB_S3_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     monkeypatch.setenv("JETLIB_S3_RETRIES", "1")
     with pytest.raises(StoreError) as e:
-        ck.read_run("s3://bucket/run", "model", formats=("jetlib.model/1",), flag="--model")
+        records.read_run("s3://bucket/run", "model", records.MODEL, "--model")
     assert e.value.exit_code == 3
 
 

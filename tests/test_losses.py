@@ -89,12 +89,12 @@ def test_fixed_temperature_is_a_buffer():
 # --- two processes with gloo vs one process on the same global batch -----------------------------------
 
 def _tiny_model():
-    from jetlib.models.resnet import ResNetConfig
-    from jetlib.pretrain import ResNet, SimCLR
+    from jetlib import methods
+    from jetlib.models.resnet import ResNet, ResNetConfig
 
     torch.manual_seed(0)
     cfg = ResNetConfig(in_channels=2, stem_width=4, widths=(4, 8), strides=(1, 2), groups=2, dropout=0.0)
-    return SimCLR(ResNet(cfg), proj_hidden=8, proj_dim=6, temperature=0.1)
+    return methods.create("simclr", ResNet(cfg), {"proj_hidden": 8, "proj_dim": 6, "temperature": 0.1})
 
 
 def _global_batch(n=8):

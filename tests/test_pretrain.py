@@ -90,7 +90,9 @@ def test_resuming_with_other_settings_is_refused(dataset, tmp_path):
 
 
 def test_non_finite_loss_stops_with_one_line(dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(pt.InfoNCELoss, "forward", lambda self, a, b: (a.sum() + b.sum()) * float("nan"))
+    from jetlib.losses import InfoNCELoss
+
+    monkeypatch.setattr(InfoNCELoss, "forward", lambda self, a, b: (a.sum() + b.sum()) * float("nan"))
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 0, step 0"):
         pt.pretrain(dataset, str(tmp_path / "nan"), tiny(), device="cpu")
 
@@ -102,6 +104,8 @@ def test_learning_rate_schedule():
     assert all(a < b for a, b in zip(lrs[:warm - 1], lrs[1:warm], strict=False))  # rising
     assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:], strict=False))  # then falling
     assert lrs[55] == pytest.approx(peak / 2) and pt.lr_at(total, total, warm, peak) == 0
+    # the loop indexes a schedule computed once, with the same values
+    assert pt.lr_schedule(total, warm, peak).tolist() == lrs
 
 
 def test_presets_and_overrides():
@@ -113,6 +117,16 @@ def test_presets_and_overrides():
         pt.make_config("cpu", learning_rate="1")
     with pytest.raises(ConfigError, match="unknown preset"):
         pt.make_config("laptop")
+    # a method's hyperparameters live with it, reached through method_params (or their own name)
+    cfg = pt.make_config("tiny", temperature="0.2", **{"method_params.proj_dim": "4"})
+    assert (cfg.method, cfg.method_params) == ("simclr", {"proj_hidden": 16, "proj_dim": 4, "temperature": 0.2})
+    assert pt.make_config("gpu").method_params == {}
+    with pytest.raises(ConfigError, match="method_params of simclr: need temperature > 0"):
+        pt.make_config("tiny", temperature="0")
+    with pytest.raises(ConfigError, match="method_params of simclr: unknown setting 'momentum'"):
+        pt.make_config("tiny", **{"method_params.momentum": "0.9"})
+    with pytest.raises(ConfigError, match="unknown pretraining method 'mocov9'"):
+        pt.make_config("tiny", method="mocov9")
 
 
 def test_batch_larger_than_the_data(dataset, tmp_path):

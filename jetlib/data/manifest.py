@@ -19,7 +19,7 @@ from datetime import datetime
 
 import numpy as np
 
-from jetlib.data.store import Store, open_store, sha256_bytes
+from jetlib.data.store import NotFound, Store, open_store, sha256_bytes
 from jetlib.data.validate import check_manifest
 from jetlib.errors import ConfigError, DataError, StoreError
 
@@ -158,9 +158,7 @@ def open_dataset(uri: str) -> Dataset:
     store = open_store(uri)
     try:
         raw = store.get_bytes(MANIFEST)
-    except StoreError as e:
-        if "does not exist" not in str(e):
-            raise
+    except NotFound:
         raise DataError(f"no dataset at {store.uri}: {MANIFEST} is missing (not a dataset, or its ingest "
                         f"did not finish)") from None
     try:

@@ -24,8 +24,6 @@ from jetlib.errors import ConfigError
 from jetlib.report.check import result_problem
 
 log = logging.getLogger(__name__)
-# the old names (report/inference.py imports them) until every reader takes them from jetlib.records
-PRETRAIN_FORMAT, MODEL_FORMAT = records.PRETRAIN, records.MODEL
 
 # Folders whose JSON files are never study outputs; skipping them keeps an S3 walk to a few reads.
 _SKIP_DIRS = {"checkpoints", "report", "datasets"}

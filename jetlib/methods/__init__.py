@@ -1,0 +1,117 @@
+"""Pretraining methods: one file per method, one line to register it.
+
+A method is an ``nn.Module`` that owns the encoder, its own heads (projector, predictor,
+target network) and its loss, so that DDP syncs everything trained with the weights and a
+checkpoint holds everything a resume needs. :func:`jetlib.pretrain.pretrain` drives any of
+them through the same loop, augmentations, loader, checkpoints and resume, and names none.
+
+Adding a method is one new file, ``jetlib/methods/<name>.py`` (:class:`~jetlib.methods.base.Method`
+is the base class)::
+
+    @dataclass(frozen=True)
+    class MyParams:          # the method's hyperparameters, defaults from its paper
+        proj_hidden: int = 512
+        proj_dim: int = 128
+
+    @register_method("mine")
+    class Mine(Method):
+        Params = MyParams
+        def __init__(self, encoder, params): ...
+        def forward(self, v1, v2): ...   # two views -> scalar loss
+
+and its name in :data:`_BUILTIN` below (so ``--method`` lists it without an import). Its
+hyperparameters reach it from the config's ``method_params`` dict (``--set
+method_params.proj_dim=64``), checked against ``Params``: an unknown name or a bad value is
+one :class:`~jetlib.errors.ConfigError` line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import TYPE_CHECKING
+
+from jetlib.config import override
+from jetlib.errors import ConfigError
+
+# the built-in methods' modules, imported on first use; a test or plugin registers its own directly
+_BUILTIN = {
+    "simclr": "jetlib.methods.simclr",
+    "vicreg": "jetlib.methods.vicreg",
+    "barlowtwins": "jetlib.methods.barlowtwins",
+    "byol": "jetlib.methods.byol",
+}
+_REGISTRY: dict[str, type[Method]] = {}
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from jetlib.methods.base import Method
+
+
+def register_method(name: str):
+    """Class decorator: make ``name`` a pretraining method (``--method name``)."""
+
+    def add(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"pretraining method {name!r} is already registered")
+        from jetlib.methods.base import Method
+
+        if not (isinstance(cls, type) and issubclass(cls, Method) and dataclasses.is_dataclass(cls.Params)):
+            raise TypeError(f"{name}: a method is a Method subclass with a Params dataclass")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def unregister_method(name: str) -> None:
+    """Remove ``name`` (for tests that register a toy method)."""
+    _REGISTRY.pop(name, None)
+
+
+def available() -> list[str]:
+    """Every method name: the built-in ones and any registered since."""
+    return sorted(set(_BUILTIN) | set(_REGISTRY))
+
+
+def get(name: str) -> type[Method]:
+    """The method class registered as ``name`` (a built-in one is imported on first use)."""
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown pretraining method {name!r}: choose one of {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def params(name: str, values: dict | None = None):
+    """The method's ``Params`` with ``values`` (strings converted to each field's type) on its defaults.
+
+    Raises:
+        ConfigError: an unknown method, parameter name, or a value the method refuses.
+    """
+    cls = get(name)
+    try:
+        return override(cls.Params(), dict(values or {}))
+    except ConfigError as e:
+        raise ConfigError(f"method_params of {name}: {e}") from None
+
+
+def create(name: str, encoder: nn.Module, cfg=None) -> Method:
+    """The method ``name`` around ``encoder``; ``cfg`` is a ``method_params`` dict or its ``Params``."""
+    cls = get(name)
+    return cls(encoder, cfg if isinstance(cfg, cls.Params) else params(name, cfg))
+
+
+def __getattr__(attr: str):
+    """``METHODS``: every method name, for argparse choices (computed on use: tests may register more);
+    ``Method``: the base class, from :mod:`jetlib.methods.base` (imported on use, so that the CLI's
+    parser, which lists the names, does not import torch)."""
+    if attr == "METHODS":
+        return tuple(available())
+    if attr == "Method":
+        from jetlib.methods.base import Method
+
+        return Method
+    raise AttributeError(attr)

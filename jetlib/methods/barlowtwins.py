@@ -1,0 +1,48 @@
+"""Barlow Twins (Zbontar et al., ICML 2021): a projector on the encoder, cross-correlation towards the identity.
+
+Paper: a ResNet-50's 2048-d embedding feeds a 3-layer projector 8192-8192-8192 (Linear - BN -
+ReLU twice, then Linear); the off-diagonal weight is lambda = 0.0051 at D = 8192. Here, scaled to
+the ResNet-15's 512-d embedding by the same factor of four: 512 -> 2048 -> 2048 -> 2048
+(``proj_hidden``, ``proj_dim``), and lambda scaled as 1/D (0.0204 at D = 2048:
+:func:`jetlib.losses.barlowtwins.default_lambda`) unless ``lambd`` is set. The cross-correlation
+is that of the global batch under DDP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from jetlib.errors import ConfigError
+from jetlib.losses import BarlowTwinsLoss
+from jetlib.methods import register_method
+from jetlib.methods.base import Method, check_widths, mlp
+
+
+@dataclass(frozen=True)
+class BarlowTwinsParams:
+    proj_hidden: int = 2048  # projector hidden widths (two layers)
+    proj_dim: int = 2048  # projector output: where the cross-correlation is computed
+    lambd: float = 0.0  # off-diagonal weight; 0: the paper's 0.0051 scaled as 1/D to proj_dim
+
+    def __post_init__(self):
+        check_widths(self, "proj_hidden", "proj_dim")
+        if self.lambd < 0:
+            raise ConfigError(f"need lambd >= 0, got {self.lambd}")
+
+
+@register_method("barlowtwins")
+class BarlowTwins(Method):
+    """Encoder + projector + Barlow Twins loss."""
+
+    Params = BarlowTwinsParams
+
+    def __init__(self, encoder, params: BarlowTwinsParams):
+        super().__init__(encoder, params)
+        self.projector = mlp([encoder.num_features, params.proj_hidden, params.proj_hidden, params.proj_dim])
+        self.loss = BarlowTwinsLoss(params.lambd or None)
+
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        h1, h2 = self.features(v1, v2)  # the projector per view, as the authors' code
+        return self.loss(self.projector(h1), self.projector(h2))

@@ -1,0 +1,73 @@
+"""BYOL (Grill et al., NeurIPS 2020): an online network predicts a momentum target network's projection.
+
+Paper: a ResNet-50's 2048-d embedding feeds a projector Linear(4096) - BN - ReLU - Linear(256) and
+the online side adds a predictor of the same shape (256 -> 4096 -> 256); the target network
+(encoder and projector) is an exponential moving average of the online one, its momentum rising
+from 0.996 to 1 on a cosine over training (Sec. 3.2). Here, scaled to the ResNet-15's 512-d
+embedding: hidden widths 1024 (twice the embedding, as 4096 is for 2048; ``proj_hidden``,
+``pred_hidden``: 0 means ``proj_hidden``), the 256-d output and the momentum schedule unchanged.
+
+The target is built as a copy of the freshly initialised online network (the same seed on every
+rank, so the same weights), takes no gradient and is left out of the optimiser; it is updated in
+:meth:`BYOL.after_step` from the online weights that DDP has just made identical on every rank,
+so it stays identical across ranks. It is part of the module's state, so every checkpoint holds
+it and a resume continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from jetlib.errors import ConfigError
+from jetlib.losses import byol_loss, byol_momentum, ema_update
+from jetlib.methods import register_method
+from jetlib.methods.base import Method, check_widths, mlp
+
+
+@dataclass(frozen=True)
+class BYOLParams:
+    proj_hidden: int = 1024  # projector hidden width
+    proj_dim: int = 256  # projector (and predictor) output: where the loss is computed
+    pred_hidden: int = 0  # predictor hidden width; 0: proj_hidden
+    base_momentum: float = 0.996  # the target's EMA momentum at step 0 (1 at the last step)
+
+    def __post_init__(self):
+        check_widths(self, "proj_hidden", "proj_dim")
+        if self.pred_hidden < 0:
+            raise ConfigError(f"need pred_hidden >= 0 (0: proj_hidden), got {self.pred_hidden}")
+        if not 0 <= self.base_momentum <= 1:
+            raise ConfigError(f"need 0 <= base_momentum <= 1, got {self.base_momentum}")
+
+
+@register_method("byol")
+class BYOL(Method):
+    """Online encoder + projector + predictor; target encoder + projector (EMA, no gradient)."""
+
+    Params = BYOLParams
+
+    def __init__(self, encoder, params: BYOLParams):
+        super().__init__(encoder, params)
+        self.projector = mlp([encoder.num_features, params.proj_hidden, params.proj_dim])
+        self.predictor = mlp([params.proj_dim, params.pred_hidden or params.proj_hidden, params.proj_dim])
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.momentum = params.base_momentum  # the last update's, for the epoch record
+
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        b = v1.shape[0]
+        x = torch.cat([v1, v2])
+        p = self.predictor(self.projector(self.encoder.forward_features(x)))
+        with torch.no_grad():
+            z = self.target_projector(self.target_encoder.forward_features(x))
+        return byol_loss(p[:b], z[b:]) + byol_loss(p[b:], z[:b])  # symmetrised: L + L~ (Sec. 3.1)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        self.momentum = byol_momentum(min(step, total_steps), total_steps, self.params.base_momentum)
+        ema_update(self.target_encoder, self.encoder, self.momentum)
+        ema_update(self.target_projector, self.projector, self.momentum)
+
+    def stats(self) -> dict:
+        return {"ema_momentum": self.momentum}

@@ -1,0 +1,50 @@
+"""SimCLR (Chen et al. 2020): a projector on the encoder and InfoNCE with a learned temperature.
+
+Projector Linear(512, ``proj_hidden``) - ReLU - Linear(``proj_dim``), the paper's 2-layer MLP on the
+ResNet-15's 512-d embedding; the loss is InfoNCE over the global batch (negatives gathered from
+every rank), its temperature learned in log space from ``temperature`` (the study's 0.07).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from jetlib.errors import ConfigError
+from jetlib.losses import InfoNCELoss
+from jetlib.methods import register_method
+from jetlib.methods.base import Method, check_widths
+from jetlib.models.heads import ProjectionHead
+
+
+@dataclass(frozen=True)
+class SimCLRParams:
+    proj_hidden: int = 512  # projector hidden width
+    proj_dim: int = 128  # projector output: where the loss is computed
+    temperature: float = 0.07  # initial InfoNCE temperature (learned)
+
+    def __post_init__(self):
+        check_widths(self, "proj_hidden", "proj_dim")
+        if not self.temperature > 0:
+            raise ConfigError(f"need temperature > 0, got {self.temperature}")
+
+
+@register_method("simclr")
+class SimCLR(Method):
+    """Encoder + projector + loss in one module, so DDP syncs the temperature with the weights."""
+
+    Params = SimCLRParams
+
+    def __init__(self, encoder, params: SimCLRParams):
+        super().__init__(encoder, params)
+        self.projector = ProjectionHead(encoder.num_features, params.proj_hidden, params.proj_dim)
+        self.loss = InfoNCELoss(params.temperature)
+
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        b = v1.shape[0]
+        z = self.projector(self.encoder.forward_features(torch.cat([v1, v2])))  # (2B, D): one pass
+        return self.loss(z[:b], z[b:])
+
+    def stats(self) -> dict:
+        return {"temperature": self.loss.temperature}

@@ -1,0 +1,50 @@
+"""VICReg (Bardes, Ponce and LeCun, ICLR 2022): an expander on the encoder, variance-invariance-covariance loss.
+
+Paper: a ResNet-50's 2048-d embedding feeds a 3-layer expander 8192-8192-8192 (Linear - BN -
+ReLU twice, then Linear), four times the embedding's width; the loss weights are lambda = mu = 25,
+nu = 1 (Sec. 4.1). Here, scaled to the ResNet-15's 512-d embedding by the same factor of four:
+512 -> 2048 -> 2048 -> 2048 (``proj_hidden``, ``proj_dim``), the paper's weights unchanged (the
+loss does not depend on the expander's width: :mod:`jetlib.losses.vicreg`). The loss is computed
+on the global batch under DDP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from jetlib.errors import ConfigError
+from jetlib.losses import VICRegLoss
+from jetlib.methods import register_method
+from jetlib.methods.base import Method, check_widths, mlp
+
+
+@dataclass(frozen=True)
+class VICRegParams:
+    proj_hidden: int = 2048  # expander hidden widths (two layers)
+    proj_dim: int = 2048  # expander output: where the loss is computed
+    sim_weight: float = 25.0  # lambda, invariance
+    var_weight: float = 25.0  # mu, variance
+    cov_weight: float = 1.0  # nu, covariance
+
+    def __post_init__(self):
+        check_widths(self, "proj_hidden", "proj_dim")
+        if min(self.sim_weight, self.var_weight, self.cov_weight) < 0:
+            raise ConfigError("VICReg's loss weights must be >= 0")
+
+
+@register_method("vicreg")
+class VICReg(Method):
+    """Encoder + expander + VICReg loss."""
+
+    Params = VICRegParams
+
+    def __init__(self, encoder, params: VICRegParams):
+        super().__init__(encoder, params)
+        self.projector = mlp([encoder.num_features, params.proj_hidden, params.proj_hidden, params.proj_dim])
+        self.loss = VICRegLoss(params.sim_weight, params.var_weight, params.cov_weight)
+
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        h1, h2 = self.features(v1, v2)  # the expander per view: its BatchNorm normalises each view's batch
+        return self.loss(self.projector(h1), self.projector(h2))

@@ -1,0 +1,76 @@
+"""Extending jetlib with a pretraining method as a contributor would: one class and one registration line,
+pretrained for one step through the real ``jetlib.pretrain.pretrain``, then fine-tuned from its encoder
+(``jetlib.finetune`` with ``--init``), with no change to jetlib's own files (issue 17, seam 4)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jetlib import finetune as ft
+from jetlib import methods
+from jetlib import pretrain as pt
+from jetlib.checkpoint import load_object
+from jetlib.data.ingest import IngestConfig, ingest
+from jetlib.data.splits import SplitConfig
+from jetlib.data.store import open_store
+from jetlib.methods import register_method, unregister_method
+from jetlib.methods.base import Method
+
+
+@pytest.fixture
+def cosine_method():
+    """The toy method: a linear projection of each view, pulled together by cosine similarity."""
+
+    @register_method("toy_cosine")
+    class Cosine(Method):
+        def __init__(self, encoder, params):
+            super().__init__(encoder, params)
+            self.projector = nn.Linear(encoder.num_features, 8)
+
+        def forward(self, v1, v2):
+            h1, h2 = self.features(v1, v2)
+            return 1 - F.cosine_similarity(self.projector(h1), self.projector(h2)).mean()
+
+    yield "toy_cosine"
+    unregister_method("toy_cosine")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from tests.conftest import write_h5
+
+    root = tmp_path_factory.mktemp("extend_methods")
+    write_h5(root / "jets.h5", n=80, size=24)
+    cfg = IngestConfig(split=SplitConfig(label_fractions=(1.0,)), shard_rows=64, row_group_rows=16, image_size=None)
+    return ingest(root / "jets.h5", str(root / "store"), cfg=cfg)
+
+
+def test_a_registered_method_pretrains_and_its_encoder_fine_tunes(data, tmp_path, cosine_method):
+    assert cosine_method in methods.METHODS
+    enc_out = str(tmp_path / "pretrain")
+    cfg = pt.make_config("tiny", method=cosine_method, epochs=1, max_steps_per_epoch=1, monitor_bank=0)
+    final = pt.pretrain(data, enc_out, cfg, device="cpu")
+    run = json.loads((tmp_path / "pretrain" / "run.json").read_text())
+    assert run["method"] == {"name": "toy_cosine", "params": {}} and run["final"]["steps"] == 1 == final["steps"]
+    assert 0 <= final["loss"] <= 2  # 1 - cos lies in [0, 2]
+    encoder = load_object(open_store(enc_out), "encoder.pt", run["encoder"]["sha256"])["state_dict"]
+    assert not any(k.startswith("projector") for k in encoder)  # the method's head stays with the method
+
+    # linear probing keeps the features frozen: model.pt carries the toy method's encoder bit for bit
+    lin = ft.finetune(data, str(tmp_path / "linear"), ft.make_config("tiny", mode="linear", epochs=1, patience=1),
+                      init=enc_out, device="cpu")
+    assert lin["training"]["epochs_run"] == 1 and lin["config"]["init"] == enc_out
+    model = load_object(open_store(str(tmp_path / "linear")), "model.pt")["state_dict"]
+    for k, v in encoder.items():
+        assert torch.equal(model[k], v), k
+    # fine-tuning trains from it for one epoch, recording where it started
+    fin = ft.finetune(data, str(tmp_path / "finetune"), ft.make_config("tiny", mode="finetune", epochs=1,
+                                                                        patience=1), init=enc_out, device="cpu")
+    assert fin["training"]["epochs_run"] == 1 and fin["config"]["init"] == enc_out
+
+
+def test_the_toy_method_is_gone_after_teardown():
+    assert "toy_cosine" not in methods.METHODS
