@@ -20,6 +20,12 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("JETLIB_PROGRESS", "0")  # keep test logs readable
+# One intra-op thread per process (this one, the CLI subprocesses and kfp.local's step processes, which
+# inherit the environment; set before anything imports torch). The tests' tensors are tiny, and on a
+# shared 2-core machine OpenMP's spinning threads wait on each other: a tiny ResNet step at 24x24 took
+# 566 ms with 2 threads and 16 ms with 1 under load 5 (tests/conftest.py history). Export another value
+# to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 KEYS = {"X_jets": ("X_jets", "y", "m0", "pt"), "jet": ("jet", "Y", "m", "pT")}
 
@@ -59,11 +65,15 @@ def write_h5(path: Path, n: int = 40, layout: str = "X_jets", axis: str = "last"
     return data
 
 
-def write_toy_h5(path: Path, n: int = 200, size: int = 125, seed: int = 0) -> None:
+def write_toy_h5(path: Path, n: int = 200, size: int = 125, seed: int = 0, quarks: float | None = None) -> None:
     """A learnable toy in the quark/gluon layout: quark jets narrow and sparse, gluon jets wide and busy,
-    and a "mass" that is the energy-weighted mean distance of the pixels from the axis (x 5 GeV)."""
+    and a "mass" that is the energy-weighted mean distance of the pixels from the axis (x 5 GeV).
+
+    ``quarks``: the fraction of quark jets (label 1), rounded to whole jets; ``None``: alternate
+    labels over a permutation (half and half)."""
     rng = np.random.default_rng(seed)
-    y = (rng.permutation(n) % 2).astype(np.float32)
+    labels = rng.permutation(n)
+    y = (labels % 2 if quarks is None else labels < round(quarks * n)).astype(np.float32)
     x = np.zeros((n, size, size, 3), np.float32)
     m0 = np.zeros(n)
     centre = size // 2
