@@ -26,10 +26,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     d = tmp_path_factory.mktemp("toy")
-    write_toy_h5(d / "toy.h5", n=240)
+    write_toy_h5(d / "toy.h5", n=240, size=24)  # 24x24: 27x fewer pixels; the 8-channel test keeps 125x125
     # val_floor 3: the 25% subset validates on 3 jets per class of val's 12, so it differs from the full split
     cfg = IngestConfig(split=SplitConfig(label_fractions=(0.25, 1.0), val_floor=3), shard_rows=64,
-                       row_group_rows=16)
+                       row_group_rows=16, image_size=None)
     uri = ingest(d / "toy.h5", str(d / "store"), cfg=cfg)
     pre = str(d / "pre")
     pretrain(uri, pre, pretrain_config("tiny", epochs=2, **{"model.dropout": 0.0}), device="cpu")
@@ -304,7 +304,7 @@ def test_results_of_two_encoders_sit_side_by_side_and_never_overwrite(toy, tmp_p
     # another model whose name collides (same task, mode, fraction, seed, encoder): refused, file untouched
     name = next(p for p in (tmp_path / "res").iterdir() if a["origin"]["encoder_sha256"][:8] in p.name)
     before = name.read_bytes()
-    ft.finetune(uri, str(tmp_path / "c"), quick("cls", "linear", epochs=2), init=pre, device="cpu")
+    ft.finetune(uri, str(tmp_path / "c"), quick("cls", "linear", epochs=4), init=pre, device="cpu")
     with pytest.raises(ConfigError, match="already holds the result of another model"):
         evaluate(uri, str(tmp_path / "c"), res, device="cpu")
     assert name.read_bytes() == before
