@@ -44,7 +44,7 @@ from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import as_input, autocast_for
-from jetlib.errors import ConfigError
+from jetlib.errors import ConfigError, DataError
 from jetlib.models.resnet import VARIANTS, ResNetConfig
 from jetlib.trainer import (
     Stopping,
@@ -145,8 +145,12 @@ def _network(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[mode
         args = cfg.model.to_dict() if cfg.arch == "resnet" else {}  # the presets' widths are ResNet-15's
         return models.create(cfg.arch, **{**args, "in_channels": channels}), [], cfg.normalize, {"init": None}
     blob, run = load_pretrained(init)
-    arch = models.arch_of(blob, f"--init {init}: encoder.pt")
-    net = models.create(arch, **{**blob["config"], "in_channels": channels})
+    what = f"--init {init}: encoder.pt"
+    arch = models.arch_of(blob, what)
+    try:
+        net = models.create(arch, **{**blob["config"], "in_channels": channels})
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{what} records a {arch} config that does not build: {e}") from None
     report = []
     if cfg.mode != "scratch":
         report = load_adapted(net, blob["state_dict"])
@@ -154,6 +158,8 @@ def _network(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[mode
             log.info("pretrained weights: %s", line)
     return net, report, blob["normalize"], {"init": init, "encoder_sha256": run["encoder"]["sha256"],
                                             "pretrain_seed": run.get("config", {}).get("seed"),
+                                            # a run.json from before methods were a choice is SimCLR's
+                                            "method": run.get("config", {}).get("method") or "simclr",
                                             "pretrain_dataset": blob["dataset"]}
 
 
