@@ -1,4 +1,5 @@
-"""``pretrain``: SimCLR pretraining, on one process, torchrun in the pod, or several nodes."""
+"""``pretrain``: self-supervised pretraining (SimCLR, VICReg, ...), on one process, torchrun in the pod, or
+several nodes."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
@@ -8,18 +9,19 @@ from components._image import COMPONENT
 
 @dsl.component(**COMPONENT)
 def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: str = "auto",
-             augment: str = "seed", seed: int = 0, nodes: int = 1, gpus_per_node: int = 0, image: str = "",
-             secret: str = "jetlib-s3"):
-    """Pretrain the ResNet-15 encoder with SimCLR into ``RUN/pretrain-s<seed>`` (resumes when retried).
+             augment: str = "seed", method: str = "simclr", seed: int = 0, nodes: int = 1, gpus_per_node: int = 0,
+             image: str = "", secret: str = "jetlib-s3"):
+    """Pretrain the ResNet-15 encoder with ``method`` into ``RUN/pretrain-<method>-s<seed>`` (resumes when retried).
 
     Args:
         dataset: the ingested dataset (its store URI in ``metadata["uri"]``).
         run: the run folder (``plan``'s ``run``).
         encoder: ``metadata["uri"]`` is the pretraining folder (``run.json``, ``encoder.pt``), with
-            ``sha256`` of the encoder, ``dataset_id``, ``seed``, ``preset``, ``loss`` and ``knn_accuracy``
+            ``sha256`` of the encoder, ``dataset_id``, ``method``, ``seed``, ``preset``, ``loss`` and ``knn_accuracy``
             (absent when undefined: an unlabelled dataset or ``monitor_bank=0`` has no k-NN monitor).
         preset: tiny, cpu, gpu, or auto (gpu when GPUs were asked for, else cpu).
         augment: seed or physics.
+        method: simclr, vicreg, barlowtwins or byol (a name in ``jetlib.methods.METHODS``).
         seed: the pretraining seed.
         nodes: more than 1: a multi-node job through ``jetlib.launch`` (this pod only waits).
         gpus_per_node: GPUs asked for per node: 0 trains on the CPU; at least 1 on one node refuses
@@ -31,12 +33,12 @@ def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: 
     from jetlib.steps import describe, step_errors
     from jetlib.study import pretrain_dir
 
-    out = pretrain_dir(run, seed)
+    out = pretrain_dir(run, seed, method)
     with step_errors():
-        record = pretrain_step(dataset.metadata["uri"], out, preset=preset, augment=augment, seed=seed, nodes=nodes,
-                               gpus_per_node=gpus_per_node, image=image, secret=secret)
+        record = pretrain_step(dataset.metadata["uri"], out, preset=preset, augment=augment, seed=seed, method=method,
+                               nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=secret)
     final = record.get("final", {})
     describe(encoder, {
-        "uri": out, "sha256": record["encoder"]["sha256"], "dataset_id": record["dataset"]["id"], "seed": seed,
-        "preset": record["config"]["preset"], "display_name": f"encoder s{seed}", "loss": final.get("loss"),
-        "knn_accuracy": final.get("knn_accuracy")})
+        "uri": out, "sha256": record["encoder"]["sha256"], "dataset_id": record["dataset"]["id"], "method": method,
+        "seed": seed, "preset": record["config"]["preset"], "display_name": f"encoder {method} s{seed}",
+        "loss": final.get("loss"), "knn_accuracy": final.get("knn_accuracy")})

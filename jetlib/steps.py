@@ -13,6 +13,7 @@ import os
 import sys
 
 from jetlib.errors import ConfigError
+from jetlib.records import PRETRAIN, read_run_json
 from jetlib.study import MODES, PRETRAINED, training_dir
 
 
@@ -96,12 +97,14 @@ def training_config(step: str, preset: str, **values):
 
 
 def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float, seed: int, preset: str,
-               augment: str = "none", encoder: dict | None = None) -> tuple[str, dict]:
+               augment: str = "none", encoder: str = "") -> tuple[str, dict]:
     """One training of the study: ``finetune``, ``linear`` or ``scratch`` (jetlib.finetune) or ``vgg``
     (jetlib.baseline), into its folder in ``run``; returns ``(folder, run.json)``.
 
-    ``encoder`` is the pretraining artifact's metadata (``uri``, ``seed``), used by the pretrained
-    modes only. One dispatcher, so the pipeline has one loop over every training (see :func:`jetlib.study.plan`).
+    ``encoder`` is the pretraining folder a pretrained mode starts from (:func:`jetlib.study.match_encoders`);
+    its own ``run.json`` (method and seed) names the training's folder, so the name says what the
+    encoder is, not what it was meant to be. One dispatcher, so the pipeline has one loop over every
+    training (see :func:`jetlib.study.plan`).
     """
     if f"{problem}-{mode}" not in MODES:
         raise ConfigError(f"no training {problem}-{mode}; choose from {', '.join(MODES)}")
@@ -112,10 +115,13 @@ def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float,
         return out, baseline(data, out, training_config("baseline", preset, label_fraction=fraction, seed=seed))
     from jetlib.finetune import finetune
 
-    pretrained = mode in PRETRAINED
-    if pretrained and not (encoder or {}).get("uri"):
-        raise ConfigError(f"{problem}-{mode} starts from the pretrained encoder, but none was given")
-    out = training_dir(run, problem, mode, fraction, seed, int(encoder["seed"]) if pretrained else None)
+    pseed, method = None, "simclr"
+    if mode in PRETRAINED:
+        if not encoder:
+            raise ConfigError(f"{problem}-{mode} starts from the pretrained encoder, but none was given")
+        config = read_run_json(encoder, PRETRAIN, "encoder").get("config", {})
+        pseed, method = int(config.get("seed", 0)), config.get("method", "simclr")  # a record from before methods
+    out = training_dir(run, problem, mode, fraction, seed, pseed, method)
     cfg = training_config("finetune", preset, task=problem, mode=mode, label_fraction=fraction, seed=seed,
                           augment=augment)
-    return out, finetune(data, out, cfg, init=encoder["uri"] if pretrained else None)
+    return out, finetune(data, out, cfg, init=encoder if mode in PRETRAINED else None)

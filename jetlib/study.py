@@ -4,12 +4,14 @@ One module, imported by the KFP components, the report's "what is missing" and t
 runs, so that a folder name is spelled once. It imports nothing heavy. The run folder layout
 (``DESIGN.md``; the report walks it by content, never by name)::
 
-    STORE/runs/<run>/pretrain-s<pseed>/                         pretraining (run.json, encoder.pt)
-    STORE/runs/<run>/<task>-<mode>-f<fraction>-s<seed>[-p<pseed>]/   training (run.json, model.pt)
-    STORE/runs/<run>/results/                                   evaluation results
-    STORE/runs/<run>/report/                                    report.html, report.md, summary.json
+    STORE/runs/<run>/pretrain-<method>-s<pseed>/                         pretraining (run.json, encoder.pt)
+    STORE/runs/<run>/<task>-<mode>-f<fraction>-s<seed>[-<method>-p<pseed>]/   training (run.json, model.pt)
+    STORE/runs/<run>/results/                                            evaluation results
+    STORE/runs/<run>/report/                                             report.html, report.md, summary.json
 
-``-p<pseed>`` names the encoder a ``finetune`` or ``linear`` run started from; ``scratch`` and
+e.g. ``pretrain-simclr-s0`` and ``cls-finetune-f0.1-s2-simclr-p0``. ``-<method>-p<pseed>`` names the
+encoder a ``finetune`` or ``linear`` run started from (every method spelled the same way, SimCLR
+included, so that a folder says what it holds without knowing the default); ``scratch`` and
 ``vgg`` runs do not depend on pretraining and carry none.
 """
 
@@ -24,22 +26,57 @@ from jetlib.errors import ConfigError
 # Every training the study knows, as "<task>-<mode>"; the pipeline's default runs them all.
 MODES = ("cls-finetune", "reg-finetune", "cls-linear", "cls-scratch", "reg-scratch", "cls-vgg")
 PRETRAINED = ("finetune", "linear")  # modes that start from the pretrained encoder
+DEFAULT_METHODS = ("simclr",)  # the pipeline's defaults: one pretraining, as before methods were a choice
+DEFAULT_PRETRAIN_SEEDS = (0,)
 
 
-def plan(fractions: list, seeds: list, modes: list) -> list[dict]:
+def pretrainings(methods: list = DEFAULT_METHODS, pretrain_seeds: list = DEFAULT_PRETRAIN_SEEDS) -> list[dict]:
+    """Every pretraining of the study, one ``{"method", "seed"}`` per method x pretraining seed.
+
+    Never empty (checked here), so the pipeline's pretraining loop always runs and the step that
+    collects its encoders has something to collect (README, "The workflow").
+
+    Raises:
+        ConfigError: no method or seed, a method :mod:`jetlib.methods` does not know, a seed that
+            is not a whole number, or a pair given twice.
+
+    Example:
+        >>> pretrainings(["simclr"], [0, 1])
+        [{'method': 'simclr', 'seed': 0}, {'method': 'simclr', 'seed': 1}]
+    """
+    from jetlib.methods import METHODS  # imported here: the study plan itself needs no torch
+
+    pseeds = [checks.whole(s, "pretrain_seeds") for s in pretrain_seeds]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"methods: unknown {', '.join(map(repr, unknown)) or '(none given)'}; "
+                          f"choose from {', '.join(METHODS)}")
+    if not pseeds:
+        raise ConfigError("pretrain_seeds must name at least one value")
+    if len(set(methods)) < len(methods) or len(set(pseeds)) < len(pseeds):
+        raise ConfigError(f"methods and pretrain_seeds must each name a value once, got {list(methods)} and {pseeds}")
+    return [{"method": m, "seed": s} for m in methods for s in pseeds]
+
+
+def plan(fractions: list, seeds: list, modes: list, methods: list = DEFAULT_METHODS,
+         pretrain_seeds: list = DEFAULT_PRETRAIN_SEEDS) -> list[dict]:
     """The study grid as one list of loop items, every training (VGG included) in one list.
 
-    One list, so the pipeline has one loop and one fan-in: with ``modes`` non-empty and at least
-    one fraction and seed (checked here) the loop never has zero iterations, which a KFP backend
-    cannot collect (README, "The workflow").
+    One list, so the pipeline has one training loop and one fan-in: with ``modes`` non-empty and
+    at least one fraction and seed (checked here) the loop never has zero iterations, which a KFP
+    backend cannot collect (README, "The workflow"). A pretrained mode runs once per pretraining
+    (:func:`pretrainings`: method x pretraining seed); scratch and VGG do not multiply.
 
     Args:
         fractions: label fractions in (0, 1], e.g. ``[0.01, 0.1]``.
         seeds: integer training seeds, e.g. ``[0, 1, 2]``.
         modes: a non-empty subset of :data:`MODES`.
+        methods: pretraining methods (names in ``jetlib.methods.METHODS``).
+        pretrain_seeds: pretraining seeds.
 
     Returns:
-        One ``{"fraction", "seed", "problem", "mode"}`` per fraction x seed x mode, in the order of
+        One ``{"fraction", "seed", "problem", "mode"}`` per fraction x seed x mode (x pretraining,
+        with ``"method"`` and ``"pretrain_seed"``, for a pretrained mode), in the order of
         :data:`MODES` (``problem`` is cls or reg: ``task`` is a reserved name in KFP's loop items;
         ``mode`` is finetune, linear, scratch or vgg).
 
@@ -55,9 +92,11 @@ def plan(fractions: list, seeds: list, modes: list) -> list[dict]:
                           f"choose from {', '.join(MODES)}")
     if not fractions or not seeds:
         raise ConfigError("label_fractions and seeds must each name at least one value")
+    pre = [{"method": p["method"], "pretrain_seed": p["seed"]} for p in pretrainings(methods, pretrain_seeds)]
     chosen = [m.split("-") for m in MODES if m in modes]
-    return [{"fraction": f, "seed": s, "problem": task, "mode": mode}
-            for f in fractions for s in seeds for task, mode in chosen]
+    return [{"fraction": f, "seed": s, "problem": task, "mode": mode, **p}
+            for f in fractions for s in seeds for task, mode in chosen
+            for p in (pre if mode in PRETRAINED else [{}])]
 
 
 # A run folder's name: what a KFP run id (a UUID), a Kubernetes object name and a person's
@@ -78,12 +117,35 @@ def run_dir(store: str, run_name: str) -> str:
     return posixpath.join(store.rstrip("/"), "runs", run_name)
 
 
-def pretrain_dir(run: str, pretrain_seed: int) -> str:
-    """A pretraining's folder inside the run folder."""
-    return posixpath.join(run, f"pretrain-s{pretrain_seed}")
+def pretrain_dir(run: str, pretrain_seed: int, method: str = "simclr") -> str:
+    """A pretraining's folder inside the run folder, e.g. ``RUN/pretrain-simclr-s0``."""
+    return posixpath.join(run, f"pretrain-{method}-s{pretrain_seed}")
 
 
-def training_dir(run: str, task: str, mode: str, fraction: float, seed: int, pretrain_seed: int | None) -> str:
-    """A training step's folder inside the run folder (``-p<pseed>`` only for pretrained modes)."""
-    tag = f"-p{pretrain_seed}" if mode in PRETRAINED and pretrain_seed is not None else ""
+def training_dir(run: str, task: str, mode: str, fraction: float, seed: int, pretrain_seed: int | None,
+                 method: str = "simclr") -> str:
+    """A training step's folder inside the run folder, e.g. ``RUN/cls-finetune-f0.1-s2-simclr-p0``
+    (``-<method>-p<pseed>`` only for pretrained modes)."""
+    tag = f"-{method}-p{pretrain_seed}" if mode in PRETRAINED and pretrain_seed is not None else ""
     return posixpath.join(run, f"{task}-{mode}-f{fraction:g}-s{seed}{tag}")
+
+
+def match_encoders(trainings: list[dict], encoders: list[dict]) -> list[dict]:
+    """The training loop's items, each with ``"encoder"``: the URI of the pretraining it starts from.
+
+    ``encoders`` are the pretraining steps' outputs (``{"method", "seed", "uri"}``, what the
+    ``pretrain`` component hands on); a pretrained item takes the one of its ``method`` and
+    ``pretrain_seed``, any other item ``""``. Items come back in the order given, never fewer.
+
+    Raises:
+        ConfigError: a pretrained item whose pretraining is not among ``encoders``.
+    """
+    uris = {(e.get("method", "simclr"), checks.whole(e["seed"], "encoder seed")): e["uri"] for e in encoders}
+    out = []
+    for item in trainings:
+        key = (item.get("method"), item.get("pretrain_seed")) if item["mode"] in PRETRAINED else None
+        if key is not None and key not in uris:
+            raise ConfigError(f"{item['problem']}-{item['mode']} starts from the {key[0]} pretraining with seed "
+                              f"{key[1]}, but the pretrainings were {sorted(uris) or 'none'}")
+        out.append({**item, "encoder": uris[key] if key else ""})
+    return out

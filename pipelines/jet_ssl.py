@@ -1,17 +1,22 @@
-"""The study as one KFP v2 pipeline: ingest -> pretrain -> one loop over every training (label
-fraction x seed x mode) -> evaluate each -> report.
+"""The study as one KFP v2 pipeline: ingest -> one loop over every pretraining (method x pretraining
+seed) -> one loop over every training (label fraction x seed x mode, x pretraining for the pretrained
+modes) -> evaluate each -> report.
 
 ``python -m pipelines.jet_ssl`` (``make compile``) writes ``pipelines/jet_ssl.yaml`` (GPU nodes) and
 ``pipelines/jet_ssl_cpu.yaml`` (no accelerators, node selectors or tolerations: a GPU-less kind
 cluster, and what ``make demo`` runs under ``kfp.local``). Everything Kubernetes-specific is set
 here, never in a component, each for a reason a KFP 2.17.0 backend gives (README, "The workflow"):
 
-* **One loop, one fan-in.** A backend's driver collects a ``dsl.Collected`` only from a loop that
-  ran (``backend/src/v2/driver/resolve.go``, ``resolveUpstreamArtifacts``: ``iterations > 0``);
-  a loop with zero iterations fails the consumer. So every training, the VGG baseline included,
-  is an item of one loop (``plan`` refuses an empty grid), dispatched by one ``train``
-  component, and the report collects that loop's evaluations. The cost: scratch and VGG
-  trainings wait for pretraining although they do not use it.
+* **Two flat loops, one fan-in each.** A backend's driver collects a ``dsl.Collected`` only from a
+  loop that ran (``backend/src/v2/driver/resolve.go``, ``resolveUpstreamArtifacts``:
+  ``iterations > 0``); a loop with zero iterations fails the consumer. So every pretraining is an
+  item of one loop and every training, the VGG baseline included, an item of a second one, side
+  by side (never nested), each over a list a plan refuses to leave empty (``plan_pretraining``'s
+  and, through ``match_encoders`` which keeps its length, ``plan``'s). ``match_encoders``
+  collects the pretraining loop's encoders once and hands each pretrained training the folder
+  of its (method, pretraining seed) inside the training loop's items; one ``train`` component
+  dispatches every training, and the report collects the training loop's evaluations. The
+  cost: scratch and VGG trainings wait for pretraining although they do not use it.
 * **GPU counts are strings.** The driver reads an accelerator count with ``GetStringValue()``
   (``resolve.go``, ``resolvePodSpecInputRuntimeParameter``) and sets no limit when it is empty,
   which it is for an ``int`` parameter. The trainings ask for the constant ``"1"``; pretraining
@@ -52,11 +57,11 @@ from kfp import compiler, dsl, kubernetes
 from components._image import CUDA_IMAGE, IMAGE
 from components.evaluate import evaluate
 from components.ingest import ingest
-from components.plan import plan, pretrain_gpus, run_folder
+from components.plan import match_encoders, plan, plan_pretraining, pretrain_gpus, run_folder
 from components.pretrain import pretrain
 from components.report import report
 from components.train import train
-from jetlib.study import MODES
+from jetlib.study import DEFAULT_METHODS, DEFAULT_PRETRAIN_SEEDS, MODES
 
 HERE = Path(__file__).resolve().parent
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JETLIB_S3_ENDPOINT")
@@ -71,10 +76,14 @@ REQUESTS = {
 # /dev/shm size limits of the training steps (a quarter of the step's memory request).
 SHM = {True: {"pretrain": "8Gi", "train": "4Gi"}, False: {"pretrain": "1Gi", "train": "512Mi"}}
 PARALLELISM = {True: 8, False: 2}  # trainings running at once (see the module docstring)
+# pretrainings running at once: each holds gpus_per_node GPUs (or a multi-node job) for hours
+PRETRAIN_PARALLELISM = {True: 2, False: 1}
 GPUS_PER_NODE = {True: 1, False: 0}  # the default of the gpus_per_node parameter
-NAMES = {"plan": "plan the study", "run-folder": "run folder", "pretrain-gpus": "pretraining GPUs",
-         "ingest": "ingest", "pretrain": "pretrain (SimCLR)", "train": "train", "evaluate": "evaluate",
-         "report": "report", "loop": "every training (mode x fraction x seed)"}
+NAMES = {"plan": "plan the study", "plan-pretraining": "plan the pretrainings", "run-folder": "run folder",
+         "pretrain-gpus": "pretraining GPUs",
+         "ingest": "ingest", "pretrain": "pretrain", "train": "train", "evaluate": "evaluate",
+         "report": "report", "match-encoders": "match encoders to trainings",
+         "pretrain-loop": "every pretraining (method x seed)", "loop": "every training (mode x fraction x seed)"}
 
 
 def _configure(task, step: str, secret, gpu: bool, gpus="1", cache: bool = True, retries: int = 0, name: str = ""):
@@ -100,7 +109,8 @@ def build(gpu: bool = True):
     """The pipeline function for GPU nodes (``gpu``) or for CPU-only clusters."""
 
     @dsl.pipeline(name="jet-ssl" if gpu else "jet-ssl-cpu",
-                  description="SimCLR on jet images: ingest, pretrain, fine-tune vs baselines, evaluate, report")
+                  description="Self-supervised pretraining on jet images: ingest, pretrain (one or more methods "
+                              "and seeds), fine-tune vs baselines, evaluate, report")
     def jet_ssl(
         store: str = "s3://jetlib/study",
         source: str = "",
@@ -113,7 +123,8 @@ def build(gpu: bool = True):
         label_fractions: list = [0.01, 0.1],  # noqa: B006 (KFP reads defaults from the signature)
         seeds: list = [0, 1, 2],  # noqa: B006
         modes: list = list(MODES),  # noqa: B006
-        pretrain_seed: int = 0,
+        methods: list = list(DEFAULT_METHODS),  # noqa: B006
+        pretrain_seeds: list = list(DEFAULT_PRETRAIN_SEEDS),  # noqa: B006
         gpus_per_node: int = GPUS_PER_NODE[gpu],
         nodes: int = 1,
         image: str = CUDA_IMAGE if gpu else IMAGE,
@@ -136,7 +147,9 @@ def build(gpu: bool = True):
             seeds: training seeds.
             modes: trainings, ``<task>-<mode>`` from cls-finetune, reg-finetune, cls-linear,
                 cls-scratch, reg-scratch, cls-vgg (at least one).
-            pretrain_seed: SimCLR seed.
+            methods: pretraining methods (simclr, vicreg, barlowtwins, byol; at least one); every
+                finetune and linear training runs once per method and pretraining seed.
+            pretrain_seeds: pretraining seeds (at least one).
             gpus_per_node: GPUs of each pretraining node (torchrun runs one process per GPU); 0
                 pretrains on the CPU; at least 1 fails the step if the pod sees fewer.
             nodes: pretraining nodes; more than 1 submits a multi-node training job.
@@ -147,20 +160,31 @@ def build(gpu: bool = True):
         run = _configure(run_folder(store=store, run_name=run_name, job_id=job), "plan", store_secret, gpu,
                          cache=False, name="run-folder").output
         grid = _configure(plan(store=store, run_name=run_name, job_id=job, label_fractions=label_fractions,
-                               seeds=seeds, modes=modes), "plan", store_secret, gpu, cache=False)
+                               seeds=seeds, modes=modes, methods=methods, pretrain_seeds=pretrain_seeds),
+                          "plan", store_secret, gpu, cache=False)
+        pregrid = _configure(plan_pretraining(store=store, run_name=run_name, job_id=job, methods=methods,
+                                              pretrain_seeds=pretrain_seeds),
+                             "plan", store_secret, gpu, cache=False, name="plan-pretraining")
         # A bad grid or run name stops the run before any simulation or training.
         data = _configure(ingest(store=store, source=source, n_jets=n_jets, sim_seed=sim_seed),
-                          "ingest", store_secret, gpu, retries=2).after(grid)
+                          "ingest", store_secret, gpu, retries=2).after(grid, pregrid)
         ds = data.outputs["dataset"]
-        gpus = "0"
-        if gpu:
-            gpus = _configure(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", store_secret, gpu,
-                              name="pretrain-gpus").output
-        enc = _configure(pretrain(dataset=ds, run=run, preset=preset, augment=augment, seed=pretrain_seed,
-                                  nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=store_secret),
-                         "pretrain", store_secret, gpu, gpus=gpus, retries=2)
-        with dsl.ParallelFor(grid.output, parallelism=PARALLELISM[gpu], name=NAMES["loop"]) as item:
-            trained = _configure(train(dataset=ds, encoder=enc.outputs["encoder"], run=item.folder,
+        with dsl.ParallelFor(pregrid.output, parallelism=PRETRAIN_PARALLELISM[gpu],
+                             name=NAMES["pretrain-loop"]) as pre:
+            gpus = "0"
+            if gpu:  # inside the loop: the KFP SDK 2.17 compiler does not carry a GPU-limit channel into a loop
+                gpus = _configure(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", store_secret,
+                                  gpu, name="pretrain-gpus").output
+            enc = _configure(pretrain(dataset=ds, run=pre.folder, preset=preset, augment=augment, method=pre.method,
+                                      seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node, image=image,
+                                      secret=store_secret),
+                             "pretrain", store_secret, gpu, gpus=gpus, retries=2)
+        # the one fan-in of the pretraining loop: never empty, since plan never plans no pretraining
+        matched = _configure(match_encoders(trainings=grid.output,
+                                            encoders=dsl.Collected(enc.outputs["encoder"])),
+                             "plan", store_secret, gpu, cache=False, name="match-encoders")
+        with dsl.ParallelFor(matched.output, parallelism=PARALLELISM[gpu], name=NAMES["loop"]) as item:
+            trained = _configure(train(dataset=ds, encoder=item.encoder, run=item.folder,
                                        problem=item.problem, mode=item.mode, label_fraction=item.fraction,
                                        seed=item.seed, preset=preset, augment=finetune_augment),
                                  "train", store_secret, gpu, retries=2)

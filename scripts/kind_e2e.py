@@ -80,10 +80,11 @@ def main() -> int:
         os.environ.update(JETLIB_S3_ENDPOINT=s3_url, AWS_ACCESS_KEY_ID=creds["AWS_ACCESS_KEY_ID"],
                           AWS_SECRET_ACCESS_KEY=creds["AWS_SECRET_ACCESS_KEY"])
         from jetlib.data.store import open_store
+        from jetlib.study import pretrain_dir
 
         runs = open_store(f"{STORE}/runs/{run_name}")
         summary = json.loads(runs.get_bytes("report/summary.json"))
-        pretrain = json.loads(runs.get_bytes("pretrain-s0/run.json"))
+        pretrain = json.loads(runs.get_bytes(f"{pretrain_dir('', 0)}/run.json"))  # the default method and seed
         if pretrain.get("world_size") != NODES:
             print(f"kind-e2e: pretraining ran on world size {pretrain.get('world_size')}, expected {NODES}",
                   file=sys.stderr)

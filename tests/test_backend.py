@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from jetlib.errors import ConfigError
-from jetlib.study import MODES, plan
-from pipelines.jet_ssl import NAMES, PARALLELISM, SHM
+from jetlib.methods import METHODS
+from jetlib.study import MODES, PRETRAINED, plan, pretrainings
+from pipelines.jet_ssl import NAMES, PARALLELISM, PRETRAIN_PARALLELISM, SHM
 from pipelines.pin import PinError, pin, pinned_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +100,10 @@ def test_no_fan_in_can_be_empty_for_any_accepted_modes(name):
     """kubeflow/pipelines 2.17.0, backend/src/v2/driver/resolve.go, ``resolveUpstreamArtifacts``: an
     input collected from a loop (``dsl.Collected``) is gathered only when the loop ran
     (``iterations > 0``); with zero iterations the driver looks for a producer task that never ran,
-    and the consumer (here the report) fails. So every loop whose outputs are collected must
-    iterate over ``plan``'s output, and ``plan`` must never return an empty list for arguments it
-    accepts: it is run here on every non-empty subset of MODES (and refuses the empty one)."""
+    and the consumer fails. So every loop whose outputs are collected must iterate over a list a
+    step computed (``plan``'s, or ``match_encoders``' which keeps ``plan``'s length), and ``plan``
+    must never return an empty list for arguments it accepts: it is run here on every non-empty
+    subset of MODES, of the methods and of a few pretraining seeds (and refuses the empty ones)."""
     spec, _ = load(name)
     loop_names = {task_name for _, task_name, _ in loops(spec)}
     fan_ins = []
@@ -113,17 +115,30 @@ def test_no_fan_in_can_be_empty_for_any_accepted_modes(name):
                     ref = source.get("taskOutputArtifact") or source.get("taskOutputParameter") or {}
                     if ref.get("producerTask") in loop_names:
                         fan_ins.append((consumer, ref["producerTask"]))
-    assert fan_ins == [("report", "for-loop-1")]  # one loop, one fan-in
-    ((dag, _, loop),) = loops(spec)
-    items = loop["parameterIterator"]["items"]["inputParameter"]
-    source = loop["inputs"]["parameters"][items]["taskOutputParameter"]
-    assert source["producerTask"] == "plan"  # not a pipeline parameter a user could set to []
+    # two loops side by side, each collected once: pretrainings by match-encoders, trainings by the report
+    assert fan_ins == [("match-encoders", "for-loop-1"), ("report", "for-loop-2")]
+    sources = {}
+    for dag, task_name, loop in loops(spec):
+        assert dag is spec["root"], task_name  # no loop inside a loop: a backend collects none from one
+        items = loop["parameterIterator"]["items"]["inputParameter"]
+        source = loop["inputs"]["parameters"][items]["taskOutputParameter"]  # not a parameter a user sets to []
+        sources[task_name] = (source["producerTask"], source["outputParameterKey"])
+    assert sources == {"for-loop-1": ("plan-pretraining", "Output"), "for-loop-2": ("match-encoders", "Output")}
+    executors = spec["deploymentSpec"]["executors"]
     assert spec["components"]["comp-plan"]["executorLabel"] == "exec-plan"
-    assert "from jetlib.study import plan as expand" in str(spec["deploymentSpec"]["executors"]["exec-plan"])
+    assert "from jetlib.study import plan as expand" in str(executors["exec-plan"])
+    assert "from jetlib.study import pretrainings, run_dir" in str(executors["exec-plan-pretraining"])
+    assert "from jetlib.study import match_encoders as match" in str(executors["exec-match-encoders"])
     for r in range(1, len(MODES) + 1):
         for modes in itertools.combinations(MODES, r):
+            pretrained = sum(m.split("-")[1] in PRETRAINED for m in modes)
             assert len(plan([0.1], [0], list(modes))) == len(modes)
             assert len(plan([0.01, 0.1], [0, 1, 2], list(modes))) == 6 * len(modes)
+            assert len(plan([0.1], [0], list(modes), ["simclr"], [0, 1])) == len(modes) + pretrained
+    for r in range(1, len(METHODS) + 1):
+        for methods in itertools.combinations(METHODS, r):
+            for pseeds in ([0], [0, 1, 2]):
+                assert len(pretrainings(list(methods), pseeds)) == len(methods) * len(pseeds)
     for bad in ([], ["cls-bogus"]):
         with pytest.raises(ConfigError):
             plan([0.1], [0], bad)
@@ -131,8 +146,13 @@ def test_no_fan_in_can_be_empty_for_any_accepted_modes(name):
         plan([], [0], ["cls-vgg"])
     with pytest.raises(ConfigError):
         plan([0.1], [], ["cls-vgg"])
-    # the plan runs before anything that costs: ingest waits for it
-    assert "plan" in spec["root"]["dag"]["tasks"]["ingest"]["dependentTasks"]
+    for methods, pseeds in (([], [0]), (["simclr"], []), (["bogus"], [0]), (["simclr", "simclr"], [0])):
+        with pytest.raises(ConfigError):
+            pretrainings(methods, pseeds)
+        with pytest.raises(ConfigError):  # a training grid never outlives a pretraining plan it refused
+            plan([0.1], [0], ["cls-vgg"], methods, pseeds)
+    # the plans run before anything that costs: ingest waits for them
+    assert {"plan", "plan-pretraining"} <= set(spec["root"]["dag"]["tasks"]["ingest"]["dependentTasks"])
 
 
 @pytest.mark.parametrize("name", YAMLS)
@@ -143,7 +163,7 @@ def test_the_default_run_folder_is_the_runs_id(name):
     ``{{$.pipeline_job_name}}`` becomes the display name (``opts.RunDisplayName``), which two
     submissions share. The match is on the whole string, so the placeholder is the entire constant."""
     spec, _ = load(name)
-    for step in ("run-folder", "plan"):
+    for step in ("run-folder", "plan", "plan-pretraining"):
         params = spec["root"]["dag"]["tasks"][step]["inputs"]["parameters"]
         assert params["job_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
         assert params["run_name"] == {"componentInputParameter": "run_name"}
@@ -172,18 +192,19 @@ def test_shm_is_bounded_and_the_loop_is_throttled(name):
     ``/dev/shm``."""
     spec, k8s = load(name)
     gpu = name == "jet_ssl.yaml"
-    ((_, _, loop),) = loops(spec)
-    assert loop["iteratorPolicy"]["parallelismLimit"] == PARALLELISM[gpu]
+    limits = {task_name: loop["iteratorPolicy"]["parallelismLimit"] for _, task_name, loop in loops(spec)}
+    assert limits == {"for-loop-1": PRETRAIN_PARALLELISM[gpu], "for-loop-2": PARALLELISM[gpu]}
     for step in ("pretrain", "train"):
         (mount,) = k8s[f"exec-{step}"]["emptyDirMounts"]
         assert mount["medium"] == "Memory" and mount["sizeLimit"] == SHM[gpu][step]
     if gpu:  # the pod that waits for a multi-node job holds no GPU: pretrain-gpus returns "0" for nodes > 1
-        pretrain = spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]
+        body = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]  # each pretraining computes its own limit
+        pretrain = body["pretrain"]["inputs"]["parameters"]
         assert pretrain["pipelinechannel--pretrain-gpus-Output"]["taskOutputParameter"]["producerTask"] == \
             "pretrain-gpus"
-        gpus_in = spec["root"]["dag"]["tasks"]["pretrain-gpus"]["inputs"]["parameters"]
-        assert gpus_in == {"nodes": {"componentInputParameter": "nodes"},
-                           "gpus_per_node": {"componentInputParameter": "gpus_per_node"}}
+        assert body["pretrain-gpus"]["inputs"]["parameters"] == {
+            "nodes": {"componentInputParameter": "pipelinechannel--nodes"},
+            "gpus_per_node": {"componentInputParameter": "pipelinechannel--gpus_per_node"}}
 
 
 # --- item 7: compile against the built image, pinned by content -------------------------------

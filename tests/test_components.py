@@ -18,7 +18,7 @@ from kfp import dsl
 
 from components.evaluate import evaluate
 from components.ingest import ingest
-from components.plan import plan, pretrain_gpus, run_folder
+from components.plan import match_encoders, plan, plan_pretraining, pretrain_gpus, run_folder
 from components.pretrain import pretrain
 from components.report import report
 from components.train import train
@@ -28,8 +28,9 @@ from jetlib.errors import ConfigError, TrainingError
 from jetlib.kfp_outputs import REPORT_CURVES, flat_metadata, report_curves, result_metrics, roc_points
 from jetlib.placement import pretrain_placement, pretrain_step
 from jetlib.records import read_run_json
+from jetlib.study import PRETRAINED, pretrain_dir, run_dir, training_dir
+from jetlib.study import match_encoders as match_items
 from jetlib.study import plan as expand
-from jetlib.study import run_dir, training_dir
 from tests.conftest import write_h5, write_toy_h5
 
 COMMON = {"label_fraction", "seed", "test_jets", "trainable_parameters", "train_seconds"}
@@ -49,8 +50,11 @@ def artifact(kind, root: Path, name: str):
 def trainings(chain_root: Path, store: str, run: str, art: dict, data: dsl.Dataset, encoder: dsl.Model, jobs) -> None:
     for name, problem, mode in jobs:
         art[name] = artifact(dsl.Model, chain_root, name)
-        train.python_func(dataset=data, encoder=encoder, run=run, problem=problem, mode=mode, label_fraction=0.5,
-                          seed=1, model=art[name], preset="tiny")
+        (item,) = match_encoders.python_func(trainings=[{"problem": problem, "mode": mode, "method": "simclr",
+                                                         "pretrain_seed": encoder.metadata["seed"]}],
+                                             encoders=[encoder])
+        train.python_func(dataset=data, encoder=item["encoder"], run=run, problem=problem, mode=mode,
+                          label_fraction=0.5, seed=1, model=art[name], preset="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +116,8 @@ def test_ingest_hands_on_the_store_uri_not_the_data(chain):
 
 def test_pretrain_points_at_a_finished_pretraining(chain):
     meta = chain["encoder"].metadata
-    assert meta["uri"] == f"{chain['run']}/pretrain-s3"
+    assert meta["uri"] == f"{chain['run']}/pretrain-simclr-s3" == pretrain_dir(chain["run"], 3, "simclr")
+    assert meta["method"] == "simclr" and meta["display_name"] == "encoder simclr s3"
     run = read_run(meta["uri"], "jetlib.pretrain/1")
     assert meta["sha256"] == run["encoder"]["sha256"] and meta["dataset_id"] == chain["dataset"].metadata["id"]
     assert meta["seed"] == 3 and meta["preset"] == "tiny" and meta["loss"] == run["final"]["loss"]
@@ -121,7 +126,11 @@ def test_pretrain_points_at_a_finished_pretraining(chain):
 
 def test_trainings_land_in_the_agreed_folders(chain):
     run = chain["run"]
-    assert chain["cls"].metadata["uri"] == f"{run}/cls-finetune-f0.5-s1-p3"  # the encoder's seed names the folder
+    # the encoder's own record (method, seed) names the folder
+    assert chain["cls"].metadata["uri"] == f"{run}/cls-finetune-f0.5-s1-simclr-p3"
+    assert chain["cls"].metadata["encoder"] == chain["encoder"].metadata["uri"]
+    assert chain["cls"].metadata["display_name"] == "cls-finetune f0.5 s1 (pretrain-simclr-s3)"
+    assert chain["reg"].metadata["encoder"] == ""
     assert chain["reg"].metadata["uri"] == f"{run}/reg-scratch-f0.5-s1"  # scratch does not depend on it
     assert chain["vgg"].metadata["uri"] == f"{run}/cls-vgg-f0.5-s1"
     for name in ("cls", "reg", "vgg"):
@@ -129,7 +138,7 @@ def test_trainings_land_in_the_agreed_folders(chain):
         record = read_run(meta["uri"], "jetlib.model/1")
         assert meta["sha256"] == record["model"]["sha256"]
         assert (meta["label_fraction"], meta["seed"]) == (0.5, 1)
-    assert read_run(chain["vgg"].metadata["uri"], "jetlib.model/1")["kind"] == "vgg"
+    assert read_run(chain["vgg"].metadata["uri"], "jetlib.model/1")["arch"] == "vgg"
     cls_run = read_run(chain["cls"].metadata["uri"], "jetlib.model/1")
     assert cls_run["config"]["init"] == chain["encoder"].metadata["uri"]
 
@@ -317,14 +326,55 @@ def test_pretrain_gpus_is_the_pods_gpu_limit_as_a_string():
 
 def test_plan_expands_the_grid_into_one_loop_and_names_the_folder():
     items = plan.python_func(store="/s", run_name="r", job_id="j", label_fractions=[0.1, 0.01], seeds=[0.0, 1],
-                             modes=["cls-scratch", "cls-vgg", "reg-finetune"])
+                             modes=["cls-scratch", "cls-vgg", "reg-finetune"], methods=["simclr"], pretrain_seeds=[0])
+    assert plan_pretraining.python_func(store="/s", run_name="r", job_id="j", methods=["simclr"],
+                                        pretrain_seeds=[0]) == [{"method": "simclr", "seed": 0, "folder": "/s/runs/r"}]
     assert len(items) == 2 * 2 * 3 and {i["folder"] for i in items} == {"/s/runs/r"}
     assert {(i["fraction"], i["seed"], i["problem"], i["mode"]) for i in items} == {
         (f, s, p, m) for f in (0.1, 0.01) for s in (0, 1)
         for p, m in (("cls", "scratch"), ("cls", "vgg"), ("reg", "finetune"))}
     assert plan.python_func(store="/s", run_name="", job_id="j", label_fractions=[0.1], seeds=[2],
-                            modes=["cls-vgg"]) == [{"fraction": 0.1, "seed": 2, "problem": "cls", "mode": "vgg",
-                                                     "folder": "/s/runs/j"}]
+                            modes=["cls-vgg"], methods=["simclr"], pretrain_seeds=[0]) == [
+        {"fraction": 0.1, "seed": 2, "problem": "cls", "mode": "vgg", "folder": "/s/runs/j"}]
+
+
+def test_pretrained_trainings_run_once_per_method_and_pretraining_seed_and_baselines_once():
+    grid = {"store": "/s", "run_name": "r", "job_id": "j", "methods": ["simclr", "vicreg"], "pretrain_seeds": [0, 5]}
+    pre = plan_pretraining.python_func(**grid)
+    items = plan.python_func(**grid, label_fractions=[0.1], seeds=[0, 1],
+                             modes=["cls-finetune", "cls-linear", "cls-scratch", "cls-vgg"])
+    assert [(p["method"], p["seed"]) for p in pre] == [("simclr", 0), ("simclr", 5), ("vicreg", 0), ("vicreg", 5)]
+    count = {}
+    for i in items:
+        key = (i["mode"], i.get("method"), i.get("pretrain_seed"))
+        count[key] = count.get(key, 0) + 1
+    assert count == {**{(m, meth, s): 2 for m in ("finetune", "linear") for meth in ("simclr", "vicreg")
+                        for s in (0, 5)}, ("scratch", None, None): 2, ("vgg", None, None): 2}
+    # every pretrained item finds the one encoder of its method and seed; scratch and VGG none
+    encoders = [{"method": p["method"], "seed": p["seed"], "uri": pretrain_dir("R", p["seed"], p["method"])}
+                for p in pre]
+    matched = match_items(items, encoders)
+    assert [{k: v for k, v in m.items() if k != "encoder"} for m in matched] == items
+    for m in matched:
+        want = pretrain_dir("R", m["pretrain_seed"], m["method"]) if m["mode"] in PRETRAINED else ""
+        assert m["encoder"] == want
+    with pytest.raises(ConfigError, match="starts from the vicreg pretraining with seed 5"):
+        match_items(items, encoders[:3])
+
+
+def test_match_encoders_reads_the_pretraining_artifacts(tmp_path, capsys):
+    arts = []
+    for method, seed in (("simclr", 0), ("byol", 0)):
+        a = artifact(dsl.Model, tmp_path, f"{method}{seed}")
+        a.metadata.update({"method": method, "seed": seed, "uri": f"R/pretrain-{method}-s{seed}"})
+        arts.append(a)
+    items = [{"problem": "cls", "mode": "linear", "method": "byol", "pretrain_seed": 0},
+             {"problem": "reg", "mode": "scratch"}]
+    assert [i["encoder"] for i in match_encoders.python_func(trainings=items, encoders=arts)] == [
+        "R/pretrain-byol-s0", ""]
+    with pytest.raises(SystemExit) as e:
+        match_encoders.python_func(trainings=[{**items[0], "pretrain_seed": 1}], encoders=arts)
+    assert e.value.code == 2 and "starts from the byol pretraining with seed 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fractions,seeds,modes,match", [
@@ -342,16 +392,18 @@ def test_plan_refuses_bad_values_so_the_loop_is_never_empty(fractions, seeds, mo
 
 
 def test_training_dir_names_the_encoder_only_when_used():
-    assert training_dir("R", "cls", "linear", 0.01, 2, 7) == "R/cls-linear-f0.01-s2-p7"
-    assert training_dir("R", "reg", "scratch", 1.0, 0, 7) == "R/reg-scratch-f1-s0"
+    assert training_dir("R", "cls", "linear", 0.01, 2, 7) == "R/cls-linear-f0.01-s2-simclr-p7"
+    assert training_dir("R", "cls", "finetune", 0.1, 0, 1, "vicreg") == "R/cls-finetune-f0.1-s0-vicreg-p1"
+    assert training_dir("R", "reg", "scratch", 1.0, 0, 7, "vicreg") == "R/reg-scratch-f1-s0"
+    assert pretrain_dir("R", 2, "barlowtwins") == "R/pretrain-barlowtwins-s2"
 
 
 def test_train_refuses_an_unknown_training(tmp_path, capsys):
     data = artifact(dsl.Dataset, tmp_path, "d")
     data.metadata["uri"] = str(tmp_path / "data")
     with pytest.raises(SystemExit) as e:
-        train.python_func(dataset=data, encoder=artifact(dsl.Model, tmp_path, "e"), run=str(tmp_path), problem="reg",
-                          mode="vgg", label_fraction=0.1, seed=0, model=artifact(dsl.Model, tmp_path, "m"))
+        train.python_func(dataset=data, run=str(tmp_path), problem="reg", mode="vgg", label_fraction=0.1, seed=0,
+                          model=artifact(dsl.Model, tmp_path, "m"))
     assert e.value.code == 2 and "no training reg-vgg" in capsys.readouterr().err
 
 
@@ -410,7 +462,7 @@ def test_pretrain_step_runs_torchrun_for_several_gpus(tmp_path, monkeypatch):
     assert run["encoder"]["sha256"] == "x"
     assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m",
                       "jetlib", "pretrain", "--data", "DATA", "--out", str(tmp_path / "out"), "--preset", "gpu",
-                      "--augment", "physics", "--seed", "4"]]
+                      "--augment", "physics", "--seed", "4", "--method", "simclr"]]
     monkeypatch.setattr("jetlib.placement.subprocess.run", lambda cmd, env: types.SimpleNamespace(returncode=1))
     with pytest.raises(TrainingError, match="exited with status 1"):
         pretrain_step("DATA", str(tmp_path / "other"), preset="cpu", augment="seed", seed=0, gpus_per_node=2,
@@ -426,10 +478,12 @@ def test_pretrain_step_hands_several_nodes_to_the_launcher(tmp_path, monkeypatch
 
     monkeypatch.setitem(sys.modules, "jetlib.launch", types.SimpleNamespace(launch_pretrain=launch_pretrain))
     # this pod sees no GPU (it asked for none): auto still means the gpu preset for the GPU workers
-    assert pretrain_step("DATA", "s3://b/out", preset="auto", augment="seed", seed=1, nodes=2, gpus_per_node=8,
-                         image="jetlib-cuda:9", secret="creds", visible_gpus=0) == {"format": "jetlib.pretrain/1"}
+    assert pretrain_step("DATA", "s3://b/out", preset="auto", augment="seed", seed=1, method="vicreg", nodes=2,
+                         gpus_per_node=8, image="jetlib-cuda:9", secret="creds", visible_gpus=0) == \
+        {"format": "jetlib.pretrain/1"}
     assert seen == {"data": "DATA", "out": "s3://b/out", "nodes": 2, "gpus_per_node": 8, "image": "jetlib-cuda:9",
-                    "preset": "gpu", "augment": "seed", "extra_args": ["--seed", "1"], "secret": "creds"}
+                    "preset": "gpu", "augment": "seed", "extra_args": ["--seed", "1", "--method", "vicreg"],
+                    "secret": "creds"}
 
 
 def test_read_run_refuses_an_unfinished_or_foreign_folder(tmp_path):

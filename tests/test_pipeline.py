@@ -18,9 +18,10 @@ from tests.conftest import write_toy_h5
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_STEPS = {"pretrain", "train"}
-STEPS = {"run-folder", "plan", "ingest", "pretrain", "train", "evaluate", "report"}  # the CPU pipeline's
+STEPS = {"run-folder", "plan", "plan-pretraining", "ingest", "pretrain", "match-encoders", "train", "evaluate",
+         "report"}  # the CPU pipeline's
 GPU_ONLY = {"pretrain-gpus"}  # what the GPU pipeline adds: the pretraining pod's GPU limit as a string
-NO_STORE = {"plan", "run-folder", "pretrain-gpus"}
+NO_STORE = {"plan", "plan-pretraining", "run-folder", "pretrain-gpus", "match-encoders"}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JETLIB_S3_ENDPOINT"}
 
 
@@ -61,9 +62,11 @@ def test_every_step_is_in_the_dag(compiled, name):
     executors = {e.removeprefix("exec-") for e in spec["deploymentSpec"]["executors"]}
     assert executors == (STEPS | GPU_ONLY if name == "jet_ssl.yaml" else STEPS)
     assert set(tasks(spec)) >= executors
-    # the fan-in: the report takes every evaluation, collected over the one loop
-    report_inputs = spec["root"]["dag"]["tasks"]["report"]["inputs"]["artifacts"]
-    assert {a["taskOutputArtifact"]["producerTask"] for a in report_inputs.values()} == {"for-loop-1"}
+    # the fan-ins: match-encoders takes every encoder of the pretraining loop, the report every
+    # evaluation of the training loop
+    for consumer, loop in (("match-encoders", "for-loop-1"), ("report", "for-loop-2")):
+        inputs = spec["root"]["dag"]["tasks"][consumer]["inputs"]["artifacts"]
+        assert {a["taskOutputArtifact"]["producerTask"] for a in inputs.values()} == {loop}
 
 
 def test_gpu_resources_on_gpu_steps_only(compiled):
@@ -135,7 +138,7 @@ def test_caching_and_retries(compiled, name):
     every = tasks(spec)
     cache = {t: every[t].get("cachingOptions", {}).get("enableCache", False) for t in STEPS}
     assert cache["ingest"] and cache["pretrain"] and cache["train"]
-    assert not cache["report"] and not cache["plan"] and not cache["run-folder"]
+    assert not any(cache[t] for t in ("report", "plan", "plan-pretraining", "run-folder", "match-encoders"))
     retried = {t for t in STEPS if every[t].get("retryPolicy", {}).get("maxRetryCount", 0) > 0}
     assert retried == {"ingest", "pretrain", "train"}
 
@@ -202,7 +205,7 @@ def executor_output(kfp_root: Path, task: str) -> dict:
 @pytest.mark.slow
 def test_dag_runs_locally_with_the_same_metric_keys_for_different_parameters(toy):
     first = run_dag(toy, "a", seeds=[0, 1])
-    second = run_dag(toy, "b", seeds=[2, 3], augment="physics", finetune_augment="seed", pretrain_seed=1)
+    second = run_dag(toy, "b", seeds=[2, 3], augment="physics", finetune_augment="seed", pretrain_seeds=[1])
     runs = toy / "store" / "runs"
     for name in ("a", "b"):
         assert len(list((runs / name / "results").glob("*.json"))) == 6  # 3 modes x 2 seeds
@@ -270,3 +273,25 @@ def test_the_demo_headline_shows_a_mean_without_spread_for_one_seed():
     assert headline(summary, [0.5]) == ["test AUC at 0.5 labels (mean ± std over seeds): finetune 0.700 ± 0.010, "
                                         "vgg 0.710"]
     assert headline({}, [0.5]) == []
+
+
+@pytest.mark.slow
+def test_pretrained_trainings_run_once_per_method_and_pretraining_seed(toy):
+    """Two methods x two pretraining seeds under kfp.local: four pretrainings in the first loop, the
+    fine-tuning once per pretraining and scratch once in the second, each fine-tuning started from
+    the encoder its folder names (its run.json's ``init``)."""
+    from jetlib.study import pretrain_dir, training_dir
+
+    run_dag(toy, "methods", seeds=[0], modes=["cls-finetune", "cls-scratch"], methods=["simclr", "vicreg"],
+            pretrain_seeds=[0, 1])
+    run = str(toy / "store" / "runs" / "methods")
+    pairs = [(m, s) for m in ("simclr", "vicreg") for s in (0, 1)]
+    for method, pseed in pairs:
+        pre = json.loads(Path(pretrain_dir(run, pseed, method), "run.json").read_text())
+        assert (pre["config"]["method"], pre["config"]["seed"]) == (method, pseed)
+        tuned = json.loads(Path(training_dir(run, "cls", "finetune", 0.5, 0, pseed, method), "run.json").read_text())
+        assert tuned["config"]["init"] == pretrain_dir(run, pseed, method)
+    trainings = sorted(p.parent.name for p in Path(run).glob("cls-*/run.json"))
+    assert trainings == sorted([Path(training_dir(run, "cls", "finetune", 0.5, 0, s, m)).name for m, s in pairs]
+                               + ["cls-scratch-f0.5-s0"])
+    assert len(list(Path(run, "results").glob("*.json"))) == 5

@@ -8,9 +8,11 @@ non-root user, so the pipeline root is made writable for it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from jetlib.study import pretrain_dir
 from pipelines.local import CPU_YAML, run_local
 from tests.conftest import write_h5
 
@@ -34,7 +36,7 @@ def test_compiled_cpu_pipeline_runs_in_docker(image, tmp_path):
     results = [json.loads(p.read_text()) for p in (runs / "results").glob("*.json")]
     assert sorted(r["mode"] for r in results) == ["finetune", "vgg"]
     assert all(r["format"] == "jetlib.result/1" and r["label_fraction"] == 0.5 for r in results)
-    pre = json.loads(next(runs.glob("pretrain-s*/run.json")).read_text())
+    pre = json.loads((Path(pretrain_dir(str(runs), 0)) / "run.json").read_text())  # the default method and seed
     finetuned = next(r for r in results if r["mode"] == "finetune")
     assert {r["mode"]: r["model"]["arch"] for r in results} == {"finetune": "resnet", "vgg": "vgg"}
     assert pre["format"] == "jetlib.pretrain/1"
