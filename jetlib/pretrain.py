@@ -125,7 +125,10 @@ def make_config(preset: str = "gpu", **values) -> PretrainConfig:
     known = {f.name for f in fields(methods.get(method).Params)}
     mine = {f.name for f in fields(PretrainConfig)}
     merged = {k: v for k, v in PRESETS.get(preset, {}).get("method_params", {}).items() if k in known}
-    merged.update(values.pop("method_params", None) or {})
+    given = values.pop("method_params", None) or {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"method_params {given!r}: set each one as --set method_params.NAME=VALUE")
+    merged.update(given)
     for key in list(values):
         name = key.removeprefix("method_params.")
         if name != key or (key not in mine and key in known):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from jetlib.errors import ConfigError
 from jetlib.losses import byol_momentum
 from jetlib.methods.base import Method
 from jetlib.models.resnet import ResNet, ResNetConfig
-from tests.conftest import free_port
+from tests.conftest import free_port, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ("barlowtwins", "byol", "simclr", "vicreg")
@@ -38,6 +39,11 @@ def _views(n=8, seed=1):
 SMALL = {"proj_hidden": 8, "proj_dim": 6}
 
 
+def _small(name):
+    """Small heads: the widths each method has (VICReg's and Barlow Twins' layers are all ``proj_dim`` wide)."""
+    return {k: v for k, v in SMALL.items() if k in {f.name for f in fields(methods.get(name).Params)}}
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     from tests.conftest import write_h5
@@ -51,9 +57,9 @@ def dataset(tmp_path_factory):
 def test_registry_lists_builds_and_checks_every_method():
     assert set(BUILTIN) <= set(methods.METHODS)
     for name in BUILTIN:
-        m = methods.create(name, _encoder(), SMALL)
+        m = methods.create(name, _encoder(), _small(name))
         assert isinstance(m, Method) and m.name == name and isinstance(m.params, methods.get(name).Params)
-        assert (m.params.proj_hidden, m.params.proj_dim) == (8, 6)
+        assert m.params.proj_dim == 6 and getattr(m.params, "proj_hidden", 8) == 8
     assert methods.params("vicreg").proj_dim == 2048 and methods.params("byol").proj_dim == 256  # paper, scaled
     assert methods.params("simclr", {"temperature": "0.5"}).temperature == 0.5  # strings from --set are typed
     with pytest.raises(ConfigError, match="unknown pretraining method 'moco'.*barlowtwins, byol, simclr, vicreg"):
@@ -83,7 +89,7 @@ def test_parameter_groups_decay_weights_only_and_leave_the_target_out():
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_each_method_gives_a_finite_loss_and_trains_its_encoder(name):
-    m = methods.create(name, _encoder(), SMALL)
+    m = methods.create(name, _encoder(), _small(name))
     v1, v2 = _views()
     loss = m(v1, v2)
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -113,11 +119,28 @@ def test_each_method_pretrains_through_the_real_loop(dataset, tmp_path, name):
     final = pt.pretrain(dataset, str(tmp_path / name), cfg, device="cpu")
     run = json.loads((tmp_path / name / "run.json").read_text())
     assert run["config"]["method"] == name and run["method"]["name"] == name
-    assert run["method"]["params"]["proj_hidden"] == 16 and run["final"] == final  # the tiny preset's sizes
+    assert run["method"]["params"]["proj_dim"] == 8 and run["final"] == final  # the tiny preset's sizes
     emb = final["embedding"]
     assert set(emb) == {"std_mean", "std_min", "effective_rank", "collapsed"} and emb["effective_rank"] >= 1
     blob = load_object(open_store(str(tmp_path / name)), "encoder.pt", run["encoder"]["sha256"])
     assert not any(k.startswith(("projector", "target", "predictor")) for k in blob["state_dict"])
+
+
+@pytest.mark.slow
+def test_method_flag_and_its_settings_on_the_cli(dataset, tmp_path):
+    r = run_cli("pretrain", "--data", dataset, "--out", tmp_path / "cli", "--preset", "tiny", "--method", "vicreg",
+                "--epochs", "1", "--set", "max_steps_per_epoch=1", "--set", "method_params.proj_dim=4",
+                "--set", "sim_weight=10", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    run = json.loads((tmp_path / "cli" / "run.json").read_text())
+    assert run["config"]["method"] == "vicreg"
+    assert run["method"]["params"] == {"proj_dim": 4, "sim_weight": 10.0, "var_weight": 25.0, "cov_weight": 1.0}
+    bad = run_cli("pretrain", "--data", dataset, "--out", tmp_path / "bad", "--preset", "tiny", "--method", "byol",
+                  "--set", "method_params=4")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "method_params.NAME=VALUE" in bad.stderr
+    bad = run_cli("pretrain", "--data", dataset, "--out", tmp_path / "bad", "--method", "moco")
+    assert bad.returncode == 2 and "invalid choice: 'moco'" in bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 Paper: a ResNet-50's 2048-d embedding feeds a 3-layer projector 8192-8192-8192 (Linear - BN -
 ReLU twice, then Linear); the off-diagonal weight is lambda = 0.0051 at D = 8192. Here, scaled to
 the ResNet-15's 512-d embedding by the same factor of four: 512 -> 2048 -> 2048 -> 2048
-(``proj_hidden``, ``proj_dim``), and lambda scaled as 1/D (0.0204 at D = 2048:
+(``proj_dim``, every layer), and lambda scaled as 1/D (0.0204 at D = 2048:
 :func:`jetlib.losses.barlowtwins.default_lambda`) unless ``lambd`` is set. The cross-correlation
 is that of the global batch under DDP.
 """
@@ -22,12 +22,11 @@ from jetlib.methods.base import Method, check_widths, mlp
 
 @dataclass(frozen=True)
 class BarlowTwinsParams:
-    proj_hidden: int = 2048  # projector hidden widths (two layers)
-    proj_dim: int = 2048  # projector output: where the cross-correlation is computed
+    proj_dim: int = 2048  # every layer's width (equal, as the paper's 8192s); the loss sees the last
     lambd: float = 0.0  # off-diagonal weight; 0: the paper's 0.0051 scaled as 1/D to proj_dim
 
     def __post_init__(self):
-        check_widths(self, "proj_hidden", "proj_dim")
+        check_widths(self, "proj_dim")
         if self.lambd < 0:
             raise ConfigError(f"need lambd >= 0, got {self.lambd}")
 
@@ -40,7 +39,7 @@ class BarlowTwins(Method):
 
     def __init__(self, encoder, params: BarlowTwinsParams):
         super().__init__(encoder, params)
-        self.projector = mlp([encoder.num_features, params.proj_hidden, params.proj_hidden, params.proj_dim])
+        self.projector = mlp([encoder.num_features, params.proj_dim, params.proj_dim, params.proj_dim])
         self.loss = BarlowTwinsLoss(params.lambd or None)
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Paper: a ResNet-50's 2048-d embedding feeds a 3-layer expander 8192-8192-8192 (Linear - BN -
 ReLU twice, then Linear), four times the embedding's width; the loss weights are lambda = mu = 25,
 nu = 1 (Sec. 4.1). Here, scaled to the ResNet-15's 512-d embedding by the same factor of four:
-512 -> 2048 -> 2048 -> 2048 (``proj_hidden``, ``proj_dim``), the paper's weights unchanged (the
+512 -> 2048 -> 2048 -> 2048 (``proj_dim``, every layer), the paper's weights unchanged (the
 loss does not depend on the expander's width: :mod:`jetlib.losses.vicreg`). The loss is computed
 on the global batch under DDP.
 """
@@ -22,14 +22,13 @@ from jetlib.methods.base import Method, check_widths, mlp
 
 @dataclass(frozen=True)
 class VICRegParams:
-    proj_hidden: int = 2048  # expander hidden widths (two layers)
-    proj_dim: int = 2048  # expander output: where the loss is computed
+    proj_dim: int = 2048  # every layer's width (equal, as the paper's 8192s); the loss sees the last
     sim_weight: float = 25.0  # lambda, invariance
     var_weight: float = 25.0  # mu, variance
     cov_weight: float = 1.0  # nu, covariance
 
     def __post_init__(self):
-        check_widths(self, "proj_hidden", "proj_dim")
+        check_widths(self, "proj_dim")
         if min(self.sim_weight, self.var_weight, self.cov_weight) < 0:
             raise ConfigError("VICReg's loss weights must be >= 0")
 
@@ -42,7 +41,7 @@ class VICReg(Method):
 
     def __init__(self, encoder, params: VICRegParams):
         super().__init__(encoder, params)
-        self.projector = mlp([encoder.num_features, params.proj_hidden, params.proj_hidden, params.proj_dim])
+        self.projector = mlp([encoder.num_features, params.proj_dim, params.proj_dim, params.proj_dim])
         self.loss = VICRegLoss(params.sim_weight, params.var_weight, params.cov_weight)
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
