@@ -82,6 +82,7 @@ AUGMENTS = Choices("jetlib.augment", "PRESETS")
 VALIDATIONS = Choices("jetlib.data.manifest", "VALIDATION")
 TASKS = Choices("jetlib.tasks", "TASKS")
 FINETUNE_MODES = Choices("jetlib.finetune", "MODES")
+METHODS = Choices("jetlib.methods", "METHODS")  # read on use: a method registered later is listed too
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -150,19 +151,17 @@ def _add_training_flags(p, step: str) -> None:
 
 
 def _add_pretrain(sub) -> None:
-    from jetlib import methods  # the names only: torch is imported when a method is built
-
     p = sub.add_parser("pretrain", help="self-supervised pretraining of the ResNet-15 encoder (1 CPU to N GPUs)",
                        description="Pretrain a ResNet-15 jet encoder (SimCLR unless --method) on the train split "
-                       "(labels "
-                       "ignored). Runs alone or under torchrun --nproc_per_node N -m jetlib pretrain. Re-running "
-                       "the same command resumes from the newest checkpoint in --out.")
+                       "(labels ignored). Runs alone or under torchrun --nproc_per_node N -m jetlib pretrain. "
+                       "Re-running the same command resumes from the newest checkpoint in --out.")
     p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
     p.add_argument("--out", required=True, help="output folder or s3:// URI for checkpoints, metrics, encoder")
     p.add_argument("--augment", choices=AUGMENTS, metavar="AUGMENT", help="%(choices)s (default seed)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--method", choices=methods.METHODS,
-                   help="self-supervised method (default simclr); its settings: --set method_params.NAME=VALUE")
+    p.add_argument("--method", choices=METHODS, metavar="METHOD",
+                   help="%(choices)s: self-supervised method (default simclr); its settings: "
+                        "--set method_params.NAME=VALUE")
     _add_training_flags(p, "pretrain")
     p.set_defaults(func=_pretrain)
 

@@ -21,7 +21,7 @@ from jetlib import checks
 from jetlib.checks import argtype
 from jetlib.cli import Choices, fraction_list, positive_int
 from jetlib.errors import JetlibError
-from jetlib.study import MODES
+from jetlib.study import DEFAULT_METHODS, DEFAULT_PRETRAIN_SEEDS, MODES
 from pipelines.local import CPU_YAML, run_local
 
 DEFAULT_MODES = "cls-finetune,cls-scratch"
@@ -29,6 +29,7 @@ DEFAULT_MODES = "cls-finetune,cls-scratch"
 
 _ints = argtype(checks.wholes)
 _modes = argtype(checks.names, known=MODES)
+_methods = argtype(checks.names, known=Choices("jetlib.methods", "METHODS"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="training seeds (default 0,1,2)")
     p.add_argument("--modes", type=_modes, default=_modes(DEFAULT_MODES),
                    help=f"trainings, from {','.join(MODES)} (default {DEFAULT_MODES})")
+    p.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
+                   help=f"pretraining methods, comma-separated (default {','.join(DEFAULT_METHODS)}); each "
+                        f"pretrained training runs once per method and pretraining seed")
+    p.add_argument("--pretrain-seeds", type=_ints, default=list(DEFAULT_PRETRAIN_SEEDS),
+                   help=f"pretraining seeds (default {','.join(map(str, DEFAULT_PRETRAIN_SEEDS))})")
     p.add_argument("--preset", default="cpu", choices=Choices("jetlib.finetune", "PRESETS"), metavar="PRESET",
                    help="%(choices)s: training preset (default cpu)")
     p.add_argument("--run-name", default="demo", help="run folder name under STORE/runs (default demo)")
@@ -65,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     store = out / "store"
     arguments = {"store": str(store), "n_jets": args.n_jets, "run_name": args.run_name, "preset": args.preset,
-                 "label_fractions": list(args.fractions), "seeds": args.seeds, "modes": args.modes}
+                 "label_fractions": list(args.fractions), "seeds": args.seeds, "modes": args.modes,
+                 "methods": args.methods, "pretrain_seeds": args.pretrain_seeds}
     print(f"demo: {args.yaml.name} under kfp.local: {args.n_jets} simulated jets, preset {args.preset}, "
-          f"label fractions {list(args.fractions)}, seeds {args.seeds}, modes {','.join(args.modes)}; "
+          f"label fractions {list(args.fractions)}, seeds {args.seeds}, modes {','.join(args.modes)}, "
+          f"methods {','.join(args.methods)} x pretraining seeds {args.pretrain_seeds}; "
           f"store {store}", file=sys.stderr)
     t0 = time.perf_counter()
     try:

@@ -243,8 +243,10 @@ def _choices(step: str, flag: str) -> tuple:
 
 
 def test_flag_choices_are_what_the_library_registers():
-    from jetlib import augment, baseline, finetune, pretrain, tasks
+    from jetlib import augment, baseline, finetune, methods, pretrain, tasks
     from jetlib.data.manifest import VALIDATION
+
+    assert _choices("pretrain", "--method") == tuple(methods.METHODS) and "simclr" in methods.METHODS
 
     assert _choices("finetune", "--task") == tuple(tasks.TASKS) == ("cls", "reg")
     assert _choices("finetune", "--mode") == tuple(finetune.MODES)

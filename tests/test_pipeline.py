@@ -295,3 +295,18 @@ def test_pretrained_trainings_run_once_per_method_and_pretraining_seed(toy):
     assert trainings == sorted([Path(training_dir(run, "cls", "finetune", 0.5, 0, s, m)).name for m, s in pairs]
                                + ["cls-scratch-f0.5-s0"])
     assert len(list(Path(run, "results").glob("*.json"))) == 5
+
+
+@pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
+def test_the_default_run_pretrains_once_as_before_methods_were_a_choice(compiled, name):
+    """Defaults: one method (SimCLR) and one pretraining seed, so the default run and ``make demo``
+    train what they trained before the two loops; the demo's flags default to the same."""
+    from pipelines.demo import parse_args
+
+    spec, _ = load(compiled[name])
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["methods"]["defaultValue"] == ["simclr"] and params["pretrain_seeds"]["defaultValue"] == [0]
+    assert "pretrain_seed" not in params
+    args = parse_args([])
+    assert (args.methods, args.pretrain_seeds) == (["simclr"], [0])
+    assert parse_args(["--methods", "vicreg,simclr", "--pretrain-seeds", "1,0"]).methods == ["vicreg", "simclr"]
