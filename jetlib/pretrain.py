@@ -14,12 +14,16 @@ Outputs in ``--out`` (a store URI), main rank only:
                   command resumes from the newest and ends bit-for-bit where an
                   uninterrupted run would (on CPU)
 ``metrics.json``  per epoch: loss, learning rate, jets/s, the method's own numbers (SimCLR's
-                  temperature), k-NN accuracy, and
+                  temperature, BYOL's EMA momentum), k-NN accuracy, ``embedding``
+                  (:func:`jetlib.monitor.embedding_stats` of the encoder on ``monitor_val``
+                  validation jets: std, effective rank, collapsed), and
                   ``step_losses``: ``[[global_step, loss], ...]`` every ``log_interval`` steps
                   (the loss of the global batch, averaged over ranks)
 ``encoder.pt``    the encoder's weights and config, for fine-tuning
-``run.json``      written last: the commit, with the encoder's sha256, the resolved config
-                  (augmentation parameters included) and the provenance (git commit, packages)
+``run.json``      written last (:func:`jetlib.records.write_run`): the encoder's sha256, the
+                  resolved config (augmentation parameters included), ``method`` (name and
+                  resolved params), ``collapse`` when the final epoch's embedding collapsed
+                  (also a warning), and the provenance (git commit, packages)
 """
 
 from __future__ import annotations
