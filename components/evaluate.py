@@ -19,7 +19,8 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], run: str, metrics: Ou
             rejection_at_eps_s_0.5, rejection_at_eps_s_0.3; regression: mse, rmse, mae, r2,
             relative_resolution) plus label_fraction, seed, test_jets, trainable_parameters,
             train_seconds. A score undefined on the test split is left out, never faked.
-            ``display_name`` (e.g. ``cls-finetune f0.1 s2``) names the training in the UI.
+            ``display_name`` (e.g. ``cls-finetune f0.1 s2``, with ``(pretrain-vicreg-s0)`` for a
+            model started from that pretraining) names the training in the UI.
         confusion: classification only: the confusion matrix (rows: true gluon, quark), named
             like ``metrics``. The ROC curves are the report's (one per mode and fraction).
     """
@@ -32,6 +33,9 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], run: str, metrics: Ou
     with step_errors():
         result = score(dataset.metadata["uri"], model.metadata["uri"], posixpath.join(run, "results"))
     name = display_name(result["task"], result["mode"], result["label_fraction"], result["seed"])
+    init = (result.get("origin") or {}).get("init")
+    if init:  # one training per (method, pretraining seed): the encoder's folder tells them apart, as train's does
+        name = f"{name} ({posixpath.basename(init.rstrip('/'))})"
     for key, value in flat_metadata(result_metrics(result)).items():
         metrics.log_metric(key, value)
     metrics.metadata["display_name"] = name

@@ -152,12 +152,18 @@ def _result(chain, name: str) -> dict:
     raise AssertionError(f"no result for {name}")
 
 
+def logged_name(chain, name: str) -> str:
+    return chain[f"{name}_metrics"].metadata["display_name"]
+
+
 @pytest.mark.parametrize("name,keys", [(n, tasks.get(task).keys)
                                        for n, task in (("cls", "cls"), ("reg", "reg"), ("vgg", "cls"))])
 def test_evaluate_logs_the_result_files_numbers(chain, name, keys):
     result = _result(chain, name)
     logged = dict(chain[f"{name}_metrics"].metadata)
-    assert logged.pop("display_name") == f"{result['task']}-{result['mode']} f0.5 s1"
+    pretrained = " (pretrain-simclr-s3)" if result["mode"] in PRETRAINED else ""  # the encoder, as train names it
+    assert logged.pop("display_name") == f"{result['task']}-{result['mode']} f0.5 s1{pretrained}"
+    assert logged_name(chain, name) == chain[name].metadata["display_name"]
     defined = {k for k in keys if result["scalars"][k] is not None}
     assert set(logged) == defined | COMMON
     for k in defined:
@@ -168,7 +174,7 @@ def test_evaluate_logs_the_result_files_numbers(chain, name, keys):
 def test_evaluate_logs_the_confusion_matrix_for_classification_only(chain):
     result = _result(chain, "cls")
     confusion = chain["cls_confusion"].metadata
-    assert confusion["display_name"] == "cls-finetune f0.5 s1 confusion"
+    assert confusion["display_name"] == "cls-finetune f0.5 s1 (pretrain-simclr-s3) confusion"
     assert "confidenceMetrics" not in confusion  # the ROC curves are the report's
     matrix = confusion["confusionMatrix"]
     assert [r["row"] for r in matrix["rows"]] == result["classification"]["confusion_matrix"]
