@@ -1,7 +1,8 @@
-"""The study in one command: does SimCLR pretraining beat training from scratch with few labels?
+"""The study in one command: does self-supervised pretraining beat training from scratch with few labels?
 
 On a simulated quark/gluon dataset (``jetlib simulate``, cached under ``.cache/bench``):
-pretrain once per pretraining seed (``--pretrain-seeds``) with the ``cpu`` preset, then
+pretrain once per method (``--methods``, SimCLR by default) and pretraining seed
+(``--pretrain-seeds``) with the ``cpu`` preset, then
 for every label fraction and fine-tuning seed train every mode (``finetune`` and
 ``linear`` on every pretrained encoder, ``scratch`` for classification and mass
 regression, and the VGG baseline for classification) with the ``cpu`` preset, and score
@@ -9,16 +10,20 @@ each on the same test split. Every run chooses its best epoch on the validation 
 of its own label budget (``--validation fraction``, the default; ``full`` uses the whole
 val split, as the study did before).
 
-Prints one JSON line: test AUC (classification) and MAE in GeV (regression) per mode and
-fraction, as mean and standard deviation over every run of that cell (fine-tuning seeds x
-pretraining seeds for the pretrained modes, so the spread includes pretraining
-variance), the per-pretraining-seed means, and for each fraction whether fine-tuning beats
-scratch by more than the spread (the difference of the means against the spread of that
-difference, ``sqrt(std_ft^2 + std_scratch^2)``) and does so from every pretraining seed.
+Prints one JSON line per method (the baselines are shared, so their numbers repeat): test
+AUC (classification) and MAE in GeV (regression) per mode and fraction, as mean and
+standard deviation over every run of that cell (fine-tuning seeds x pretraining seeds for
+the pretrained modes, so the spread includes pretraining variance), the
+per-pretraining-seed means, and for each fraction whether fine-tuning beats scratch by
+more than the spread (the difference of the means against the spread of that difference,
+``sqrt(std_ft^2 + std_scratch^2)``) and does so from every pretraining seed; and
+``verdicts``, the report's words for each fine-tuned-vs-baseline comparison
+(:class:`jetlib.report.stats.Comparison`: the difference against its standard error).
 Everything it trained stays in ``--work``; re-running the same command skips finished
 runs, and a partial table is printed to stderr after each (fraction, seed).
 
     python benchmarks/study.py [--n-jets 4000] [--fractions 0.01,0.1] [--seeds 0,1] [--pretrain-seeds 0,1]
+                               [--methods simclr,vicreg,barlowtwins,byol]
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from common import simulated_file  # noqa: E402
 from jetlib import baseline, finetune, pretrain, tasks  # noqa: E402
 from jetlib.data.ingest import ingest  # noqa: E402
 from jetlib.evaluate import evaluate  # noqa: E402
+from jetlib.methods import METHODS  # noqa: E402
+from jetlib.report import stats  # noqa: E402
 
 MODES = ("finetune", "linear", "scratch")
 PRETRAINED = ("finetune", "linear")
@@ -101,6 +108,18 @@ def verdicts(summary: dict) -> dict:
     return out
 
 
+def of_method(results: list[dict], method: str) -> list[dict]:
+    """The baselines' results and the pretrained results whose encoder ``method`` trained."""
+    return [r for r in results if stats.method_of(r) in (None, method)]
+
+
+def report_verdicts(results: list[dict], method: str) -> dict:
+    """The report's verdict of each fine-tuned ``method`` encoder against each baseline, per task and fraction."""
+    cells = stats.aggregate(results)
+    return {f"{c.task}@{c.fraction:g}_vs_{c.base}": {"metric": c.metric, "delta": c.text(), "verdict": c.verdict}
+            for c in stats.comparisons(cells, modes=(stats.cell_mode("finetune", method),))}
+
+
 def trained(out: str, train) -> None:
     """Run ``train()`` unless ``out`` already holds a finished run (re-running the study skips it)."""
     if not (Path(out) / "run.json").exists():
@@ -113,6 +132,7 @@ def main() -> None:
     ap.add_argument("--fractions", default="0.01,0.1")
     ap.add_argument("--seeds", default="0,1", help="fine-tuning seeds")
     ap.add_argument("--pretrain-seeds", default="0,1")
+    ap.add_argument("--methods", default="simclr", help=f"pretraining methods, a subset of {','.join(METHODS)}")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--pretrain-epochs", type=int, default=0, help="0: the preset's")
     ap.add_argument("--augment", default="seed")
@@ -129,6 +149,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     pseeds = [int(s) for s in args.pretrain_seeds.split(",")]
     modes = args.modes.split(",")
+    chosen = args.methods.split(",")
+    if not chosen or set(chosen) - set(METHODS):
+        ap.error(f"--methods: choose from {', '.join(METHODS)}")
     if "finetune" in modes and "scratch" not in modes:
         ap.error("--modes: the verdict compares finetune with scratch; keep both")
     work = Path(args.work)
@@ -138,25 +161,27 @@ def main() -> None:
     src = simulated_file(args.n_jets, 0)
     data = ingest(src, str(work / "store"))
     finals, pre_dirs = {}, {}
-    for p in pseeds:
-        values = {"augment": args.augment, "seed": p,
-                  **({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {})}
-        pre_cfg = pretrain.make_config(args.preset, **values)
-        pre_dirs[p] = str(runs / f"pretrain-{args.augment}-e{pre_cfg.epochs}-s{p}")
-        done = Path(pre_dirs[p]) / "run.json"  # finished before: not rewritten (another study may read it)
-        finals[p] = (json.loads(done.read_text())["final"] if done.exists()
-                     else pretrain.pretrain(data, pre_dirs[p], pre_cfg, device="cpu"))
-        print(f"pretrained seed {p}: {finals[p]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    for m in chosen:
+        for p in pseeds:
+            values = {"augment": args.augment, "seed": p, "method": m,
+                      **({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {})}
+            pre_cfg = pretrain.make_config(args.preset, **values)
+            pre_dirs[m, p] = str(runs / f"pretrain-{m}-{args.augment}-e{pre_cfg.epochs}-s{p}")
+            done = Path(pre_dirs[m, p]) / "run.json"  # finished before: not rewritten (another study may read it)
+            finals[m, p] = (json.loads(done.read_text())["final"] if done.exists()
+                            else pretrain.pretrain(data, pre_dirs[m, p], pre_cfg, device="cpu"))
+            print(f"pretrained {m} seed {p}: {finals[m, p]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
     results = []
     if args.from_results:
         results = [json.loads(f.read_text()) for f in sorted(Path(res).glob("*.json"))]
         results = [r for r in results if r["label_fraction"] in fractions and r["seed"] in seeds
-                   and r["mode"] in modes and (r.get("origin") or {}).get("pretrain_seed", pseeds[0]) in pseeds]
+                   and r["mode"] in modes and (r.get("origin") or {}).get("pretrain_seed", pseeds[0]) in pseeds
+                   and stats.method_of(r) in (None, *chosen)]
         fractions = []  # nothing to train
 
-    def run(task: str, mode: str, f: float, seed: int, p: int | None = None) -> None:
-        name = f"{task}-{mode}-f{f:g}-s{seed}" + (f"-p{p}" if p is not None else "")
+    def run(task: str, mode: str, f: float, seed: int, p: int | None = None, m: str | None = None) -> None:
+        name = f"{task}-{mode}-f{f:g}-s{seed}" + (f"-{m}-p{p}" if p is not None else "")
         out = str(runs / name)
         if mode == "vgg":
             cfg = baseline.make_config(args.preset, label_fraction=f, seed=seed, validation=args.validation)
@@ -164,7 +189,7 @@ def main() -> None:
         else:
             cfg = finetune.make_config(args.preset, task=task, mode=mode, label_fraction=f, seed=seed,
                                        validation=args.validation)
-            trained(out, lambda: finetune.finetune(data, out, cfg, init=pre_dirs.get(p), device="cpu"))
+            trained(out, lambda: finetune.finetune(data, out, cfg, init=pre_dirs.get((m, p)), device="cpu"))
         results.append(evaluate(data, out, res, device="cpu"))
 
     for f in fractions:
@@ -172,33 +197,44 @@ def main() -> None:
             for task in tasks.all_tasks():
                 if "scratch" in modes:
                     run(task.name, "scratch", f, seed)
-                for p in pseeds:
-                    for mode in (m for m in PRETRAINED if m in modes):
-                        run(task.name, mode, f, seed, p)
+                for m in chosen:
+                    for p in pseeds:
+                        for mode in (x for x in PRETRAINED if x in modes):
+                            run(task.name, mode, f, seed, p, m)
             for task in tasks.all_tasks():
                 for mode in (m for m in task.baselines if m in modes):  # the VGG baseline: classification
                     run(task.name, mode, f, seed)
             print(f"done fraction {f:g} seed {seed} ({time.perf_counter() - t0:.0f} s): "
-                  f"{json.dumps(summarise(results))}", file=sys.stderr)
+                  f"{json.dumps({m: summarise(of_method(results, m)) for m in chosen})}", file=sys.stderr)
 
-    summary = summarise(results)
     labels = {f"{r['label_fraction']:g}": r["labels"] for r in results if r.get("labels")}
+    for m in chosen:
+        print_method(args, m, of_method(results, m), {p: finals[m, p] for p in pseeds}, labels, pre_cfg.epochs,
+                     seeds, pseeds, modes, time.perf_counter() - t0)
+
+
+def print_method(args, method: str, results: list[dict], finals: dict, labels: dict, epochs: int, seeds: list,
+                 pseeds: list, modes: list, seconds: float) -> None:
+    """One JSON line: ``method``'s pretrained results against the (shared) baselines."""
+    summary = summarise(results)
     print(json.dumps({
         "benchmark": "study",
+        "method": method,
         "jets": args.n_jets,
         "preset": args.preset,
         "augment": args.augment,
         "validation": args.validation,
         "modes": modes,
         "labels": labels,
-        "pretrain_epochs": pre_cfg.epochs,
-        "pretrain_final": {str(p): {k: fin.get(k) for k in ("loss", "temperature", "knn_accuracy")}
-                           for p, fin in finals.items()},
+        "pretrain_epochs": epochs,
+        "pretrain_final": {str(p): {**{k: fin.get(k) for k in ("loss", "temperature", "knn_accuracy")},
+                                    "embedding": fin.get("embedding")} for p, fin in finals.items()},
         "seeds": seeds,
         "pretrain_seeds": pseeds,
         **{f"test_{t.headline[0]}": summary.get(t.name, {}) for t in tasks.all_tasks()},  # test_auc, test_mae
         "finetune_vs_scratch": verdicts(summary),
-        "seconds": round(time.perf_counter() - t0, 1),
+        "verdicts": report_verdicts(results, method),
+        "seconds": round(seconds, 1),  # of the whole study so far, every method's
         "device": "cpu",
     }))
 

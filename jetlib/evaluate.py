@@ -12,7 +12,7 @@ in a table and in the Kubeflow UI:
 ``resources``       parameters, peak memory, training time and jets/s, evaluation jets/s
 ``config``          the model's full training configuration
 ``origin``          the pretrained encoder it started from (``init``, ``encoder_sha256``,
-                    ``pretrain_seed``; null for scratch and VGG)
+                    ``pretrain_seed``, ``method``; null for scratch and VGG)
 ``labels``          labelled jets used for training and validation, and which validation
 ``provenance``      when, by which jetlib, git commit and package versions, on what
 
@@ -71,8 +71,10 @@ def origin_of(blob: dict) -> dict | None:
     origin = blob.get("origin") or {}
     if not origin.get("encoder_sha256") or blob.get("mode") == "scratch":
         return None
+    # method: absent on models trained before methods were a choice (readers take it as SimCLR)
     return {"init": origin.get("init"), "encoder_sha256": origin["encoder_sha256"],
-            "pretrain_seed": origin.get("pretrain_seed")}
+            "pretrain_seed": origin.get("pretrain_seed"),
+            **({"method": origin["method"]} if origin.get("method") else {})}
 
 
 def write_result(out: str, result: dict) -> str:

@@ -23,7 +23,7 @@ from jetlib import __version__
 from jetlib.data.manifest import open_dataset
 from jetlib.data.store import open_store
 from jetlib.errors import JetlibError
-from jetlib.report import inference, sections, views
+from jetlib.report import inference, pretraining, sections, views
 from jetlib.report.collect import collect, dataset_uris
 from jetlib.report.missing import missing
 from jetlib.report.render import to_html, to_markdown
@@ -70,6 +70,7 @@ def build_report(run: str, out: str | None = None, *, write: bool = True, max_je
     spread = spread_source(study.results)
     parts = [
         sections.headline_section(cells, spread),
+        pretraining.pretraining_section(study, cells, spread),  # None without pretrained results or runs
         sections.metrics_section(cells, study.results),
         sections.classification_section(study.results),
         views.regression_section(study, ds, notes),

@@ -3,6 +3,13 @@
 Every number on the page comes from here, and so does every sentence of the headline:
 the wording is a function of the statistics, never fixed prose.
 
+Methods. A pretrained result (``finetune``, ``linear``) belongs to the pretraining method of its
+encoder, ``origin.method`` (absent on results written before methods were a choice: SimCLR).
+Its cell's mode is the mode for SimCLR and ``<mode>_<method>`` for any other method
+(``finetune_vicreg``), so SimCLR's cells, sentences and ``summary.json`` keys are those of a
+study without methods and every other method has its own (``cls_auc_finetune_vicreg_f0.1_mean``,
+``cls_auc_gain_finetune_vicreg_vs_scratch_f0.1``). Scratch and VGG are method-free.
+
 Spread. For each (task, mode, label fraction) the results of all seeds are pooled: the
 fine-tuning seeds and, when results come from several pretraining runs (told apart by
 ``origin.pretrain_seed``, else ``origin.encoder_sha256``), the pretraining runs too.
@@ -34,15 +41,41 @@ MODE_LABEL = {"finetune": "fine-tuned (pretrained)", "linear": "linear probe (pr
               "scratch": "same network from scratch", "vgg": "VGG + SE baseline"}
 PRETRAINED = ("finetune", "linear")
 BASELINES = ("scratch", "vgg")
+DEFAULT_METHOD = "simclr"  # the only pretraining before methods were a choice: its cells keep the bare mode
 
 
 def fmt_fraction(f: float) -> str:
     return f"{f:.0%}" if f * 100 == round(f * 100) else f"{f:.2%}"
 
 
+def method_of(result: dict) -> str | None:
+    """The pretraining method of a pretrained result's encoder (SimCLR when unrecorded); None for scratch, VGG."""
+    if result.get("mode") not in PRETRAINED:
+        return None
+    origin = result.get("origin") or {}
+    method = origin.get("method") if isinstance(origin, dict) else None
+    return method if isinstance(method, str) and method else DEFAULT_METHOD
+
+
+def cell_mode(mode: str, method: str | None) -> str:
+    """A cell's mode: ``mode`` for SimCLR and the method-free modes, else ``<mode>_<method>``."""
+    return mode if method in (None, DEFAULT_METHOD) or mode not in PRETRAINED else f"{mode}_{method}"
+
+
+def split_mode(mode: str) -> tuple[str, str | None]:
+    """(mode, method) of a cell's mode: the inverse of :func:`cell_mode` (None for a method-free mode)."""
+    base, _, method = mode.partition("_")
+    if base in PRETRAINED:
+        return base, method or DEFAULT_METHOD
+    return mode, None
+
+
 def mode_rank(mode: str) -> tuple[int, str]:
-    """Sort key: finetune, linear, scratch, vgg, then any other mode by name."""
-    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else 99, mode)
+    """Sort key: finetune (SimCLR, then other methods by name), linear (likewise), scratch, vgg, then by name."""
+    base, method = split_mode(mode)
+    if base not in MODE_ORDER:
+        return (99, mode)
+    return (MODE_ORDER.index(base), "" if method in (None, DEFAULT_METHOD) else method)
 
 
 def order_modes(modes) -> list[str]:
@@ -55,10 +88,12 @@ def pretrain_seed(result: dict):
 
 
 def pretrain_id(result: dict):
-    """Which pretraining run a result started from: its seed, else its encoder's sha256 prefix, else None."""
+    """Which pretraining run a result started from: its seed (``<method>-s<seed>`` for a method other than
+    SimCLR, whose seeds are other runs), else its encoder's sha256 prefix, else None."""
     seed = pretrain_seed(result)
     if seed is not None:
-        return seed
+        method = method_of(result)
+        return seed if method in (None, DEFAULT_METHOD) else f"{method}-s{seed}"
     origin = result.get("origin") or {}
     sha = origin.get("encoder_sha256") if isinstance(origin, dict) else None
     return sha[:8] if sha else None
@@ -100,13 +135,14 @@ class Agg:
 
 
 def aggregate(results: list[dict]) -> dict[tuple[str, str, str, float], Agg]:
-    """{(metric, task, mode, fraction): Agg} over every result file."""
+    """{(metric, task, mode, fraction): Agg} over every result file; ``mode`` is :func:`cell_mode`'s."""
     cells: dict[tuple[str, str, str, float], Agg] = {}
     for r in results:
         task = r.get("task")
+        mode = cell_mode(r["mode"], method_of(r))
         for name, metric in (tasks.get(task).report_metrics if task in tasks.TASKS else {}).items():
             key = metric.key
-            cell = cells.setdefault((name, task, r["mode"], float(r["label_fraction"])), Agg())
+            cell = cells.setdefault((name, task, mode, float(r["label_fraction"])), Agg())
             value = (r.get("scalars") or {}).get(key)
             seed = (pretrain_id(r), r.get("seed"))
             if isinstance(value, (int, float)) and math.isfinite(value):
@@ -120,10 +156,14 @@ def aggregate(results: list[dict]) -> dict[tuple[str, str, str, float], Agg]:
 def spread_source(results: list[dict]) -> str:
     """Which seeds the error bars are over, in words."""
     seeds = {r.get("seed") for r in results}
-    pseeds = {pretrain_id(r) for r in results if r.get("mode") in PRETRAINED} - {None}
+    runs: dict[str, set] = {}  # method -> its pretraining runs: a cell pools one method's only
+    for r in results:
+        if r.get("mode") in PRETRAINED and pretrain_id(r) is not None:
+            runs.setdefault(method_of(r), set()).add(pretrain_id(r))
+    pseeds = max((len(v) for v in runs.values()), default=0)
     text = f"{len(seeds)} fine-tuning seed{'s' if len(seeds) != 1 else ''}"
-    if len(pseeds) > 1:
-        text += f" and {len(pseeds)} pretraining runs (pretrained modes pool both)"
+    if pseeds > 1:
+        text += f" and {pseeds} pretraining runs{' per method' if len(runs) > 1 else ''} (pretrained modes pool both)"
     return text
 
 
@@ -189,8 +229,13 @@ def _fractions(cs: list[Comparison]) -> str:
 
 def headline(cells: dict) -> list[str]:
     """The headline sentences, one per (metric, baseline), worded from the verdicts."""
-    sentences = []
-    cs = comparisons(cells)
+    return sentences(comparisons(cells), "fine-tuned pretrained encoder")
+
+
+def sentences(cs: list[Comparison], who: str) -> list[str]:
+    """One sentence per (metric, baseline) of the comparisons ``cs``, worded from their verdicts; ``who`` names
+    the pretrained side ("fine-tuned pretrained encoder")."""
+    out = []
     for name in HEADLINE_METRICS:
         label, higher = METRICS[name].label, METRICS[name].higher_is_better
         for base in BASELINES:
@@ -206,9 +251,8 @@ def headline(cells: dict) -> list[str]:
                                  for c in sel)
                 parts.append(f"{phrase} at {_fractions(sel)} of the labels ({nums})")
             better = "higher" if higher else "lower"
-            sentences.append(f"{label} ({better} is better), fine-tuned pretrained encoder vs the {MODE_LABEL[base]}: "
-                             + "; ".join(parts) + ".")
-    return sentences
+            out.append(f"{label} ({better} is better), {who} vs the {MODE_LABEL[base]}: " + "; ".join(parts) + ".")
+    return out
 
 
 def overview(cells: dict) -> str:
@@ -244,7 +288,8 @@ def summary(cells: dict) -> dict[str, float]:
                 out[f"{stem}_{stat}"] = float(value)
         if agg.n:
             out[f"{stem}_n"] = float(agg.n)
-    for c in comparisons(cells):
+    tuned = {m for (_, _, m, _) in cells if split_mode(m)[0] == "finetune"}  # SimCLR's and every other method's
+    for c in comparisons(cells, modes=tuned):
         stem = f"{c.task}_{c.metric}_gain_{c.mode}_vs_{c.base}_f{c.fraction:g}"
         out[stem] = float(c.gain)
         if c.sigma is not None and math.isfinite(c.sigma):
