@@ -33,7 +33,7 @@ class Registry:
         """Decorator: register the decorated object as ``name``; a second ``name`` is refused (ValueError)."""
         def add(obj):
             if name in self._entries:
-                raise ValueError(f"a {self.kind} named {name!r} is registered already")
+                raise ValueError(f"a {self.kind} named {name!r} is already registered")
             self._entries[name] = self._make(name, obj) if self._make else obj
             return obj
         return add

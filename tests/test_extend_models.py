@@ -121,9 +121,9 @@ def test_a_registered_encoder_and_task_train_evaluate_and_report(data, tmp_path,
 
 def test_registrations_are_refused_twice_and_gone_after_teardown(toy_encoder, toy_task):
     assert "toy_conv" in models.ARCHS and "pt_high" in tasks.TASKS
-    with pytest.raises(ValueError, match="registered already"):
+    with pytest.raises(ValueError, match="already registered"):
         register_model("toy_conv")(Encoder)
-    with pytest.raises(ValueError, match="registered already"):
+    with pytest.raises(ValueError, match="already registered"):
         register_task("pt_high")(Classification)
     vgg = models.create("vgg", widths=(4, 4), depths=(1, 1), heads=2, head_hidden=4)
     from jetlib.errors import ConfigError

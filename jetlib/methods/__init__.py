@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from jetlib.config import override
 from jetlib.errors import ConfigError
+from jetlib.registry import Registry
 
 # the built-in methods' modules, imported on first use; a test or plugin registers its own directly
 _BUILTIN = {
@@ -41,7 +42,6 @@ _BUILTIN = {
     "barlowtwins": "jetlib.methods.barlowtwins",
     "byol": "jetlib.methods.byol",
 }
-_REGISTRY: dict[str, type[Method]] = {}
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,40 +49,36 @@ if TYPE_CHECKING:
     from jetlib.methods.base import Method
 
 
+def _checked(name: str, cls):
+    from jetlib.methods.base import Method
+
+    if not (isinstance(cls, type) and issubclass(cls, Method) and dataclasses.is_dataclass(cls.Params)):
+        raise TypeError(f"{name}: a method is a Method subclass with a Params dataclass")
+    cls.name = name
+    return cls
+
+
+_REGISTRY = Registry("pretraining method", _checked)
+unregister_method = _REGISTRY.unregister  # for tests that register a toy method
+
+
 def register_method(name: str):
     """Class decorator: make ``name`` a pretraining method (``--method name``)."""
-
-    def add(cls):
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"pretraining method {name!r} is already registered")
-        from jetlib.methods.base import Method
-
-        if not (isinstance(cls, type) and issubclass(cls, Method) and dataclasses.is_dataclass(cls.Params)):
-            raise TypeError(f"{name}: a method is a Method subclass with a Params dataclass")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def unregister_method(name: str) -> None:
-    """Remove ``name`` (for tests that register a toy method)."""
-    _REGISTRY.pop(name, None)
+    return _REGISTRY.register(name)
 
 
 def available() -> list[str]:
     """Every method name: the built-in ones and any registered since."""
-    return sorted(set(_BUILTIN) | set(_REGISTRY))
+    return sorted(set(_BUILTIN) | set(_REGISTRY.names))
 
 
 def get(name: str) -> type[Method]:
     """The method class registered as ``name`` (a built-in one is imported on first use)."""
-    if name not in _REGISTRY and name in _BUILTIN:
+    if isinstance(name, str) and name not in _REGISTRY.names and name in _BUILTIN:
         importlib.import_module(_BUILTIN[name])
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown pretraining method {name!r}: choose one of {', '.join(available())}")
-    return _REGISTRY[name]
+    if name not in _REGISTRY.names:
+        raise ConfigError(f"unknown pretraining method {str(name)[:40]!r}: choose one of {', '.join(available())}")
+    return _REGISTRY.get(name)
 
 
 def params(name: str, values: dict | None = None):
