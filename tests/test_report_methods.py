@@ -4,8 +4,10 @@ Results are fabricated (tests/report/fake.py) with chosen numbers, so every mean
 below is worked out by hand from them.
 """
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,8 @@ from jetlib.report import build_report
 from jetlib.report.missing import grid_holes
 from jetlib.report.stats import aggregate, cell_mode, method_of, mode_rank, split_mode, spread_source, summary
 from tests.report.fake import fake_result, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def result(task, mode, seed, value, pseed=None, method=None, fraction=0.1):
@@ -165,3 +169,19 @@ def test_one_method_keeps_the_report_as_it_was(tmp_path):
     assert not [k for k in report.summary if "simclr" in k or "vicreg" in k]
     write_results(tmp_path / "b" / "results", [r for r in simclr if r["mode"] != "finetune"])
     assert "Which pretraining?" not in build_report(str(tmp_path / "b"), write=False).markdown
+
+
+def test_the_study_benchmark_judges_each_method_as_the_report_does():
+    """benchmarks/study.py --methods: one method's line holds its results and the shared baselines only, and its
+    verdicts are the report's (the same Comparison, the same numbers as the summary above)."""
+    spec = importlib.util.spec_from_file_location("study_bench", ROOT / "benchmarks" / "study.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    vicreg = bench.of_method(two_methods(), "vicreg")
+    assert {(r["mode"], method_of(r)) for r in vicreg} == {("finetune", "vicreg"), ("scratch", None), ("vgg", None)}
+    verdicts = bench.report_verdicts(vicreg, "vicreg")
+    assert verdicts["cls_auc@0.1_vs_scratch"] == {"delta": "+0.210 ± 0.024", "verdict": "gain"}
+    assert verdicts["reg_mae@0.1_vs_scratch"] == {"delta": "-3.00 ± 1.41", "verdict": "gain"}  # lower is better
+    assert bench.report_verdicts(bench.of_method(two_methods(), "simclr"), "simclr")["cls_auc@0.1_vs_vgg"] == \
+        {"delta": "-0.030 ± 0.016", "verdict": "hint of a loss"}
+    assert bench.summarise(vicreg)["cls"]["finetune"]["0.1"]["mean"] == pytest.approx(0.83)
