@@ -34,6 +34,7 @@ def _fake_model_run(folder, payload) -> None:
         "kind": "resnet", "task": "cls", "mode": "scratch", "label_fraction": 1.0, "seed": 0, "config": {}}))
 
 
+@pytest.mark.slow  # a CLI subprocess: ~6 s of CPU
 def test_a_model_whose_pickle_runs_code_is_refused_by_evaluate(tmp_path, make_h5):
     from jetlib.data.ingest import IngestConfig, ingest
 

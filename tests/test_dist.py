@@ -56,6 +56,7 @@ def _worker(rank, port, folder):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # waits out a timeout: ~22 s
 def test_a_hung_peer_ends_the_survivor_after_the_timeout(tmp_path):
     mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     got = json.loads((tmp_path / "rank0.json").read_text())

@@ -20,8 +20,6 @@ from jetlib.pretrain import pretrain
 from jetlib.trainer import Stopping, fit, predict
 from tests.conftest import run_cli, write_toy_h5
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
@@ -208,6 +206,7 @@ def test_adapt_input_conv_keeps_the_response_to_uniform_input():
     assert "2.bias: not in this network, ignored" in report
 
 
+@pytest.mark.slow  # a CLI subprocess: ~7 s of CPU
 def test_errors_are_clear(toy, tmp_path):
     uri, pre, d = toy
     with pytest.raises(ConfigError, match="needs --init"):
@@ -226,6 +225,7 @@ def test_errors_are_clear(toy, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().endswith("--mode linear needs --init, the output of jetlib pretrain")
 
 
+@pytest.mark.slow  # two CLI subprocesses: ~18 s of CPU
 def test_cli_round_trip(toy, tmp_path):
     uri, pre, _ = toy
     r = run_cli("finetune", "--data", uri, "--task", "reg", "--mode", "scratch", "--label-fraction", "0.25",

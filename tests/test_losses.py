@@ -124,6 +124,7 @@ def _ddp_worker(rank, world, port, out):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # two processes starting torch: ~19 s of CPU
 def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path):
     import torch.multiprocessing as mp
 

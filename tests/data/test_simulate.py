@@ -8,8 +8,6 @@ from jetlib.data.ingest import ingest
 from jetlib.data.manifest import open_dataset
 from jetlib.data.simulate import SimConfig, plan_tasks, simulate
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
@@ -20,6 +18,7 @@ def simulated(tmp_path_factory):
     return d, one, two
 
 
+@pytest.mark.slow  # the simulated fixture: ~20 s of CPU (Pythia)
 def test_reproducible_whatever_the_worker_count(simulated):
     d, one, two = simulated
     with h5py.File(d / "one.h5") as a, h5py.File(d / "two.h5") as b:
@@ -28,6 +27,7 @@ def test_reproducible_whatever_the_worker_count(simulated):
     assert one["events"] == two["events"] and two["workers"] == 2
 
 
+@pytest.mark.slow
 def test_physics_and_layout(simulated):
     d, summary, _ = simulated
     with h5py.File(d / "one.h5") as f:
@@ -52,6 +52,7 @@ def test_physics_and_layout(simulated):
     assert 0 < summary["acceptance"] < 1
 
 
+@pytest.mark.slow
 def test_simulated_file_ingests(simulated, tmp_path):
     d, _, _ = simulated
     ds = open_dataset(ingest(d / "one.h5", str(tmp_path / "s")))
