@@ -2,9 +2,14 @@
 
 Every finished step leaves a ``run.json`` whose ``format`` says what it is:
 
-``jetlib.pretrain/1`` (:data:`PRETRAIN`)  a pretraining run: ``encoder.pt`` and its sha256
-``jetlib.model/1``    (:data:`MODEL`)     a training run (fine-tuning, scratch, VGG): ``model.pt``
-``jetlib.result/1``   (:data:`RESULT`)    an evaluation's result file (not a ``run.json``)
+``jetlib.pretrain/2`` (:data:`PRETRAIN`)  a pretraining run: ``encoder.pt`` and its sha256
+``jetlib.model/2``    (:data:`MODEL`)     a training run (fine-tuning, scratch, VGG): ``model.pt``
+``jetlib.result/2``   (:data:`RESULT`)    an evaluation's result file (not a ``run.json``)
+
+Version 2 (issue 17's seams): ``model.pt`` records ``arch`` and ``config`` (was ``kind`` and
+``encoder_config``/``vgg_config``) with weight names without the ``encoder.`` prefix; pretraining
+records ``method`` and ``method_params``; results name ``model.arch`` and the encoder's method. A
+version-1 record is refused by name (one line: "is 'jetlib.model/1', expected ..."), never half read.
 
 :func:`write_run` is the one writer of ``run.json``: it adds ``format``, ``created``,
 ``jetlib_version`` and :func:`jetlib.provenance.provenance` once, so no step spells them, and
@@ -27,9 +32,9 @@ from jetlib import __version__
 from jetlib.data.store import NotFound, Store, open_store
 from jetlib.errors import ConfigError
 
-PRETRAIN = "jetlib.pretrain/1"
-MODEL = "jetlib.model/1"
-RESULT = "jetlib.result/1"
+PRETRAIN = "jetlib.pretrain/2"
+MODEL = "jetlib.model/2"
+RESULT = "jetlib.result/2"
 RUN = "run.json"
 # the keys write_run adds itself: a step that passes one would write a second, different provenance
 _ADDED = ("format", "created", "jetlib_version", "provenance")

@@ -30,7 +30,7 @@ def _fake_model_run(folder, payload) -> None:
     data = ck.to_bytes(payload)
     (folder / "model.pt").write_bytes(data)
     (folder / "run.json").write_text(json.dumps({
-        "format": "jetlib.model/1", "model": {"key": "model.pt", "sha256": sha256_bytes(data), "bytes": len(data)},
+        "format": "jetlib.model/2", "model": {"key": "model.pt", "sha256": sha256_bytes(data), "bytes": len(data)},
         "kind": "resnet", "task": "cls", "mode": "scratch", "label_fraction": 1.0, "seed": 0, "config": {}}))
 
 
@@ -55,7 +55,7 @@ def test_read_run_errors_name_the_flag_and_exit_codes(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"--init .*: no finished run there \(no run.json\)"):
         records.read_run(str(tmp_path / "empty"), "encoder", records.PRETRAIN, "--init")
     _fake_model_run(tmp_path / "model", {"state_dict": {"w": torch.ones(2)}})
-    with pytest.raises(ConfigError, match=r"is 'jetlib.model/1', expected a jetlib.pretrain/1 run"):
+    with pytest.raises(ConfigError, match=r"is 'jetlib.model/2', expected a jetlib.pretrain/2 run"):
         records.read_run(str(tmp_path / "model"), "encoder", records.PRETRAIN, "--init")
     blob, run = records.read_run(str(tmp_path / "model"), "model", records.MODEL, "--model")
     assert torch.equal(blob["state_dict"]["w"], torch.ones(2)) and run["task"] == "cls"

@@ -118,7 +118,7 @@ def test_pretrain_points_at_a_finished_pretraining(chain):
     meta = chain["encoder"].metadata
     assert meta["uri"] == f"{chain['run']}/pretrain-simclr-s3" == pretrain_dir(chain["run"], 3, "simclr")
     assert meta["method"] == "simclr" and meta["display_name"] == "encoder simclr s3"
-    run = read_run(meta["uri"], "jetlib.pretrain/1")
+    run = read_run(meta["uri"], "jetlib.pretrain/2")
     assert meta["sha256"] == run["encoder"]["sha256"] and meta["dataset_id"] == chain["dataset"].metadata["id"]
     assert meta["seed"] == 3 and meta["preset"] == "tiny" and meta["loss"] == run["final"]["loss"]
     assert meta["knn_accuracy"] == run["final"]["knn_accuracy"]
@@ -135,11 +135,11 @@ def test_trainings_land_in_the_agreed_folders(chain):
     assert chain["vgg"].metadata["uri"] == f"{run}/cls-vgg-f0.5-s1"
     for name in ("cls", "reg", "vgg"):
         meta = chain[name].metadata
-        record = read_run(meta["uri"], "jetlib.model/1")
+        record = read_run(meta["uri"], "jetlib.model/2")
         assert meta["sha256"] == record["model"]["sha256"]
         assert (meta["label_fraction"], meta["seed"]) == (0.5, 1)
-    assert read_run(chain["vgg"].metadata["uri"], "jetlib.model/1")["arch"] == "vgg"
-    cls_run = read_run(chain["cls"].metadata["uri"], "jetlib.model/1")
+    assert read_run(chain["vgg"].metadata["uri"], "jetlib.model/2")["arch"] == "vgg"
+    cls_run = read_run(chain["cls"].metadata["uri"], "jetlib.model/2")
     assert cls_run["config"]["init"] == chain["encoder"].metadata["uri"]
 
 
@@ -147,7 +147,7 @@ def _result(chain, name: str) -> dict:
     results = open_store(f"{chain['run']}/results")
     for key in results.list():
         doc = json.loads(results.get_bytes(key))
-        if doc.get("format") == "jetlib.result/1" and doc["model"]["uri"] == chain[name].metadata["uri"]:
+        if doc.get("format") == "jetlib.result/2" and doc["model"]["uri"] == chain[name].metadata["uri"]:
             return doc
     raise AssertionError(f"no result for {name}")
 
@@ -450,7 +450,7 @@ def test_report_curves_average_seeds_per_mode_and_fraction():
 
 
 def _fake_pretrain_run(out: str) -> None:
-    run = {"format": "jetlib.pretrain/1", "encoder": {"sha256": "x"}}
+    run = {"format": "jetlib.pretrain/2", "encoder": {"sha256": "x"}}
     open_store(out).put_bytes("run.json", json.dumps(run).encode())
 
 
@@ -480,13 +480,13 @@ def test_pretrain_step_hands_several_nodes_to_the_launcher(tmp_path, monkeypatch
 
     def launch_pretrain(**kw):
         seen.update(kw)
-        return {"format": "jetlib.pretrain/1"}
+        return {"format": "jetlib.pretrain/2"}
 
     monkeypatch.setitem(sys.modules, "jetlib.launch", types.SimpleNamespace(launch_pretrain=launch_pretrain))
     # this pod sees no GPU (it asked for none): auto still means the gpu preset for the GPU workers
     assert pretrain_step("DATA", "s3://b/out", preset="auto", augment="seed", seed=1, method="vicreg", nodes=2,
                          gpus_per_node=8, image="jetlib-cuda:9", secret="creds", visible_gpus=0) == \
-        {"format": "jetlib.pretrain/1"}
+        {"format": "jetlib.pretrain/2"}
     assert seen == {"data": "DATA", "out": "s3://b/out", "nodes": 2, "gpus_per_node": 8, "image": "jetlib-cuda:9",
                     "preset": "gpu", "augment": "seed", "extra_args": ["--seed", "1", "--method", "vicreg"],
                     "secret": "creds"}
@@ -494,10 +494,10 @@ def test_pretrain_step_hands_several_nodes_to_the_launcher(tmp_path, monkeypatch
 
 def test_read_run_refuses_an_unfinished_or_foreign_folder(tmp_path):
     with pytest.raises(ConfigError, match="no finished run"):
-        read_run(str(tmp_path), "jetlib.pretrain/1")
-    open_store(str(tmp_path)).put_bytes("run.json", b'{"format": "jetlib.model/1"}')
-    with pytest.raises(ConfigError, match="expected a jetlib.pretrain/1 run"):
-        read_run(str(tmp_path), "jetlib.pretrain/1")
+        read_run(str(tmp_path), "jetlib.pretrain/2")
+    open_store(str(tmp_path)).put_bytes("run.json", b'{"format": "jetlib.model/2"}')
+    with pytest.raises(ConfigError, match="expected a jetlib.pretrain/2 run"):
+        read_run(str(tmp_path), "jetlib.pretrain/2")
 
 
 def test_a_component_out_of_memory_is_one_line_exit_5_and_a_bug_keeps_its_traceback(capsys):

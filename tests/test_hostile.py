@@ -213,7 +213,7 @@ def _encoder_climbs(ctx: Ctx) -> list[str]:
     victim = ctx.tmp / "victim" / "encoder.pt"
     victim.parent.mkdir()
     victim.write_bytes(b"not yours")
-    init = _run_folder(ctx, "pre", "jetlib.pretrain/1", "encoder", "../victim/encoder.pt", victim.read_bytes())
+    init = _run_folder(ctx, "pre", "jetlib.pretrain/2", "encoder", "../victim/encoder.pt", victim.read_bytes())
     return ["finetune", "--data", str(ctx.ds), "--out", str(ctx.tmp / "ft"), "--task", "cls", "--mode", "finetune",
             "--init", str(init), "--preset", "tiny"]
 
@@ -223,7 +223,7 @@ def _model(ctx: Ctx, blob: dict, key: str = "model.pt") -> list[str]:
 
     buf = io.BytesIO()
     torch.save(blob, buf)
-    folder = _run_folder(ctx, "model", "jetlib.model/1", "model", key, buf.getvalue())
+    folder = _run_folder(ctx, "model", "jetlib.model/2", "model", key, buf.getvalue())
     (folder / "model.pt").write_bytes(buf.getvalue())
     return ["evaluate", "--data", str(ctx.ds), "--model", str(folder), "--out", str(ctx.tmp / "results")]
 

@@ -45,7 +45,7 @@ def finished(s3_env):
     out = f"{s3_env}/pretrain"
     store = open_store(out)
     enc = save_object(store, "encoder.pt", {"w": torch.arange(4.0)})
-    run = {"format": "jetlib.pretrain/1", "encoder": enc, "world_size": 2}
+    run = {"format": "jetlib.pretrain/2", "encoder": enc, "world_size": 2}
     store.put_bytes("run.json", json.dumps(run).encode())
     return f"{s3_env}/data", out, run
 

@@ -35,7 +35,7 @@ def test_tiny_run_writes_everything(dataset, tmp_path):
     final = pt.pretrain(dataset, out, tiny(log_interval=2), device="cpu")
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert run["format"] == "jetlib.pretrain/1" and run["final"] == final
+    assert run["format"] == "jetlib.pretrain/2" and run["final"] == final
     assert run["provenance"]["packages"]["torch"] == importlib.metadata.version("torch")
     assert run["provenance"]["device"] == "cpu" and run["provenance"]["jetlib"] == run["jetlib_version"]
     assert run["augment_params"]["preset"] == "seed" and run["augment_params"]["crop_min_area"] == 0.8

@@ -18,7 +18,7 @@ def test_write_run_adds_format_time_version_and_provenance_once(tmp_path):
     run = records.write_run(store, records.PRETRAIN, {"encoder": {"key": "encoder.pt"}, "final": {"x": float("nan")}})
     on_disk = json.loads((tmp_path / "run.json").read_text())
     assert list(on_disk)[:3] == ["format", "created", "jetlib_version"] and list(on_disk)[-1] == "provenance"
-    assert on_disk["format"] == "jetlib.pretrain/1" and on_disk["encoder"] == {"key": "encoder.pt"}
+    assert on_disk["format"] == "jetlib.pretrain/2" and on_disk["encoder"] == {"key": "encoder.pt"}
     assert on_disk["final"] == {"x": None}  # strict JSON: NaN is written as null
     assert on_disk["provenance"]["jetlib"] == run["jetlib_version"] == on_disk["jetlib_version"]
     assert on_disk["provenance"]["git_commit"] == run["provenance"]["git_commit"]
@@ -40,10 +40,18 @@ def test_read_run_json_refuses_what_is_not_a_finished_run_of_the_kind(tmp_path):
     with pytest.raises(ConfigError, match="run.json is not JSON"):
         records.read_run_json(str(tmp_path / "bad"), records.MODEL, "--model")
     records.write_run(open_store(str(tmp_path / "model")), records.MODEL, {"kind": "resnet"})
-    with pytest.raises(ConfigError, match="is 'jetlib.model/1', expected a jetlib.pretrain/1 run"):
+    with pytest.raises(ConfigError, match="is 'jetlib.model/2', expected a jetlib.pretrain/2 run"):
         records.read_run_json(str(tmp_path / "model"), records.PRETRAIN, "--init")
     # a tuple accepts either
     assert records.read_run_json(str(tmp_path / "model"), (records.PRETRAIN, records.MODEL), "x")["kind"] == "resnet"
+
+
+def test_a_version_1_record_is_refused_by_name(tmp_path):
+    """Version 2 renamed what model.pt and run.json hold (issue 17): an older run is one line, never half read."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text(json.dumps({"format": "jetlib.model/1", "kind": "resnet"}))
+    with pytest.raises(ConfigError, match=r"is 'jetlib.model/1', expected a jetlib.model/2 run"):
+        records.read_run_json(str(tmp_path / "old"), records.MODEL, "--model")
 
 
 def test_read_run_returns_the_verified_artifact_it_names(tmp_path):

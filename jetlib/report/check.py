@@ -1,7 +1,7 @@
 """Is a result file one the report can read? Every field it uses, checked by type before it is used.
 
 Result files live in a shared store and are found by content, so any JSON object with
-``"format": "jetlib.result/1"`` reaches the report. One whose fields have the wrong type
+``"format": "jetlib.result/2"`` reaches the report. One whose fields have the wrong type
 (a seed that is a list, a ROC curve that is a string) is listed as unreadable, with the
 field named, instead of stopping the whole report with a traceback.
 """

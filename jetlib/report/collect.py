@@ -2,11 +2,11 @@
 
 A study run folder holds, at any depth and under any subfolder names:
 
-* pretraining outputs: a folder whose ``run.json`` has ``format`` ``jetlib.pretrain/1``
+* pretraining outputs: a folder whose ``run.json`` has ``format`` ``jetlib.pretrain/2``
   (with ``metrics.json`` and ``encoder.pt``);
-* training outputs (fine-tuning, scratch, VGG): ``run.json`` with ``format`` ``jetlib.model/1``
+* training outputs (fine-tuning, scratch, VGG): ``run.json`` with ``format`` ``jetlib.model/2``
   (with ``metrics.json`` and ``model.pt``);
-* result files: any ``*.json`` whose ``format`` is ``jetlib.result/1``.
+* result files: any ``*.json`` whose ``format`` is ``jetlib.result/2``.
 
 A folder holding ``checkpoints/`` or ``metrics.json`` but no ``run.json`` is a step that
 started and did not finish: it is recorded as such, for the "what is missing" section.

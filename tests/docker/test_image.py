@@ -76,11 +76,11 @@ def test_steps_chain_in_containers_against_s3(image, network, s3, tmp_path):
     # read everything back from the store, on the host
     pre = json.loads(open_store(f"{s3}/runs/pre").get_bytes("run.json"))
     cls = json.loads(open_store(f"{s3}/runs/cls").get_bytes("run.json"))
-    assert pre["format"] == "jetlib.pretrain/1" and cls["format"] == "jetlib.model/1"
+    assert pre["format"] == "jetlib.pretrain/2" and cls["format"] == "jetlib.model/2"
     results = open_store(f"{s3}/runs/results")
     (name,) = [k for k in results.list() if k.endswith(".json")]
     result = json.loads(results.get_bytes(name))
-    assert result["format"] == "jetlib.result/1" and result["task"] == "cls" and result["mode"] == "finetune"
+    assert result["format"] == "jetlib.result/2" and result["task"] == "cls" and result["mode"] == "finetune"
     assert result["model"]["sha256"] == cls["model"]["sha256"]
     assert 0.0 <= result["scalars"]["accuracy"] <= 1.0
     assert result["dataset"]["split"] == "test"

@@ -108,7 +108,7 @@ def test_two_containers_match_two_processes_in_one(image, network, s3, dataset):
     keys = store.list()
     assert keys.count("run.json") == 1 and keys.count("encoder.pt") == 1  # the run finished once, by rank 0
     run = json.loads(store.get_bytes("run.json"))
-    assert run["world_size"] == 2 and run["format"] == "jetlib.pretrain/1"
+    assert run["world_size"] == 2 and run["format"] == "jetlib.pretrain/2"
     a, b = step_losses(two_nodes), step_losses(one_node)
     assert [s for s, _ in a] == [s for s, _ in b] and len(a) >= 4
     for (_, x), (_, y) in zip(a, b, strict=True):

@@ -35,11 +35,11 @@ def test_compiled_cpu_pipeline_runs_in_docker(image, tmp_path):
     runs = store / "runs" / "docker"
     results = [json.loads(p.read_text()) for p in (runs / "results").glob("*.json")]
     assert sorted(r["mode"] for r in results) == ["finetune", "vgg"]
-    assert all(r["format"] == "jetlib.result/1" and r["label_fraction"] == 0.5 for r in results)
+    assert all(r["format"] == "jetlib.result/2" and r["label_fraction"] == 0.5 for r in results)
     pre = json.loads((Path(pretrain_dir(str(runs), 0)) / "run.json").read_text())  # the default method and seed
     finetuned = next(r for r in results if r["mode"] == "finetune")
     assert {r["mode"]: r["model"]["arch"] for r in results} == {"finetune": "resnet", "vgg": "vgg"}
-    assert pre["format"] == "jetlib.pretrain/1"
+    assert pre["format"] == "jetlib.pretrain/2"
     if "origin" in finetuned:  # optional in the result contract (absent in older files)
         assert finetuned["origin"]["encoder_sha256"] == pre["encoder"]["sha256"]
     summary = json.loads((runs / "report" / "summary.json").read_text())
