@@ -24,6 +24,8 @@ from torch import nn
 from jetlib.losses import BarlowTwinsLoss, InfoNCELoss, VICRegLoss, byol_loss, ema_update
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.slow  # every test reads the two gloo ranks' fixture: ~19 s of CPU
+
 WORLD, GLOBAL_BATCH, D_IN, D_OUT = 2, 8, 6, 5
 EMA = 0.9
 

@@ -195,6 +195,7 @@ def _byol_ddp_worker(rank, world, port, out):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # two processes starting torch: ~19 s of CPU
 def test_byol_target_stays_identical_across_gloo_ranks(tmp_path):
     """torch v2.14.1, torch/nn/parallel/distributed.py ``DistributedDataParallel``: parameters with
     ``requires_grad=False`` are not synced (the target's), the rest are all-reduced before ``opt.step``;

@@ -134,6 +134,7 @@ def test_batch_larger_than_the_data(dataset, tmp_path):
         pt.pretrain(dataset, str(tmp_path / "big"), tiny(batch_size=4096), device="cpu")
 
 
+@pytest.mark.slow  # a CLI subprocess: ~9 s of CPU
 def test_physics_augmentation_and_cli(dataset, tmp_path):
     r = run_cli("pretrain", "--data", dataset, "--out", tmp_path / "cli", "--preset", "tiny", "--augment",
                 "physics", "--epochs", "2", "--set", "monitor_bank=0")

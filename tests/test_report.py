@@ -181,6 +181,7 @@ def test_markdown_has_no_raw_html_and_the_page_fetches_nothing(tmp_path):
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
 
 
+@pytest.mark.slow  # CLI subprocesses: ~8 s of CPU
 def test_an_empty_or_non_run_folder_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="nothing there"):
         build_report(str(tmp_path / "absent"))
@@ -194,6 +195,7 @@ def test_an_empty_or_non_run_folder_is_one_clear_error(tmp_path):
     assert not (tmp_path / "other" / "report").exists()  # nothing half-written
 
 
+@pytest.mark.slow  # a CLI subprocess: ~9 s of CPU
 def test_an_unreachable_store_exits_3(tmp_path):
     env = {"JETLIB_S3_ENDPOINT": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
            "JETLIB_S3_RETRIES": "1", "JETLIB_S3_CONNECT_TIMEOUT": "2"}
@@ -202,6 +204,7 @@ def test_an_unreachable_store_exits_3(tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a CLI subprocess: ~9 s of CPU
 def test_cli_prints_one_json_line_with_paths_and_headline(tmp_path):
     run = make(tmp_path, {("cls", "finetune", 0.1): [0.80, 0.81], ("cls", "scratch", 0.1): [0.60, 0.61]})
     res = run_cli("report", "--run", run, "--out", tmp_path / "out")
