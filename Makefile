@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
 
-test: $(STAMP) ## run the whole test suite (tiny generated data, Docker tests included; ~15 min on 2 cores)
+test: $(STAMP) ## run the whole test suite (tiny generated data, Docker included; without Docker 18 CPU-min, 33 min under load 7)
 	$(BIN)/pytest
 
-test-fast: $(STAMP) ## run the tests not marked slow
+test-fast: $(STAMP) ## run the tests not marked slow (~750 tests: 3 CPU-min, 7 min under load 7)
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP) ## ruff over the package, tests and benchmarks
