@@ -277,15 +277,16 @@ def test_the_demo_headline_shows_a_mean_without_spread_for_one_seed():
 
 @pytest.mark.slow
 def test_pretrained_trainings_run_once_per_method_and_pretraining_seed(toy):
-    """Two methods x two pretraining seeds under kfp.local: four pretrainings in the first loop, the
-    fine-tuning once per pretraining and scratch once in the second, each fine-tuning started from
-    the encoder its folder names (its run.json's ``init``)."""
+    """Two methods at a pretraining seed other than the default under kfp.local: two pretrainings in
+    the first loop, the fine-tuning once per pretraining and scratch once in the second, each
+    fine-tuning started from the encoder its folder names (its run.json's ``init``). The full
+    method x seed product is planned in tests/test_components.py; this proves the wiring."""
     from jetlib.study import pretrain_dir, training_dir
 
     run_dag(toy, "methods", seeds=[0], modes=["cls-finetune", "cls-scratch"], methods=["simclr", "vicreg"],
-            pretrain_seeds=[0, 1])
+            pretrain_seeds=[1])
     run = str(toy / "store" / "runs" / "methods")
-    pairs = [(m, s) for m in ("simclr", "vicreg") for s in (0, 1)]
+    pairs = [("simclr", 1), ("vicreg", 1)]
     for method, pseed in pairs:
         pre = json.loads(Path(pretrain_dir(run, pseed, method), "run.json").read_text())
         assert (pre["config"]["method"], pre["config"]["seed"]) == (method, pseed)
@@ -294,8 +295,7 @@ def test_pretrained_trainings_run_once_per_method_and_pretraining_seed(toy):
     trainings = sorted(p.parent.name for p in Path(run).glob("cls-*/run.json"))
     assert trainings == sorted([Path(training_dir(run, "cls", "finetune", 0.5, 0, s, m)).name for m, s in pairs]
                                + ["cls-scratch-f0.5-s0"])
-    assert len(list(Path(run, "results").glob("*.json"))) == 5
-
+    assert len(list(Path(run, "results").glob("*.json"))) == 3
 
 @pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
 def test_the_default_run_pretrains_once_as_before_methods_were_a_choice(compiled, name):
