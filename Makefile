@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
 
-test: $(STAMP) ## run the whole test suite (tiny generated data, Docker included; without Docker 18 CPU-min, 33 min under load 7)
+test: $(STAMP) ## run the whole test suite (tiny generated data, Docker included; without Docker 18 CPU-min, 33 min under load 5-8)
 	$(BIN)/pytest
 
-test-fast: $(STAMP) ## run the tests not marked slow (~750 tests: 3 CPU-min, 7 min under load 7)
+test-fast: $(STAMP) ## run the tests not marked slow (754 tests: 2.8 CPU-min; 4 min 47 s under load 4-5)
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP) ## ruff over the package, tests and benchmarks
