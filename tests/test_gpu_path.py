@@ -168,6 +168,9 @@ def test_grid_sample_returns_nchw_so_channels_last_comes_after_the_views():
                                  v2.is_contiguous(memory_format=torch.channels_last)))
             return self.w * (v1.mean() + v2.mean())
 
+        def after_step(self, step, total):  # the Method hook the loop calls (jetlib.methods.base)
+            pass
+
     class Loader:
         device, batch_size = torch.device("cpu"), 4
 
@@ -178,8 +181,8 @@ def test_grid_sample_returns_nchw_so_channels_last_comes_after_the_views():
     for on in (True, False):
         probe = Probe()
         cfg = pt.make_config("tiny", log_interval=1)
-        pt.train_one_epoch(probe, Loader(), torch.optim.SGD(probe.parameters(), lr=0.1), cfg, 0, 2, 0, 2,
-                           device.autocast_for(torch.device("cpu"), "off"), on, 0)
+        pt.train_one_epoch(probe, Loader(), torch.optim.SGD(probe.parameters(), lr=0.1), cfg, 0,
+                           pt.lr_schedule(2, 0, 0.1), 2, device.autocast_for(torch.device("cpu"), "off"), on, 0)
         assert probe.layouts == [(on, on)] * 2
     assert device.channels_last_for("auto") is False and device.channels_last_for("on") is True
 
