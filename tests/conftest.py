@@ -133,6 +133,28 @@ def s3_env(s3_server, monkeypatch):
     return f"s3://jetlib-test-{uuid.uuid4().hex[:12]}/run"
 
 
+def pretrain_straight_and_killed(dataset, tmp_path: Path, cfg, monkeypatch) -> tuple[Path, Path]:
+    """Pretrain ``cfg`` straight through into ``straight/``, and into ``resumed/`` killed at the start of
+    epoch 2 then re-run (a resume); returns both folders for a bitwise comparison."""
+    from jetlib import pretrain as pt
+
+    pt.pretrain(dataset, str(tmp_path / "straight"), cfg, device="cpu")
+    real = pt.train_one_epoch
+
+    def killed_in_epoch_2(*args, **kwargs):
+        if args[-1] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pt, "train_one_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        pt.pretrain(dataset, str(tmp_path / "resumed"), cfg, device="cpu")
+    assert not (tmp_path / "resumed" / "run.json").exists()
+    monkeypatch.setattr(pt, "train_one_epoch", real)
+    pt.pretrain(dataset, str(tmp_path / "resumed"), cfg, device="cpu")
+    return tmp_path / "straight", tmp_path / "resumed"
+
+
 def run_cli(*args, env: dict | None = None, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
     """``python -m jetlib ARGS`` in a subprocess, as a user would run it."""
     full_env = {**os.environ, "JETLIB_PROGRESS": "0", **(env or {})}

@@ -20,7 +20,7 @@ from jetlib.errors import ConfigError
 from jetlib.losses import byol_momentum
 from jetlib.methods.base import Method
 from jetlib.models.resnet import ResNet, ResNetConfig
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, pretrain_straight_and_killed, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ("barlowtwins", "byol", "simclr", "vicreg")
@@ -146,19 +146,7 @@ def test_method_flag_and_its_settings_on_the_cli(dataset, tmp_path):
 @pytest.mark.slow
 def test_byol_killed_run_resumes_to_identical_weights_and_target(dataset, tmp_path, monkeypatch):
     cfg = pt.make_config("tiny", method="byol", epochs=3, max_steps_per_epoch=2, monitor_bank=0)
-    pt.pretrain(dataset, str(tmp_path / "straight"), cfg, device="cpu")
-    real = pt.train_one_epoch
-
-    def killed_in_epoch_2(*args, **kwargs):
-        if args[-1] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pt, "train_one_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        pt.pretrain(dataset, str(tmp_path / "resumed"), cfg, device="cpu")
-    monkeypatch.setattr(pt, "train_one_epoch", real)
-    pt.pretrain(dataset, str(tmp_path / "resumed"), cfg, device="cpu")
+    pretrain_straight_and_killed(dataset, tmp_path, cfg, monkeypatch)
 
     def final_state(out):
         ckpts = open_store(str(out)).child("checkpoints")

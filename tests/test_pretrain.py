@@ -10,7 +10,7 @@ from jetlib.checkpoint import load_object
 from jetlib.data.ingest import IngestConfig, ingest
 from jetlib.data.store import open_store
 from jetlib.errors import ConfigError, TrainingError
-from tests.conftest import run_cli
+from tests.conftest import pretrain_straight_and_killed, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +57,7 @@ def test_tiny_run_writes_everything(dataset, tmp_path):
 
 def test_killed_run_resumes_to_identical_weights(dataset, tmp_path, monkeypatch):
     cfg = tiny(epochs=3)
-    pt.pretrain(dataset, str(tmp_path / "straight"), cfg, device="cpu")
-
-    real = pt.train_one_epoch
-
-    def killed_in_epoch_2(*args, **kwargs):
-        if args[-1] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pt, "train_one_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        pt.pretrain(dataset, str(tmp_path / "resumed"), cfg, device="cpu")
-    assert not (tmp_path / "resumed" / "run.json").exists()
-    monkeypatch.setattr(pt, "train_one_epoch", real)
-    pt.pretrain(dataset, str(tmp_path / "resumed"), cfg, device="cpu")
+    pretrain_straight_and_killed(dataset, tmp_path, cfg, monkeypatch)
 
     a, b = encoder_state(str(tmp_path / "straight")), encoder_state(str(tmp_path / "resumed"))
     assert a.keys() == b.keys()
