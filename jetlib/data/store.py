@@ -35,6 +35,7 @@ names the store and never a credential.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -242,8 +243,8 @@ class LocalStore(Store):
         except OSError as e:
             raise StoreError(f"store {self.uri} is not writable: {e.strerror or e}") from e
         finally:  # a probe leaves nothing behind, not even empty folders
-            for folder in created:
-                if folder.is_dir():
+            for folder in created:  # a concurrent writer's probe or objects may be in it now: then it stays
+                with contextlib.suppress(OSError):
                     folder.rmdir()
 
 
