@@ -15,7 +15,16 @@ from jetlib import records
 from jetlib.evaluate import origin_of
 from jetlib.report import build_report
 from jetlib.report.missing import grid_holes
-from jetlib.report.stats import aggregate, cell_mode, method_of, mode_rank, split_mode, spread_source, summary
+from jetlib.report.stats import (
+    aggregate,
+    cell_mode,
+    method_of,
+    mode_rank,
+    result_mode,
+    split_mode,
+    spread_source,
+    summary,
+)
 from tests.report.fake import fake_result, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +106,15 @@ def test_summary_keys_gain_the_method_and_simclr_keys_stay():
     assert flat["reg_mae_gain_finetune_vicreg_vs_scratch_f0.1_sigma"] == pytest.approx(math.sqrt(2 / 2 + 2 / 2))
     assert not [k for k in flat if "simclr" in k]
     assert "reg_mae_finetune_f0.1_mean" not in flat  # no SimCLR result for reg
+
+
+def test_per_mode_tables_and_curves_group_two_methods_apart():
+    """The confusion tables, ROC panels and mass-bias curves group by result_mode: two methods' fine-tuned
+    results never pool into one 'finetune' row or curve."""
+    modes = [result_mode(r) for r in two_methods()]
+    assert {"finetune", "finetune_vicreg", "scratch", "vgg"} <= set(modes)
+    assert result_mode(result("cls", "scratch", 0, 0.6)) == "scratch"
+    assert result_mode(result("cls", "finetune", 0, 0.7, pseed=0)) == "finetune"  # no method recorded: SimCLR
 
 
 def test_a_result_without_a_method_is_simclr():

@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
-from jetlib.report.stats import HEADLINE_METRICS, METRICS, fmt_fraction, mode_rank, order_modes
+from jetlib.report.stats import HEADLINE_METRICS, METRICS, fmt_fraction, mode_rank, order_modes, result_mode
 
 COLORS = {"finetune": "#1f77b4", "linear": "#2ca02c", "scratch": "#d62728", "vgg": "#9467bd"}
 CLASS_STYLE = {1: ("quark", "#1f77b4"), 0: ("gluon", "#d62728"), -1: ("all jets", "#555555")}
@@ -85,8 +85,8 @@ def roc_panels(results: list[dict]) -> str | None:
     fig, axes = _fig(len(fractions), w=3.0)
     for ax, f in zip(axes[0], fractions, strict=True):
         here = [r for r in cls if float(r["label_fraction"]) == f]
-        for mode in order_modes(r["mode"] for r in here):
-            curves = [r["classification"]["roc"] for r in here if r["mode"] == mode]
+        for mode in order_modes(result_mode(r) for r in here):
+            curves = [r["classification"]["roc"] for r in here if result_mode(r) == mode]
             tpr = np.asarray(curves[0]["tpr"])
             fpr = np.mean([np.interp(tpr, c["tpr"], c["fpr"]) for c in curves], axis=0)
             ok = (tpr >= 0.05) & (fpr > 0)
@@ -270,9 +270,9 @@ def regression_panels(preds: dict[str, dict[str, np.ndarray]], results: list[dic
                 centre.append(p["true"][sel].mean())
                 sig.append((q84 - q16) / 2)
         ax_sig.plot(centre, sig, marker="o", ms=3, color=_color(mode), label=mode)
-    for mode in order_modes(r["mode"] for r in reg):
+    for mode in order_modes(result_mode(r) for r in reg):
         runs = [r["regression"]["bias_in_bins"] for r in reg
-                if r["mode"] == mode and r["regression"].get("bias_in_bins")]
+                if result_mode(r) == mode and r["regression"].get("bias_in_bins")]
         if not runs:
             continue
         k = min(len(b) for b in runs)

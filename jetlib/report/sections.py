@@ -26,6 +26,7 @@ from jetlib.report.stats import (
     order_modes,
     overview,
     pretrain_seed,
+    result_mode,
 )
 
 
@@ -101,9 +102,9 @@ def classification_section(results: list[dict]) -> Section | None:
                      "legend), one panel per label fraction; dotted: a random classifier."))
         rows = []
         for f in sorted({float(r["label_fraction"]) for r in cls}):
-            for mode in order_modes(r["mode"] for r in cls):
+            for mode in order_modes(result_mode(r) for r in cls):
                 ms = [np.asarray(r["classification"]["confusion_matrix"], float) for r in cls
-                      if r["mode"] == mode and float(r["label_fraction"]) == f
+                      if result_mode(r) == mode and float(r["label_fraction"]) == f
                       and r["classification"].get("confusion_matrix")]
                 if not ms:
                     continue
@@ -122,7 +123,7 @@ def _steps_table(steps, study_results) -> Table:
     groups: dict[tuple, list[dict]] = {}
     for r in study_results:
         labels = r.get("labels") or {}  # optional: labelled jets and which validation set was used
-        groups.setdefault((r["task"], r["mode"], float(r["label_fraction"])), []).append(
+        groups.setdefault((r["task"], result_mode(r), float(r["label_fraction"])), []).append(
             {**(r.get("resources") or {}), "val_jets": labels.get("val_jets"), "validation": labels.get("validation")})
     for (task, mode, f), res in sorted(groups.items(), key=lambda kv: (kv[0][0], mode_rank(kv[0][1]), kv[0][2])):
         def mean(key, fmt, res=res):

@@ -62,6 +62,12 @@ def cell_mode(mode: str, method: str | None) -> str:
     return mode if method in (None, DEFAULT_METHOD) or mode not in PRETRAINED else f"{mode}_{method}"
 
 
+def result_mode(result: dict) -> str:
+    """The cell mode of one result (:func:`cell_mode` of its mode and method): what every per-mode table,
+    curve and panel groups by, so that two methods' fine-tuned results never pool."""
+    return cell_mode(result["mode"], method_of(result))
+
+
 def split_mode(mode: str) -> tuple[str, str | None]:
     """(mode, method) of a cell's mode: the inverse of :func:`cell_mode` (None for a method-free mode)."""
     base, _, method = mode.partition("_")
@@ -139,7 +145,7 @@ def aggregate(results: list[dict]) -> dict[tuple[str, str, str, float], Agg]:
     cells: dict[tuple[str, str, str, float], Agg] = {}
     for r in results:
         task = r.get("task")
-        mode = cell_mode(r["mode"], method_of(r))
+        mode = result_mode(r)
         for name, metric in (tasks.get(task).report_metrics if task in tasks.TASKS else {}).items():
             key = metric.key
             cell = cells.setdefault((name, task, mode, float(r["label_fraction"])), Agg())

@@ -17,7 +17,7 @@ from jetlib.errors import JetlibError
 from jetlib.report import figures, inference
 from jetlib.report.blocks import Figure, Para, Pre, Section, Table
 from jetlib.report.collect import Study
-from jetlib.report.stats import fmt_fraction, order_modes
+from jetlib.report.stats import fmt_fraction, order_modes, result_mode
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def regression_section(study: Study, ds: Dataset | None, notes: list[str]) -> Se
     for task, reg in groups:
         preds = {}
         if ds is not None:
-            for mode in order_modes(r["mode"] for r in reg):
-                pick = sorted((r for r in reg if r["mode"] == mode and r.get("model", {}).get("uri")),
+            for mode in order_modes(result_mode(r) for r in reg):
+                pick = sorted((r for r in reg if result_mode(r) == mode and r.get("model", {}).get("uri")),
                               key=lambda r: (-float(r["label_fraction"]), str(r.get("seed"))))
                 if not pick:
                     continue
