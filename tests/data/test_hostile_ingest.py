@@ -7,6 +7,7 @@ SIGTERM (a pod being stopped) unwinds through the cleanup instead.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,18 +50,20 @@ def _ingest_cmd(src, store, tmp):
             "--shard-rows", "64", "--row-group-rows", "32"]
 
 
-def _kill_during_spill(src, store, spill, sig) -> int:
-    """Start an ingest, wait for its first spilled rows, send ``sig``; returns the exit status."""
+def _kill_during_spill(src, store, spill, sig) -> tuple[int, str]:
+    """Start an ingest, wait for its first spilled rows, send ``sig``; returns (exit status, stderr)."""
     env = {**os.environ, "JETLIB_TMPDIR": str(spill), "JETLIB_PROGRESS": "0"}
-    proc = subprocess.Popen(_ingest_cmd(src, store, spill), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(spill.glob(f"{SPILL_PREFIX}*/*/*.npz")):
-            proc.send_signal(sig)
-            break
-        time.sleep(0.01)
-    return proc.wait(60)
+    with open(spill.parent / "stderr.txt", "w+") as err:
+        proc = subprocess.Popen(_ingest_cmd(src, store, spill), env=env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(spill.glob(f"{SPILL_PREFIX}*/*/*.npz")):
+                proc.send_signal(sig)
+                break
+            time.sleep(0.01)
+        status = proc.wait(60)
+        err.seek(0)
+        return status, err.read()[-2000:]
 
 
 @pytest.mark.slow
@@ -70,8 +73,13 @@ def test_a_killed_ingest_leaves_no_spill_folder_and_the_rerun_is_identical(tmp_p
     write_h5(src, n=1200, chunks=False, compression=None)
     spill = tmp_path / "spill"
     spill.mkdir()
-    status = _kill_during_spill(src, tmp_path / "store", spill, sig)
-    assert status == -signal.SIGKILL if sig == signal.SIGKILL else status == 128 + signal.SIGTERM
+    expected = -signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM
+    for _attempt in range(3):  # a signal that lands after the spill phase (0, or -15 once the handler is gone)
+        status, stderr = _kill_during_spill(src, tmp_path / "store", spill, sig)  # is timing, not behaviour
+        if status == expected or status not in (0, -signal.SIGTERM):
+            break
+        shutil.rmtree(tmp_path / "store", ignore_errors=True)
+    assert status == expected, f"exit status {status}, stderr: {stderr}"
     if sig == signal.SIGKILL:
         assert len(list(spill.iterdir())) == 1  # nothing could clean up: the folder is still there
     else:
