@@ -133,6 +133,17 @@ def s3_env(s3_server, monkeypatch):
     return f"s3://jetlib-test-{uuid.uuid4().hex[:12]}/run"
 
 
+def ingest_small(root: Path, writer=None, n: int = 80, size: int = 24) -> str:
+    """A small labelled dataset (``writer``: :func:`write_toy_h5` by default) ingested at its own size, one
+    label fraction (1.0): what tests that train a step or two on real shards share."""
+    from jetlib.data.ingest import IngestConfig, ingest
+    from jetlib.data.splits import SplitConfig
+
+    (writer or write_toy_h5)(root / "jets.h5", n=n, size=size)
+    cfg = IngestConfig(split=SplitConfig(label_fractions=(1.0,)), shard_rows=64, row_group_rows=16, image_size=None)
+    return ingest(root / "jets.h5", str(root / "store"), cfg=cfg)
+
+
 def pretrain_straight_and_killed(dataset, tmp_path: Path, cfg, monkeypatch) -> tuple[Path, Path]:
     """Pretrain ``cfg`` straight through into ``straight/``, and into ``resumed/`` killed at the start of
     epoch 2 then re-run (a resume); returns both folders for a bitwise comparison."""

@@ -8,22 +8,17 @@ from sklearn.metrics import roc_auc_score
 
 from jetlib import evaluate as ev
 from jetlib import models, tasks
-from jetlib.data.ingest import IngestConfig, ingest
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import open_dataset
-from jetlib.data.splits import SplitConfig
 from jetlib.data.store import open_store
 from jetlib.errors import ConfigError, DataError
 from jetlib.trainer import FitResult, write_outputs
-from tests.conftest import write_toy_h5
+from tests.conftest import ingest_small
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate")
-    write_toy_h5(root / "toy.h5", n=80, size=24)
-    cfg = IngestConfig(split=SplitConfig(label_fractions=(1.0,)), shard_rows=64, row_group_rows=16, image_size=None)
-    return ingest(root / "toy.h5", str(root / "store"), cfg=cfg)
+    return ingest_small(tmp_path_factory.mktemp("evaluate"))
 
 
 def saved(data, out, task: str, seed: int = 0, arch: str | None = None, **head):

@@ -13,8 +13,6 @@ from jetlib import finetune as ft
 from jetlib import methods
 from jetlib import pretrain as pt
 from jetlib.checkpoint import load_object
-from jetlib.data.ingest import IngestConfig, ingest
-from jetlib.data.splits import SplitConfig
 from jetlib.data.store import open_store
 from jetlib.methods import register_method, unregister_method
 from jetlib.methods.base import Method
@@ -40,12 +38,9 @@ def cosine_method():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from tests.conftest import write_h5
+    from tests.conftest import ingest_small, write_h5
 
-    root = tmp_path_factory.mktemp("extend_methods")
-    write_h5(root / "jets.h5", n=80, size=24)
-    cfg = IngestConfig(split=SplitConfig(label_fractions=(1.0,)), shard_rows=64, row_group_rows=16, image_size=None)
-    return ingest(root / "jets.h5", str(root / "store"), cfg=cfg)
+    return ingest_small(tmp_path_factory.mktemp("extend_methods"), write_h5)
 
 
 def test_a_registered_method_pretrains_and_its_encoder_fine_tunes(data, tmp_path, cosine_method):

@@ -10,16 +10,14 @@ from torch import nn
 from jetlib import finetune as ft
 from jetlib import models, tasks
 from jetlib.checkpoint import load_object
-from jetlib.data.ingest import IngestConfig, ingest
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import open_dataset
-from jetlib.data.splits import SplitConfig
 from jetlib.data.store import open_store
 from jetlib.evaluate import evaluate
 from jetlib.models import Encoder, register_model, unregister_model
 from jetlib.report import build_report
 from jetlib.tasks import Classification, register_task, unregister_task
-from tests.conftest import write_toy_h5
+from tests.conftest import ingest_small
 
 
 @pytest.fixture
@@ -62,10 +60,7 @@ def toy_task():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("extend")
-    write_toy_h5(root / "toy.h5", n=80, size=24)
-    cfg = IngestConfig(split=SplitConfig(label_fractions=(1.0,)), shard_rows=64, row_group_rows=16, image_size=None)
-    return ingest(root / "toy.h5", str(root / "store"), cfg=cfg)
+    return ingest_small(tmp_path_factory.mktemp("extend"))
 
 
 def one_step(data, out, **kw):
