@@ -12,7 +12,10 @@ Prints one JSON line:
 * the loader's two modes side by side (issue 16, item 6): ``resident_jets_per_s`` and
   ``stream_jets_per_s`` (CPU, densify included), and ``stream_host_jets_per_s``, the
   streaming mode's host path alone (fetch, decode, shuffle, gather into int32/float32
-  tensors: what stays on the CPU when the device is a GPU), measured on its prefetch thread.
+  tensors: what stays on the CPU when the device is a GPU), measured on its prefetch thread;
+  ``stream_host_legacy_jets_per_s``, the same host path as it was before issue 16
+  (:mod:`legacy_loader`: the same batches, shuffled and gathered on the consumer thread, one reader),
+  and ``stream_host_speedup``, their ratio (goal: at least 2x).
   ``--repeat K`` tiles the simulated file K times, so that an epoch holds many shuffle windows.
 
 The simulated file is cached under ``.cache/bench/`` (simulation takes ~1 min for
@@ -41,10 +44,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import simulated_file, timed  # noqa: E402
+from legacy_loader import legacy_host_batches  # noqa: E402
 
 from jetlib.data.ingest import ingest  # noqa: E402
-from jetlib.data.loader import JetLoader, _in_background  # noqa: E402
+from jetlib.data.loader import JetLoader  # noqa: E402
 from jetlib.data.manifest import open_dataset  # noqa: E402
+from jetlib.data.prefetch import in_background  # noqa: E402
 
 
 class NaiveH5Dataset(torch.utils.data.Dataset):
@@ -71,11 +76,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=20.0, help="timing window per contender")
     ap.add_argument("--repeat", type=int, default=1, help="tile the simulated file this many times")
+    ap.add_argument("--source", type=Path, help="an HDF5 file of jets to use instead of simulating --n-jets")
     args = ap.parse_args()
     os.environ.setdefault("JETLIB_PROGRESS", "0")
     torch.set_num_threads(os.cpu_count() or 1)
 
-    src = simulated_file(args.n_jets, args.seed)
+    src = args.source or simulated_file(args.n_jets, args.seed)
+    with h5py.File(src) as f:
+        jets = len(f["y"])
     if args.repeat > 1:
         src = _tiled(src, args.repeat)
     with tempfile.TemporaryDirectory() as store:
@@ -99,14 +107,24 @@ def main() -> None:
             each = JetLoader(ds, "train", batch_size=bs, seed=0, mode=mode)
             modes[mode] = timed(_epochs(each, lambda ld: (len(b) for b in ld)), args.seconds)
         each = JetLoader(ds, "train", batch_size=bs, seed=0, mode="stream")
-        host = timed(_epochs(each, lambda ld: (len(p["jet"]) for p in _in_background(ld._host_batches(pin=False),
-                                                                                       ld.prefetch))), args.seconds)
+        legacy_epochs = iter(range(10**9))
+
+        def legacy():
+            return (len(p["jet"]) for p in legacy_host_batches(ds, batch_size=bs, seed=0, epoch=next(legacy_epochs)))
+
+        hosts: dict[str, list[float]] = {"new": [], "legacy": []}
+        for _ in range(2):  # alternating halves, so that a change of load on a shared machine hits both
+            hosts["new"].append(timed(_epochs(each, lambda ld: (len(p["jet"]) for p in in_background(
+                ld._host_batches(pin=False), ld.prefetch))), args.seconds / 2))
+            hosts["legacy"].append(timed(legacy, args.seconds / 2))
+        host, legacy_host = (float(np.mean(hosts[k])) for k in ("new", "legacy"))
         naive_ds = NaiveH5Dataset(src, np.array(train), ds.channel_scale())
         naive = torch.utils.data.DataLoader(naive_ds, batch_size=bs, shuffle=True, drop_last=True)
         slow = timed(lambda: (len(b[0]) for b in naive), args.seconds)
     result = {
         "benchmark": "data",
-        "jets": args.n_jets,
+        "jets": jets,
+        "source": str(args.source) if args.source else "simulated",
         "train_jets": len(train),
         "source_file_bytes": src.stat().st_size,
         "dense_float32_bytes": b["dense_float32"],
@@ -123,10 +141,14 @@ def main() -> None:
         "resident_jets_per_s": round(modes["resident"], 1),
         "stream_jets_per_s": round(modes["stream"], 1),
         "stream_host_jets_per_s": round(host, 1),
+        "stream_host_legacy_jets_per_s": round(legacy_host, 1),
+        "stream_host_speedup": round(host / legacy_host, 2),
+        "stream_host_speedup_goal": 2,
         "repeat": args.repeat,
         "device": "cpu",
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,
     }
     print(json.dumps(result))
