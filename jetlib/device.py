@@ -54,10 +54,11 @@ def setup_device(name: str, distributed: bool = False) -> torch.device:
     process group torchrun describes (:func:`jetlib.dist.setup`). Returns the device to train on."""
     dev = resolve_device(name)
     if distributed and dist.launched():
-        if dev.type == "cuda" and dev.index is not None and dev.index != dist.local_rank():
-            log.warning("--device %s ignored under torchrun: rank %d uses cuda:%d (its LOCAL_RANK)", dev,
-                        dist.rank(), dist.local_rank())
-        dev = dist.setup(dev)
+        chosen = dist.setup(dev)
+        if dev.type == "cuda" and dev.index is not None and dev.index != chosen.index:
+            log.warning("--device %s ignored under torchrun: rank %d uses %s (by its LOCAL_RANK)", dev,
+                        dist.rank(), chosen)
+        dev = chosen
     elif dev.type == "cuda":
         dev = torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
         torch.cuda.set_device(dev)  # what autocast, RNG states and new tensors without a device use

@@ -63,10 +63,26 @@ def timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def rank_gpu(local: int, visible: int, local_world: int) -> int:
+    """The GPU index of local rank ``local`` among ``visible`` GPUs, ``local_world`` ranks on this node.
+
+    torchrun's convention is one process per GPU, all GPUs visible: GPU ``LOCAL_RANK``. A launcher
+    that gives each process only its own GPU (``CUDA_VISIBLE_DEVICES`` per rank) leaves one visible:
+    GPU 0. Fewer GPUs than ranks otherwise would put two ranks on one GPU, which NCCL refuses
+    mid-run; that is refused here, in one line, before the process group forms."""
+    if visible == 1:
+        return 0
+    if local < visible:
+        return local
+    raise ConfigError(f"local rank {local} of {local_world} on this node, but only {visible} GPU(s) are visible: "
+                      f"start one process per GPU (torchrun --nproc_per_node {visible})")
+
+
 def setup(device: torch.device) -> torch.device:
-    """Join the process group torchrun describes, if any; returns this rank's device."""
+    """Join the process group torchrun describes, if any; returns this rank's device (:func:`rank_gpu`)."""
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank())
+        device = torch.device("cuda", rank_gpu(local_rank(), torch.cuda.device_count(),
+                                               int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
         torch.cuda.set_device(device)
     if launched() and not is_initialized():
         td.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout(),

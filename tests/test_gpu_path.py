@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jetlib import checkpoint, device
+from jetlib import checkpoint, device, dist
 from jetlib.data.ingest import IngestConfig, ingest
 from jetlib.data.loader import JetLoader
 from jetlib.errors import ConfigError
@@ -215,6 +215,32 @@ def test_an_explicit_gpu_outside_torchrun_is_the_one_used(monkeypatch):
     assert device.setup_device("cuda") == torch.device("cuda", 1)  # plain cuda: the current one
     with pytest.raises(ConfigError, match="sees 2 GPU"):
         device.setup_device("cuda:2")
+
+
+@pytest.mark.parametrize("local,visible,expected", [(0, 8, 0), (3, 8, 3), (1, 1, 0), (5, 1, 0), (1, 2, 1)])
+def test_a_rank_takes_its_local_gpu_or_the_only_one_it_sees(local, visible, expected):
+    assert dist.rank_gpu(local, visible, 8) == expected
+
+
+def test_more_ranks_than_visible_gpus_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"local rank 2 of 4 on this node, but only 2 GPU\(s\) are visible"):
+        dist.rank_gpu(2, 2, 4)
+
+
+def test_under_torchrun_a_process_that_sees_one_gpu_uses_cuda_0(monkeypatch):
+    """A launcher that sets ``CUDA_VISIBLE_DEVICES`` per rank leaves LOCAL_RANK 1 with one visible GPU: it is
+    cuda:0 there (cuda:1 would not exist), and the NCCL group is formed on it. torchrun sets LOCAL_RANK and
+    LOCAL_WORLD_SIZE per worker (``torch/distributed/elastic/agent/server/local_elastic_agent.py``)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    cuda = FakeCuda(monkeypatch, count=1)
+    groups = []
+    monkeypatch.setattr(dist.td, "is_initialized", lambda: bool(groups))
+    monkeypatch.setattr(dist.td, "init_process_group", lambda backend, **kw: groups.append((backend, kw["device_id"])))
+    assert device.setup_device("cuda", distributed=True) == torch.device("cuda", 0)
+    assert cuda.set_devices == [torch.device("cuda", 0)] and groups == [("nccl", torch.device("cuda", 0))]
 
 
 def test_checkpoints_hold_only_this_ranks_gpu_rng_state(monkeypatch):
