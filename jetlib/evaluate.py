@@ -39,7 +39,7 @@ from jetlib.data.keys import is_sha256
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
-from jetlib.device import autocast_for, resolve_device
+from jetlib.device import autocast_for, setup_device
 from jetlib.errors import ConfigError, DataError
 from jetlib.provenance import provenance
 
@@ -109,7 +109,7 @@ def load_model(model_uri: str, device):
 def evaluate(data: str | Dataset, model_uri: str, out: str | None, device: str = "auto",
              batch_size: int = 512) -> dict:
     """Score the model at ``model_uri`` on the test split; writes and returns the result."""
-    dev = resolve_device(device)
+    dev = setup_device(device)  # cuda:N made current, as in training
     ds = data if isinstance(data, Dataset) else open_dataset(data)
     model, blob, run = load_model(model_uri, dev)
     if blob["dataset"] != ds.manifest["id"]:
