@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from jetlib import models, records, tasks
@@ -47,8 +48,17 @@ log = logging.getLogger(__name__)
 SCALAR_KEYS = tasks.scalar_keys()  # those of the built-in tasks; a result holds every registered task's
 
 
-def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256: str | None = None) -> str:
+METHOD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # how a pretraining method may appear in a file name
+
+
+def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256: str | None = None,
+                method: str | None = None) -> str:
     """The result file's name, every part checked by its grammar (they are read back from a model file).
+
+    A model fine-tuned from a pretrained encoder carries the encoder's method and the first 8 hex
+    digits of its sha256 (``cls-finetune-f0.1-s0-vicreg-p1a2b3c4d.json``): fine-tunes of two methods
+    or two pretraining runs sit side by side. A model without a recorded method was pretrained
+    before methods were a choice: SimCLR.
 
     Raises:
         DataError: a part that is not what jetlib writes.
@@ -62,7 +72,9 @@ def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256
         raise DataError(f"the model records seed {str(seed)[:40]!r}: expected a whole number")
     if encoder_sha256 is not None and not is_sha256(encoder_sha256):
         raise DataError(f"the model records encoder sha256 {str(encoder_sha256)[:70]!r}: expected 64 hex digits")
-    origin = f"-p{encoder_sha256[:8]}" if encoder_sha256 else ""
+    if method is not None and not (isinstance(method, str) and METHOD_NAME.fullmatch(method)):
+        raise DataError(f"the model records pretraining method {str(method)[:40]!r}: expected a lowercase name")
+    origin = f"-{method or 'simclr'}-p{encoder_sha256[:8]}" if encoder_sha256 else ""
     return f"{task}-{mode}-f{fraction:g}-s{seed}{origin}.json"
 
 
@@ -81,7 +93,7 @@ def write_result(out: str, result: dict) -> str:
     """Write ``result`` into the store ``out`` under its name; refuses to replace a different result."""
     origin = result.get("origin") or {}
     name = result_name(result["task"], result["mode"], result["label_fraction"], result["seed"],
-                       origin.get("encoder_sha256"))
+                       origin.get("encoder_sha256"), origin.get("method"))
     store = open_store(out)
     if store.exists(name):
         try:
@@ -102,7 +114,9 @@ def load_model(model_uri: str, device):
     blob, run = records.read_run(model_uri, "model", records.MODEL, "--model")
     what = f"--model {model_uri}: model.pt"
     models.arch_of(blob, what)  # fail early: the name parts below come from the same file
-    result_name(blob.get("task"), blob.get("mode"), blob.get("label_fraction"), blob.get("seed"))
+    origin = origin_of(blob) or {}
+    result_name(blob.get("task"), blob.get("mode"), blob.get("label_fraction"), blob.get("seed"),
+                origin.get("encoder_sha256"), origin.get("method"))
     return models.from_blob(blob, what).to(device), blob, run
 
 

@@ -85,11 +85,15 @@ def test_an_unknown_arch_is_refused_before_anything_is_built(data, tmp_path):
     ((["cls"], "scratch", 0.5, 1), "not a task and mode"),
     (("cls", "scratch", 0.0, 1), "expected a number in"),
     (("cls", "scratch", 0.5, True), "expected a whole number"),
+    (("cls", "finetune", 0.5, 1, "ab" * 32, "../x"), "expected a lowercase name"),
+    (("cls", "finetune", 0.5, 1, "ab" * 32, "VICReg"), "expected a lowercase name"),
 ])
 def test_result_names_are_checked_by_their_grammar(parts, problem):
     if problem is None:
         assert ev.result_name(*parts) == "cls-vgg-f0.5-s1.json"
-        assert ev.result_name("reg", "linear", 0.1, 2, "ab" * 32) == "reg-linear-f0.1-s2-pabababab.json"
+        assert ev.result_name("reg", "linear", 0.1, 2, "ab" * 32) == "reg-linear-f0.1-s2-simclr-pabababab.json"
+        named = ev.result_name("cls", "finetune", 0.1, 0, "cd" * 32, "vicreg")
+        assert named == "cls-finetune-f0.1-s0-vicreg-pcdcdcdcd.json"
     else:
         with pytest.raises(DataError, match=problem):
             ev.result_name(*parts)

@@ -14,6 +14,7 @@ from jetlib import methods
 from jetlib import pretrain as pt
 from jetlib.checkpoint import load_object
 from jetlib.data.store import open_store
+from jetlib.evaluate import evaluate
 from jetlib.methods import register_method, unregister_method
 from jetlib.methods.base import Method
 
@@ -65,6 +66,11 @@ def test_a_registered_method_pretrains_and_its_encoder_fine_tunes(data, tmp_path
     fin = ft.finetune(data, str(tmp_path / "finetune"), ft.make_config("tiny", mode="finetune", epochs=1,
                                                                         patience=1), init=enc_out, device="cpu")
     assert fin["training"]["epochs_run"] == 1 and fin["config"]["init"] == enc_out
+    # its result is named by the method and the encoder (issue 18: result names carry the method)
+    result = evaluate(data, str(tmp_path / "finetune"), str(tmp_path / "results"), device="cpu")
+    sha8 = run["encoder"]["sha256"][:8]
+    assert result["origin"]["method"] == "toy_cosine"
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [f"cls-finetune-f1-s0-toy_cosine-p{sha8}.json"]
 
 
 def test_the_toy_method_is_gone_after_teardown():

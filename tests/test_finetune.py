@@ -94,7 +94,7 @@ def test_results_have_identical_keys_across_tasks_and_models(toy, tmp_path):
     assert reg["regression"]["mae"] > 0 and reg["label_fraction"] == 0.25 and reg["config"]["init"] == pre
     files = sorted(p.name for p in (tmp_path / "res").iterdir())
     sha8 = reg["origin"]["encoder_sha256"][:8]
-    assert files == ["cls-scratch-f1-s0.json", "cls-vgg-f1-s0.json", f"reg-finetune-f0.25-s0-p{sha8}.json"]
+    assert files == ["cls-scratch-f1-s0.json", "cls-vgg-f1-s0.json", f"reg-finetune-f0.25-s0-simclr-p{sha8}.json"]
     assert cls["origin"] is None and vgg["origin"] is None and reg["origin"]["init"] == pre
     assert reg["origin"]["pretrain_seed"] == 0
     for r in results:  # strict JSON on disk: no NaN / Infinity tokens
