@@ -12,7 +12,7 @@ RUN ?=
 PIPELINE ?= pipelines/jet_ssl.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench bench-gpu study demo compile compile-pinned submit clean
+.PHONY: help install test test-fast lint bench bench-gpu study study-methods demo compile compile-pinned submit clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,14 @@ bench-gpu: ## on one GPU, no venv needed: benchmarks/gpu_run.sh (make its datase
 
 study: $(STAMP) ## 2 pretraining seeds x every mode at 1% and 10% labels x 2 seeds, 4,000 simulated jets (hours on 2 cores)
 	$(BIN)/python benchmarks/study.py
+
+STUDY_METHODS ?= --n-jets 4000 --preset cpu --pretrain-epochs 3 --fractions 0.01,0.1 --seeds 0,1 --pretrain-seeds 0,1 --work .cache/study-methods
+study-methods: $(STAMP) ## SimCLR, VICReg, Barlow Twins and BYOL vs scratch and VGG (4,000 jets, cpu preset, 3 pretraining epochs, 2 x 2 seeds): two processes, 50 min on an idle 2-core machine
+	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) --prepare
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods simclr,vicreg --modes finetune,scratch,vgg & \
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods barlowtwins,byol --modes finetune; \
+	b=$$?; wait $$!; a=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
+	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods simclr,vicreg,barlowtwins,byol --modes finetune,scratch,vgg --from-results
 
 demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets, pretrain, fine-tune vs scratch x 3 seeds, report (~7 min on an idle 2-core machine)
 	$(BIN)/python -m pipelines.demo --out $(DEMO_DIR) --n-jets $(DEMO_JETS)

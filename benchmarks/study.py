@@ -142,6 +142,9 @@ def main() -> None:
                     help="train nothing: summarise the result files already in --work (e.g. of studies run in "
                          "parallel on different --fractions)")
     ap.add_argument("--work", default=str(ROOT / ".cache" / "study"))
+    ap.add_argument("--prepare", action="store_true",
+                    help="simulate and ingest the dataset into --work, then stop: run this once before studies "
+                         "that share one --work in parallel, so that they do not simulate it at the same time")
     args = ap.parse_args()
     os.environ.setdefault("JETLIB_PROGRESS", "0")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -161,6 +164,9 @@ def main() -> None:
 
     src = simulated_file(args.n_jets, 0)
     data = ingest(src, str(work / "store"))
+    if args.prepare:
+        print(json.dumps({"benchmark": "study", "prepared": data, "jets": args.n_jets}))
+        return
     finals, pre_dirs = {}, {}
     for m in chosen:
         for p in pseeds:
