@@ -35,7 +35,7 @@ import logging
 import re
 import time
 
-from jetlib import models, records, tasks
+from jetlib import methods, models, records, tasks
 from jetlib.data.keys import is_sha256
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
@@ -74,7 +74,7 @@ def result_name(task: str, mode: str, fraction: float, seed: int, encoder_sha256
         raise DataError(f"the model records encoder sha256 {str(encoder_sha256)[:70]!r}: expected 64 hex digits")
     if method is not None and not (isinstance(method, str) and METHOD_NAME.fullmatch(method)):
         raise DataError(f"the model records pretraining method {str(method)[:40]!r}: expected a lowercase name")
-    origin = f"-{method or 'simclr'}-p{encoder_sha256[:8]}" if encoder_sha256 else ""
+    origin = f"-{method or methods.DEFAULT_METHOD}-p{encoder_sha256[:8]}" if encoder_sha256 else ""
     return f"{task}-{mode}-f{fraction:g}-s{seed}{origin}.json"
 
 

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from jetlib import models, records, tasks
+from jetlib import methods, models, records, tasks
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, augment
 from jetlib.claim import claim
@@ -159,7 +159,7 @@ def _network(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[mode
     return net, report, blob["normalize"], {"init": init, "encoder_sha256": run["encoder"]["sha256"],
                                             "pretrain_seed": run.get("config", {}).get("seed"),
                                             # a run.json from before methods were a choice is SimCLR's
-                                            "method": run.get("config", {}).get("method") or "simclr",
+                                            "method": run.get("config", {}).get("method") or methods.DEFAULT_METHOD,
                                             "pretrain_dataset": blob["dataset"]}
 
 

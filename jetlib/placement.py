@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from jetlib.errors import ConfigError, TrainingError
+from jetlib.methods import DEFAULT_METHOD
 from jetlib.records import PRETRAIN, read_run_json
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def pretrain_placement(preset: str, nodes: int, gpus_per_node: int, visible_gpus
     return ("gpu" if preset == "auto" else preset), ("cuda" if nodes == 1 else "auto")
 
 
-def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, method: str = "simclr",
+def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, method: str = DEFAULT_METHOD,
                   nodes: int = 1, gpus_per_node: int = 0, image: str = "", secret: str | None = None,
                   visible_gpus: int | None = None) -> dict:
     """Pretrain on one process, on ``gpus_per_node`` processes under torchrun in this pod, or on

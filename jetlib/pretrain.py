@@ -65,7 +65,7 @@ class PretrainConfig:
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 1e-4  # AdamW, on weights only (not norms, biases, temperature)
     warmup_epochs: int = 10  # linear warmup, then cosine decay to zero (per step)
-    method: str = "simclr"  # the pretraining method: a name in jetlib.methods.METHODS
+    method: str = methods.DEFAULT_METHOD  # the pretraining method: a name in jetlib.methods.METHODS
     # the method's hyperparameters over its own defaults (its Params dataclass, in its file), checked by it
     method_params: dict = field(default_factory=dict)
     augment: str = "seed"  # augmentation preset: seed | physics

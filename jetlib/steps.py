@@ -13,6 +13,7 @@ import os
 import sys
 
 from jetlib.errors import ConfigError
+from jetlib.methods import DEFAULT_METHOD
 from jetlib.records import PRETRAIN, read_run_json
 from jetlib.study import MODES, PRETRAINED, training_dir
 
@@ -115,12 +116,12 @@ def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float,
         return out, baseline(data, out, training_config("baseline", preset, label_fraction=fraction, seed=seed))
     from jetlib.finetune import finetune
 
-    pseed, method = None, "simclr"
+    pseed, method = None, DEFAULT_METHOD
     if mode in PRETRAINED:
         if not encoder:
             raise ConfigError(f"{problem}-{mode} starts from the pretrained encoder, but none was given")
         config = read_run_json(encoder, PRETRAIN, "encoder").get("config", {})
-        pseed, method = int(config.get("seed", 0)), config.get("method", "simclr")  # a record from before methods
+        pseed, method = int(config.get("seed", 0)), config.get("method", DEFAULT_METHOD)  # a record from before methods
     out = training_dir(run, problem, mode, fraction, seed, pseed, method)
     cfg = training_config("finetune", preset, task=problem, mode=mode, label_fraction=fraction, seed=seed,
                           augment=augment)

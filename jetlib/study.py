@@ -22,11 +22,12 @@ import re
 
 from jetlib import checks
 from jetlib.errors import ConfigError
+from jetlib.methods import DEFAULT_METHOD
 
 # Every training the study knows, as "<task>-<mode>"; the pipeline's default runs them all.
 MODES = ("cls-finetune", "reg-finetune", "cls-linear", "cls-scratch", "reg-scratch", "cls-vgg")
 PRETRAINED = ("finetune", "linear")  # modes that start from the pretrained encoder
-DEFAULT_METHODS = ("simclr",)  # the pipeline's defaults: one pretraining, as before methods were a choice
+DEFAULT_METHODS = (DEFAULT_METHOD,)  # the pipeline's defaults: one pretraining, as before methods were a choice
 DEFAULT_PRETRAIN_SEEDS = (0,)
 
 
@@ -117,13 +118,13 @@ def run_dir(store: str, run_name: str) -> str:
     return posixpath.join(store.rstrip("/"), "runs", run_name)
 
 
-def pretrain_dir(run: str, pretrain_seed: int, method: str = "simclr") -> str:
+def pretrain_dir(run: str, pretrain_seed: int, method: str = DEFAULT_METHOD) -> str:
     """A pretraining's folder inside the run folder, e.g. ``RUN/pretrain-simclr-s0``."""
     return posixpath.join(run, f"pretrain-{method}-s{pretrain_seed}")
 
 
 def training_dir(run: str, task: str, mode: str, fraction: float, seed: int, pretrain_seed: int | None,
-                 method: str = "simclr") -> str:
+                 method: str = DEFAULT_METHOD) -> str:
     """A training step's folder inside the run folder, e.g. ``RUN/cls-finetune-f0.1-s2-simclr-p0``
     (``-<method>-p<pseed>`` only for pretrained modes)."""
     tag = f"-{method}-p{pretrain_seed}" if mode in PRETRAINED and pretrain_seed is not None else ""
@@ -140,7 +141,7 @@ def match_encoders(trainings: list[dict], encoders: list[dict]) -> list[dict]:
     Raises:
         ConfigError: a pretrained item whose pretraining is not among ``encoders``.
     """
-    uris = {(e.get("method", "simclr"), checks.whole(e["seed"], "encoder seed")): e["uri"] for e in encoders}
+    uris = {(e.get("method", DEFAULT_METHOD), checks.whole(e["seed"], "encoder seed")): e["uri"] for e in encoders}
     out = []
     for item in trainings:
         key = (item.get("method"), item.get("pretrain_seed")) if item["mode"] in PRETRAINED else None

@@ -35,6 +35,8 @@ from jetlib.config import override
 from jetlib.errors import ConfigError
 from jetlib.registry import Registry
 
+DEFAULT_METHOD = "simclr"  # the default, and what a record written before methods were a choice means
+
 # the built-in methods' modules, imported on first use; a test or plugin registers its own directly
 _BUILTIN = {
     "simclr": "jetlib.methods.simclr",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jetlib import tasks
+from jetlib import methods, tasks
 
 # short name -> Metric(key in result["scalars"], label, higher is better, format) of every registered
 # task, and the ones the headline compares: read from jetlib.tasks at each use
@@ -41,7 +41,7 @@ MODE_LABEL = {"finetune": "fine-tuned (pretrained)", "linear": "linear probe (pr
               "scratch": "same network from scratch", "vgg": "VGG + SE baseline"}
 PRETRAINED = ("finetune", "linear")
 BASELINES = ("scratch", "vgg")
-DEFAULT_METHOD = "simclr"  # the only pretraining before methods were a choice: its cells keep the bare mode
+DEFAULT_METHOD = methods.DEFAULT_METHOD  # the only pretraining before methods were a choice: keeps the bare mode
 
 
 def fmt_fraction(f: float) -> str:
