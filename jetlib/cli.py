@@ -12,6 +12,7 @@ exits 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -28,8 +29,45 @@ from jetlib.progress import end_line
 DEFAULT_STORE = "jetstore"  # the embedded default: a folder in the working directory
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's own defaults in every flag's help (never typed into a help string).
+
+    A flag whose default is "not given" (None, or False for a switch) shows none: its help says
+    what happens then (the preset's value, all cores). Text is wrapped paragraph by paragraph; a
+    paragraph with indented lines (the epilogs' tables) is printed as written.
+    """
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text, width, indent):
+        paragraphs = []
+        for para in text.split("\n\n"):
+            if any(line.startswith("  ") for line in para.splitlines()):
+                paragraphs.append("\n".join(indent + line for line in para.splitlines()))
+            else:
+                paragraphs.append(super()._fill_text(para, width, indent))
+        return "\n\n".join(paragraphs)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line, not a usage block."""
+    """argparse, but a bad flag is one line, not a usage block; every parser uses :class:`_HelpFormatter`.
+
+    ``epilog_fn`` builds an epilog when help is shown (the presets' table imports the step's module,
+    and with it torch: never for ``jetlib --help`` or a run of another step).
+    """
+
+    def __init__(self, *args, epilog_fn=None, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
+
+    def format_help(self):
+        if self.epilog_fn is not None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -102,9 +140,11 @@ def _ingest(args) -> None:
 
     split = SplitConfig(test_fraction=args.test_fraction, val_fraction=args.val_fraction,
                         label_fractions=args.fractions, seed=args.split_seed)
+    keys = {"images": args.images_key, "y": args.labels_key, "m0": args.mass_key, "pt": args.pt_key}
     cfg = IngestConfig(split=split, shard_rows=args.shard_rows, row_group_rows=args.row_group_rows,
                        image_size=args.image_size, memory_mb=args.memory_mb, pixel_max=args.pixel_max,
-                       max_empty_fraction=args.max_empty_fraction)
+                       max_empty_fraction=args.max_empty_fraction,
+                       keys=tuple((role, key) for role, key in keys.items() if key is not None))
     print(ingest(args.source, args.store, name=args.name, cfg=cfg))
 
 
@@ -136,18 +176,56 @@ def _rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
+# The config fields a training flag sets, shown for every preset in the step's epilog.
+FLAG_FIELDS = ("epochs", "batch_size", "lr", "max_lr", "seed", "method", "augment", "validation", "patience")
+
+
+def _flat(value, default, prefix: str) -> list[str]:
+    """``FIELD=VALUE`` in --set's syntax for what ``value`` changes against ``default`` (nested configs dotted)."""
+    if dataclasses.is_dataclass(value) and dataclasses.is_dataclass(default):
+        return [item for f in dataclasses.fields(value)
+                for item in _flat(getattr(value, f.name), getattr(default, f.name), f"{prefix}.{f.name}")]
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _flat(v, (default or {}).get(k), f"{prefix}.{k}")]
+    if value == default:
+        return []
+    text = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+    return [f"{prefix}={text}"]
+
+
+def presets_epilog(step: str) -> str:
+    """What each preset of ``jetlib.<step>`` sets: its fields over the defaults, then the flags' values."""
+    import importlib
+
+    module = importlib.import_module(f"jetlib.{step}")
+    lines = ["presets (auto: gpu when CUDA is visible, else cpu; a flag or --set overrides them):"]
+    for name in module.PRESETS:
+        cfg = module.make_config(name)
+        base = type(cfg)()
+        sets = [item for f in dataclasses.fields(cfg) if f.name != "preset"
+                for item in _flat(getattr(cfg, f.name), getattr(base, f.name), f.name)]
+        flags = [f"{k}={getattr(cfg, k)}" for k in FLAG_FIELDS if hasattr(cfg, k)]
+        lines.append(f"  {name:5s} {' '.join(flags)}")
+        lines.append(f"        sets {' '.join(sets)}" if sets else "        sets nothing: the defaults")
+    return "\n".join(lines)
+
+
 def _add_training_flags(p, step: str) -> None:
     """Flags every training step shares; ``step`` is the module whose ``PRESETS`` name the presets."""
+    p.epilog_fn = lambda: presets_epilog(step)
     p.add_argument("--preset", default="auto", choices=Choices(f"jetlib.{step}", "PRESETS", before=("auto",)),
-                   metavar="PRESET", help="%(choices)s: named settings: tiny (tests), cpu (a laptop), gpu (the "
-                                          "study); auto picks gpu when CUDA is visible, else cpu")
-    p.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
-    p.add_argument("--batch-size", type=positive_int, help="override the preset's (global) batch size")
-    p.add_argument("--lr", type=positive_float, help="override the preset's learning rate")
-    p.add_argument("--seed", type=int, help="override the seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto (cuda if visible, else cpu), cpu, cuda")
+                   metavar="PRESET", help="%(choices)s: named settings, listed below: tiny (tests), cpu (a laptop), "
+                                          "gpu (the study); auto picks gpu when CUDA is visible, else cpu")
+    p.add_argument("--epochs", type=positive_int, help="epochs (not given: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, help="global batch size, split over the ranks (not given: "
+                                                            "the preset's)")
+    p.add_argument("--lr", type=positive_float, help="(peak) learning rate (not given: the preset's)")
+    p.add_argument("--seed", type=int, help="seed of the initialisation, data order and augmentations (not given: "
+                                            "the preset's)")
+    p.add_argument("--device", default="auto", help="auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="override any config field, e.g. --set model.widths=8,8,16,16,32,32,64 (repeatable)")
+                   help="override any config field, e.g. --set model.widths=8,8,16,16,32,32,64 (repeatable; the "
+                        "fields are the step's config dataclass, the presets below show their syntax)")
 
 
 def _add_pretrain(sub) -> None:
@@ -157,10 +235,11 @@ def _add_pretrain(sub) -> None:
                        "Re-running the same command resumes from the newest checkpoint in --out.")
     p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
     p.add_argument("--out", required=True, help="output folder or s3:// URI for checkpoints, metrics, encoder")
-    p.add_argument("--augment", choices=AUGMENTS, metavar="AUGMENT", help="%(choices)s (default seed)")
+    p.add_argument("--augment", choices=AUGMENTS, metavar="AUGMENT",
+                   help="%(choices)s: the two views' augmentations (not given: the preset's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--method", choices=METHODS, metavar="METHOD",
-                   help="%(choices)s: self-supervised method (default simclr); its settings: "
+                   help="%(choices)s: self-supervised method (not given: the preset's); its settings: "
                         "--set method_params.NAME=VALUE")
     _add_training_flags(p, "pretrain")
     p.set_defaults(func=_pretrain)
@@ -204,11 +283,12 @@ def _evaluate(args) -> None:
 
 def _add_subset_flags(p) -> None:
     p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
-    p.add_argument("--label-fraction", type=float, default=1.0, help="one of the dataset's subsets (default 1)")
+    p.add_argument("--label-fraction", type=float, default=1.0,
+                   help="train on this nested label-fraction subset (one the dataset has, see jetlib inspect)")
     p.add_argument("--out", required=True, help="output folder or s3:// URI")
     p.add_argument("--validation", choices=VALIDATIONS, metavar="VALIDATION",
-                   help="%(choices)s: validate on the label fraction's own nested val subset (default: fraction, "
-                        "the honest label budget) or on the whole val split (full)")
+                   help="%(choices)s: validate on the label fraction's own nested val subset (fraction, the "
+                        "honest label budget) or on the whole val split (full) (not given: the preset's)")
 
 
 def _add_finetune(sub) -> None:
@@ -220,8 +300,8 @@ def _add_finetune(sub) -> None:
     p.add_argument("--task", required=True, choices=TASKS, metavar="TASK", help="%(choices)s")
     p.add_argument("--mode", required=True, choices=FINETUNE_MODES, metavar="MODE", help="%(choices)s")
     p.add_argument("--init", help="pretraining output (jetlib pretrain --out); needed by finetune and linear")
-    p.add_argument("--augment", choices=AUGMENTS, metavar="AUGMENT", help="%(choices)s: mild augmentation "
-                                                                                  "(default none)")
+    p.add_argument("--augment", choices=AUGMENTS, metavar="AUGMENT",
+                   help="%(choices)s: mild augmentation while training (not given: the preset's)")
     _add_training_flags(p, "finetune")
     p.set_defaults(func=_finetune)
 
@@ -242,8 +322,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data", required=True, help="dataset URI (the one the model was trained on)")
     p.add_argument("--model", required=True, help="the training step's output folder or s3:// URI")
     p.add_argument("--out", required=True, help="results folder or s3:// URI")
-    p.add_argument("--batch-size", type=positive_int, default=512)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=positive_int, default=512, help="jets per forward pass")
+    p.add_argument("--device", default="auto", help="auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
     p.set_defaults(func=_evaluate)
 
 
@@ -262,7 +342,7 @@ def _add_report(sub) -> None:
                        "result files, whatever their subfolder names, and write one self-contained page "
                        "(report.html), its Markdown twin (report.md) and flat summary metrics (summary.json).")
     p.add_argument("--run", required=True, help="the run folder or s3:// URI")
-    p.add_argument("--out", help="where to write the report (default: RUN/report)")
+    p.add_argument("--out", help="where to write the report (not given: RUN/report)")
     p.set_defaults(func=_report)
 
 
@@ -271,15 +351,15 @@ def _add_simulate(sub) -> None:
                        description="Generate quark (Z+q) and gluon (Z+g) jets with Pythia 8 and FastJet and "
                        "write 125x125 Tracks/ECAL/HCAL images in the public quark/gluon HDF5 layout.")
     p.add_argument("--n-jets", type=positive_int, default=1000, help="total jets, half quark half gluon")
-    p.add_argument("--seed", type=int, default=0, help="seeds generation and row order (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seeds generation and row order")
     p.add_argument("--out", required=True, help="output file, .h5")
-    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
-    p.add_argument("--pt-min", type=float, default=500.0, help="leading-jet pT window, GeV (default 500)")
-    p.add_argument("--pt-max", type=float, default=550.0, help="(default 550)")
-    p.add_argument("--max-abs-y", type=float, default=1.7, help="leading-jet |rapidity| cut (default 1.7)")
-    p.add_argument("--jet-r", type=float, default=0.4, help="anti-kT radius (default 0.4)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (not given: all cores)")
+    p.add_argument("--pt-min", type=float, default=500.0, help="leading-jet pT window's low edge, GeV")
+    p.add_argument("--pt-max", type=float, default=550.0, help="leading-jet pT window's high edge, GeV")
+    p.add_argument("--max-abs-y", type=float, default=1.7, help="leading-jet |rapidity| cut")
+    p.add_argument("--jet-r", type=float, default=0.4, help="anti-kT radius")
     p.add_argument("--chunk-jets", type=positive_int, default=100,
-                   help="jets per class per task: the unit of parallelism and seeding (default 100)")
+                   help="jets per class per task: the unit of parallelism and seeding")
     p.set_defaults(func=_simulate)
 
 
@@ -287,29 +367,41 @@ def _add_ingest(sub) -> None:
     p = sub.add_parser("ingest", help="validate an HDF5 file and commit it to the store as sparse shards",
                        description="Validate SOURCE.h5 and write it to the store as sparse Parquet shards with "
                        "train/val/test splits, nested label-fraction subsets and train statistics. Prints the "
-                       "dataset URI. Re-running on the same file is a no-op that prints the same URI.")
-    p.add_argument("source", help="HDF5 file (X_jets/y/m0/pt or jet/Y/m/pT layout)")
+                       "dataset URI. Re-running on the same file is a no-op that prints the same URI.",
+                       epilog="layouts (keys are case-sensitive; labels: 1 = quark, 0 = gluon):\n"
+                       "  quark/gluon  X_jets (N, 125, 125, 3) or (N, 3, 125, 125), y, m0 (GeV), pt (GeV)\n"
+                       "  8-channel    jet (N, 125, 125, 8) or (N, 8, 125, 125), Y, m, pT\n"
+                       "  images only  X_jets or jet alone: an unlabelled dataset, for pretraining\n\n"
+                       "A file with other names: --images-key NAME (and --labels-key, --mass-key, --pt-key for "
+                       "its scalars); every named key is checked as the public ones are. Example: jetlib ingest "
+                       "mine.h5 --images-key calo --labels-key is_quark --mass-key mass --pt-key jet_pt")
+    p.add_argument("source", help="HDF5 file (X_jets/y/m0/pt or jet/Y/m/pT layout, or name the keys below)")
     p.add_argument("--store", default=os.environ.get("JETLIB_STORE", DEFAULT_STORE),
-                   help="local folder or s3://bucket/prefix (default $JETLIB_STORE or ./jetstore)")
-    p.add_argument("--name", help="dataset name (default: the file's stem)")
-    p.add_argument("--test-fraction", type=fraction, default=0.2, help="held-out test share (default 0.2)")
-    p.add_argument("--val-fraction", type=fraction, default=0.1,
-                   help="validation share, carved from train (default 0.1)")
-    p.add_argument("--fractions", type=fraction_list, default=(0.01, 0.1, 0.25, 0.5, 1.0),
-                   help="nested label-fraction subsets of train (default 0.01,0.1,0.25,0.5,1)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the splits (default 0)")
-    p.add_argument("--shard-rows", type=positive_int, default=1024, help="jets per shard (default 1024)")
+                   help="local folder or s3://bucket/prefix; $JETLIB_STORE, when set, is the default")
+    p.add_argument("--name", help="dataset name (not given: the file's stem)")
+    keys = p.add_argument_group("dataset keys", "for a file whose datasets are not named X_jets/y/m0/pt or "
+                                "jet/Y/m/pT (not given: the layout's own name)")
+    keys.add_argument("--images-key", metavar="KEY", help="the images, (N, H, W, C) or (N, C, H, W)")
+    keys.add_argument("--labels-key", metavar="KEY", help="the labels: 1 = quark, 0 = gluon")
+    keys.add_argument("--mass-key", metavar="KEY", help="the jet mass, GeV")
+    keys.add_argument("--pt-key", metavar="KEY", help="the jet pT, GeV")
+    p.add_argument("--test-fraction", type=fraction, default=0.2, help="held-out test share")
+    p.add_argument("--val-fraction", type=fraction, default=0.1, help="validation share, carved from train")
+    p.add_argument("--fractions", type=fraction_list, default="0.01,0.1,0.25,0.5,1",
+                   help="nested label-fraction subsets of train")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the splits")
+    p.add_argument("--shard-rows", type=positive_int, default=1024, help="jets per shard")
     p.add_argument("--row-group-rows", type=positive_int, default=256,
-                   help="jets per Parquet row group, the loader's unit (default 256)")
-    p.add_argument("--image-size", type=image_size, default=125,
-                   help="required image side in pixels, or 'any' (default 125)")
+                   help="jets per Parquet row group, the loader's unit")
+    p.add_argument("--image-size", type=image_size, default="125",
+                   help="required image side in pixels, or 'any'")
     p.add_argument("--memory-mb", type=positive_int, default=1024,
-                   help="RAM for the shuffle before spilling to local disk (default 1024)")
+                   help="RAM for the shuffle before spilling to local disk ($JETLIB_TMPDIR)")
     p.add_argument("--pixel-max", type=positive_float, default=14_000.0,
-                   help="refuse a pixel above this many GeV as non-physical (default 14000, the LHC's energy)")
+                   help="refuse a pixel above this many GeV as non-physical (the LHC's energy)")
     p.add_argument("--max-empty-fraction", type=unit_interval, default=0.01,
-                   help="refuse the file if more jets than this have an all-zero image (default 0.01); fewer "
-                        "are kept, warned about and recorded in the manifest")
+                   help="refuse the file if more jets than this have an all-zero image; fewer are kept, warned "
+                        "about and recorded in the manifest")
     p.set_defaults(func=_ingest)
 
 
@@ -328,10 +420,42 @@ def _version_line() -> str:
     return f"jetlib {__version__} (git {git_commit() or 'unknown'})"
 
 
+EPILOG = """exit codes:
+  0    done
+  1    internal error (a bug): a summary line, then the traceback
+  2    bad input or flag: one line naming the file, key or value
+  3    the object store: unreachable, refused or read-only
+  4    training cannot go on: a non-finite loss, a dead or hung peer
+  5    out of disk or memory
+  130  interrupted (Ctrl-C)
+
+environment:
+  JETLIB_STORE              the default --store of jetlib ingest (else ./jetstore)
+  JETLIB_S3_ENDPOINT        the S3 endpoint of s3:// stores, e.g. http://seaweedfs.kubeflow:8333 (the
+                            scheme decides TLS)
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (optional)
+                            S3 credentials; never printed
+  AWS_REGION                the S3 region (default us-east-1)
+  SSL_CERT_FILE             CA bundle for an https:// endpoint (default: certifi's)
+  JETLIB_S3_RETRIES         attempts on transient S3 errors (default 5)
+  JETLIB_S3_CONNECT_TIMEOUT seconds to open a connection (default 10)
+  JETLIB_S3_READ_TIMEOUT    seconds without a byte before an attempt fails (default 60)
+  JETLIB_S3_DEADLINE        seconds after the first attempt when no new one starts (default 300)
+  JETLIB_CACHE              local cache of S3 shards and compiled kernels (default ~/.cache/jetlib)
+  JETLIB_TMPDIR             where ingest spills its shuffle (default: the system temp folder)
+  JETLIB_PROGRESS           0 turns progress bars off
+  JETLIB_DIST_TIMEOUT_S     seconds a rank waits for a hung or dead peer (default 1800)
+  JETLIB_GIT_COMMIT         the commit recorded as provenance where there is no git checkout (images)
+  RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE
+                            set by torchrun: python -m torch.distributed.run -m jetlib pretrain ...
+
+Every step is also python -m jetlib <step>. Results go to stdout, progress and logs to stderr."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser = _Parser(prog="jetlib", parents=[common],
+    parser = _Parser(prog="jetlib", parents=[common], epilog=EPILOG,
                      description="Self-supervised learning for jet images: one subcommand per pipeline step.")
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="<step>", parser_class=_Parser, required=True)

@@ -319,3 +319,77 @@ def test_lists_of_values():
                         (lambda: names(" ,", ("a",)), "none given")):
         with pytest.raises(ConfigError, match=match):
             call()
+
+
+def _steps():
+    parser = cli.build_parser()
+    return parser, parser._subparsers._group_actions[0].choices
+
+
+def test_every_default_is_shown_by_argparse_and_none_is_typed_into_a_help_string():
+    """Defaults come from the parser (ArgumentDefaultsHelpFormatter), so help cannot drift from the code."""
+    import argparse
+    import re
+
+    _, steps = _steps()
+    checked = 0
+    for step, parser in steps.items():
+        text = parser.format_help() if step in ("simulate", "ingest", "inspect", "evaluate", "report") else None
+        for action in parser._actions:
+            if not action.option_strings or action.help in (None, argparse.SUPPRESS):
+                continue
+            assert "(default" not in action.help, f"{step} {action.option_strings[0]}: {action.help}"
+            if text is not None and action.default not in (None, False, argparse.SUPPRESS) and action.dest != "help":
+                shown = cli._HelpFormatter(step)._get_help_string(action) % {**vars(action), "prog": step}
+                assert shown.endswith(f"(default: {action.default})")
+                flat = [re.sub(r"-\s+", "-", " ".join(t.split())) for t in (shown, text)]  # wrapped at hyphens
+                assert flat[0] in flat[1], f"{step} {action.option_strings[0]}"
+                checked += 1
+    assert checked >= 18  # simulate and ingest defaults, at least
+
+
+def test_the_main_help_lists_every_exit_code_and_every_environment_variable_jetlib_reads():
+    import re
+    from pathlib import Path
+
+    from jetlib import errors
+
+    parser, _ = _steps()
+    text = parser.format_help()
+    codes = {cls.exit_code for cls in vars(errors).values() if isinstance(cls, type) and hasattr(cls, "exit_code")}
+    for code in codes | {0, 1, 130}:
+        assert re.search(rf"^  {code} +\S", text, re.M), code
+    root = Path(cli.__file__).parent
+    read = set()
+    for path in root.rglob("*.py"):
+        source = path.read_text()
+        read |= set(re.findall(r"environ(?:\.get)?[\[(]\s*\"(JETLIB_[A-Z0-9_]+|AWS_[A-Z_]+)\"", source))
+    assert {"JETLIB_STORE", "JETLIB_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "JETLIB_TMPDIR"} <= read  # the scan works
+    missing = sorted(name for name in read if name not in text)
+    assert not missing, f"read from the environment but not in jetlib --help: {missing}"
+
+
+@pytest.mark.parametrize("step", ["finetune", "baseline"])
+def test_a_training_steps_help_says_what_each_preset_sets(step, capsys):
+    import importlib
+
+    module = importlib.import_module(f"jetlib.{step}")
+    with pytest.raises(SystemExit):
+        cli.main([step, "--help"])
+    text = capsys.readouterr().out
+    for name in module.PRESETS:
+        cfg = module.make_config(name)
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"  {name} "))
+        assert f"epochs={cfg.epochs}" in line and f"batch_size={cfg.batch_size}" in line, line
+    tiny = module.make_config("tiny")
+    assert f"model.widths={','.join(map(str, tiny.model.widths))}" in text  # --set's own syntax
+
+
+def test_the_main_help_and_ingest_help_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from jetlib.cli import build_parser; p = build_parser(); p.format_help();"
+            "p._subparsers._group_actions[0].choices['ingest'].format_help(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

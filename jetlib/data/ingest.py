@@ -73,8 +73,11 @@ class IngestConfig:
     block_mb: int = 64  # images read from the HDF5 file per step
     pixel_max: float = schema.ENERGY_MAX  # GeV: a pixel above this is refused as non-physical
     max_empty_fraction: float = 0.01  # more jets than this with an all-zero image are refused
+    # key names the file uses instead of a public layout's: ((role, key), ...), roles images, y, m0, pt
+    keys: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "keys", tuple(sorted(schema.check_keys(dict(self.keys)).items())))
         if self.shard_rows < 1 or self.row_group_rows < 1 or self.row_group_rows > self.shard_rows:
             raise ConfigError("need 1 <= row-group rows <= shard rows")
         if self.memory_mb < 1 or self.block_mb < 1:
@@ -83,9 +86,12 @@ class IngestConfig:
             raise ConfigError("need a finite pixel ceiling above 0 and an empty-jet fraction in [0, 1]")
 
     def identity(self) -> dict:
-        """The settings that change what is written (memory and block sizes do not)."""
-        return {"split": asdict(self.split), "shard_rows": self.shard_rows,
-                "row_group_rows": self.row_group_rows}
+        """The settings that change what is written (memory and block sizes do not).
+
+        Named keys count only when given, so a file ingested with its public names keeps the id it had.
+        """
+        out = {"split": asdict(self.split), "shard_rows": self.shard_rows, "row_group_rows": self.row_group_rows}
+        return {**out, "keys": dict(self.keys)} if self.keys else out
 
 
 def dataset_id(source_sha256: str, cfg: IngestConfig) -> str:
@@ -203,7 +209,7 @@ class _Quality:
     """Per-jet checks of pass 1: non-physical pixels refused at once, empty jets counted."""
 
     path: str
-    layout: str
+    layout: str  # the image key, as the messages name it
     pixel_max: float
     energies: bool  # every channel is an energy (the quark/gluon layout): a negative pixel is refused
     empty_jets: int = 0
@@ -282,7 +288,7 @@ def _scatter(info: schema.SourceInfo, plan: Assignment, scalars: dict, cfg: Inge
              buckets: _Buckets) -> tuple[_Stats, dict]:
     """Pass 1: read every image once, validate it, encode it and send it towards its shard."""
     stats = _Stats(info.channels, info.height * info.width)
-    quality = _Quality(info.path, info.layout, cfg.pixel_max, info.layout == "X_jets")
+    quality = _Quality(info.path, info.keys["images"], cfg.pixel_max, info.layout == "X_jets")
     shard = plan.order // cfg.shard_rows
     code = _code(plan.split, plan.tier, shard)
     rows_per_block = schema.block_rows(info, cfg.block_mb << 20)
@@ -445,7 +451,7 @@ def ingest(source: str | os.PathLike, store_uri: str, name: str | None = None,
     """Ingest ``source`` into ``store_uri`` and return the committed dataset's URI."""
     cfg = cfg or IngestConfig()
     t0 = time.perf_counter()
-    info = schema.inspect_source(source, cfg.image_size)
+    info = schema.inspect_source(source, cfg.image_size, dict(cfg.keys))
     store = open_store(store_uri)
     store.check_writable()  # an unreachable or read-only store fails before any long work
     with progress(total=os.path.getsize(source), desc="sha256", unit="B", unit_scale=True) as bar:

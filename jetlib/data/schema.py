@@ -11,6 +11,14 @@ jet mass   ``m0`` (GeV)                       ``m``
 jet pT     ``pt`` (GeV)                       ``pT``
 =========  ===============================  =====================================
 
+A file that uses other key names is read by naming them (``keys``: role -> key, the
+``--images-key``, ``--labels-key``, ``--mass-key`` and ``--pt-key`` flags of ``jetlib
+ingest``), each checked by :func:`check_keys` and then validated exactly as the public
+names are. A named image key that is neither ``X_jets`` nor ``jet`` reads as the
+quark/gluon layout when its images have 3 channels (Tracks, ECAL, HCAL: energies, so a
+negative pixel is refused; label keys default to ``y``, ``m0``, ``pt``), else as the
+8-channel layout (signed pixels kept and counted; ``Y``, ``m``, ``pT``).
+
 Images may be channel-last ``(N, H, W, C)`` or channel-first ``(N, C, H, W)``, in
 float16, float32 or float64, chunked or contiguous, compressed or not. Scalars may
 be ``(N,)`` or ``(N, 1)``. A file with only the image key is an unlabelled dataset.
@@ -30,14 +38,18 @@ file declaring 10,000,000 jets that wrote 160 would read as millions of empty je
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from jetlib.errors import DataError
+from jetlib.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # role -> key, per layout; the image key identifies the layout.
 LAYOUTS = {
@@ -45,6 +57,11 @@ LAYOUTS = {
     "jet": {"images": "jet", "y": "Y", "m0": "m", "pt": "pT"},
 }
 SCALAR_ROLES = ("y", "m0", "pt")
+ROLES = ("images", *SCALAR_ROLES)
+ROLE_FLAGS = {"images": "--images-key", "y": "--labels-key", "m0": "--mass-key", "pt": "--pt-key"}
+# A key names a dataset at the top of the file: one HDF5 link name, no group path ('/'), no control
+# characters (it is echoed in error lines and recorded in the manifest), not '.' (the file itself).
+KEY_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,255}")
 CHANNEL_NAMES = {3: ("Tracks", "ECAL", "HCAL")}
 FLOAT_DTYPES = ("float16", "float32", "float64")
 MAX_CHANNELS = 16  # an axis this small is a channel axis, never an image side
@@ -59,8 +76,8 @@ class SourceInfo:
     """What :func:`inspect_source` learned about a file; stored in the dataset manifest."""
 
     path: str
-    layout: str  # the image key: "X_jets" or "jet"
-    keys: dict  # role -> key actually present
+    layout: str  # the layout read: "X_jets" (quark/gluon) or "jet" (8-channel), whatever the key names
+    keys: dict  # role -> key actually present ("images" is the image key)
     n_jets: int
     channels: int
     height: int
@@ -164,31 +181,61 @@ def check_allocated(ds, key: str, path) -> None:
                             f"the rest would read as empty; refused")
 
 
-def _find_layout(f, path) -> str:
+def check_keys(keys: dict | None) -> dict[str, str]:
+    """Named keys, ``role -> key`` (roles ``images``, ``y``, ``m0``, ``pt``), checked; ``None`` values dropped.
+
+    Example: ``check_keys({"images": "calo", "y": "is_quark"})`` returns that dict; a key with a
+    ``/``, an empty one or one key named for two roles is a one-line :class:`ConfigError`.
+    """
+    out = {role: key for role, key in (keys or {}).items() if key is not None}
+    for role, key in out.items():
+        if role not in ROLES:
+            raise ConfigError(f"unknown dataset role {role!r} (known: {', '.join(ROLES)})")
+        if not isinstance(key, str) or key == "." or not KEY_NAME.fullmatch(key):
+            raise ConfigError(f"{ROLE_FLAGS[role]} {key!r}: not a dataset name at the top of an HDF5 file "
+                              f"(1-255 characters, no '/', no control characters)")
+    by_key: dict[str, str] = {}
+    for role, key in out.items():
+        if key in by_key:
+            raise ConfigError(f"{ROLE_FLAGS[by_key[key]]} and {ROLE_FLAGS[role]} both name '{key}': each role "
+                              f"needs its own dataset")
+        by_key[key] = role
+    return out
+
+
+def _find_layout(f, path, images_key: str | None = None) -> str:
+    """The image key: the one named, else the first public one present."""
     names = set(f.keys())  # link names, listed without following any link
+    found = ", ".join(sorted(names)) or "none"
+    if images_key is not None:
+        if images_key not in names:
+            raise DataError(f"{path}: no dataset '{images_key}' (named by --images-key); found keys: {found}")
+        stored_inside(f, images_key, path)
+        return images_key
     for key in LAYOUTS:
         if key in names:
             stored_inside(f, key, path)
             return key
-    found = ", ".join(sorted(names)) or "none"
     raise DataError(f"{path}: no image dataset: expected key 'X_jets' (quark/gluon layout) or 'jet' "
-                    f"(8-channel layout); found keys: {found}")
+                    f"(8-channel layout), or name yours with --images-key; found keys: {found}")
 
 
-def inspect_source(path: str | os.PathLike, image_size: int | None = 125) -> SourceInfo:
+def inspect_source(path: str | os.PathLike, image_size: int | None = 125, keys: dict | None = None) -> SourceInfo:
     """Check the structure of ``path`` (keys, ranks, sizes, dtypes, lengths) without reading images.
 
     Args:
         path: HDF5 file.
         image_size: required height and width in pixels; None accepts any square image.
+        keys: key names the file uses instead of a public layout's, ``role -> key`` (see
+            :func:`check_keys`); a named key must exist, an unnamed one takes the layout's name.
     """
+    named = check_keys(keys)
     with open_source(path) as f:
-        layout = _find_layout(f, path)
-        roles = LAYOUTS[layout]
-        ds = stored_inside(f, layout, path)
+        layout = image_key = _find_layout(f, path, named.get("images"))
+        ds = stored_inside(f, image_key, path)
         shape = tuple(ds.shape)
         if len(shape) != 4:
-            raise DataError(f"{path}: '{layout}' has shape {shape}: expected 4 dimensions, "
+            raise DataError(f"{path}: '{image_key}' has shape {shape}: expected 4 dimensions, "
                             f"(N, H, W, C) or (N, C, H, W)")
         n = shape[0]
         if shape[1] == shape[2] and shape[3] <= MAX_CHANNELS:
@@ -196,37 +243,50 @@ def inspect_source(path: str | os.PathLike, image_size: int | None = 125) -> Sou
         elif shape[2] == shape[3] and shape[1] <= MAX_CHANNELS:
             axis, (c, h, w) = "first", shape[1:]
         else:
-            raise DataError(f"{path}: '{layout}' has shape {shape}: expected square images with at most "
+            raise DataError(f"{path}: '{image_key}' has shape {shape}: expected square images with at most "
                             f"{MAX_CHANNELS} channels, (N, H, W, C) or (N, C, H, W)")
+        if layout not in LAYOUTS:  # a named image key: the layout its channel count says
+            layout = "X_jets" if c == 3 else "jet"
+        roles = {**LAYOUTS[layout], "images": image_key, **named}
         if image_size is not None and (h, w) != (image_size, image_size):
-            raise DataError(f"{path}: '{layout}' images are {h}x{w} pixels, expected "
+            raise DataError(f"{path}: '{image_key}' images are {h}x{w} pixels, expected "
                             f"{image_size}x{image_size}")
         if n == 0:
-            raise DataError(f"{path}: '{layout}' holds 0 jets")
+            raise DataError(f"{path}: '{image_key}' holds 0 jets")
         if ds.dtype.name not in FLOAT_DTYPES:
-            raise DataError(f"{path}: '{layout}' has dtype {ds.dtype.name}, expected one of "
+            raise DataError(f"{path}: '{image_key}' has dtype {ds.dtype.name}, expected one of "
                             f"{', '.join(FLOAT_DTYPES)}")
 
         names = set(f.keys())
         present = {r: roles[r] for r in SCALAR_ROLES if roles[r] in names}
+        for role in SCALAR_ROLES:  # a key the user named must be there, labelled file or not
+            if role in named and role not in present:
+                raise DataError(f"{path}: no dataset '{named[role]}' (named by {ROLE_FLAGS[role]}); found keys: "
+                                f"{', '.join(sorted(names))}")
         if present and len(present) < len(SCALAR_ROLES):
             missing = [roles[r] for r in SCALAR_ROLES if r not in present]
             found = ", ".join(sorted(f.keys()))
             raise DataError(f"{path}: key '{missing[0]}' is missing (layout '{layout}' needs "
-                            f"{', '.join(roles[r] for r in SCALAR_ROLES)}; found keys: {found})")
+                            f"{', '.join(roles[r] for r in SCALAR_ROLES)}, or name yours with --labels-key, "
+                            f"--mass-key, --pt-key; found keys: {found})")
         for key in present.values():
             stored_inside(f, key, path)
             s = f[key].shape
             if not (len(s) == 1 or (len(s) == 2 and s[1] == 1)):
                 raise DataError(f"{path}: '{key}' has shape {s}, expected ({n},)")
             if s[0] != n:
-                raise DataError(f"{path}: '{key}' has {s[0]} entries but '{layout}' has {n} jets")
+                raise DataError(f"{path}: '{key}' has {s[0]} entries but '{image_key}' has {n} jets")
             if f[key].dtype.kind not in "biuf":
                 raise DataError(f"{path}: '{key}' has dtype {f[key].dtype}, expected numbers")
-        for key in (layout, *present.values()):
+        others = sorted(names - {image_key})
+        if not present and others:  # an unlabelled dataset by choice, or labels under names not given?
+            log.warning("%s: no %s: ingesting '%s' as unlabelled (pretraining only); if %s hold the labels, "
+                        "mass and pT, name them with --labels-key, --mass-key, --pt-key", path,
+                        ", ".join(roles[r] for r in SCALAR_ROLES), image_key, ", ".join(others))
+        for key in (image_key, *present.values()):
             check_allocated(f[key], key, path)
         return SourceInfo(
-            path=str(path), layout=layout, keys={"images": layout, **present}, n_jets=n, channels=c,
+            path=str(path), layout=layout, keys={"images": image_key, **present}, n_jets=n, channels=c,
             height=h, width=w, channel_axis=axis, dtype=ds.dtype.name,
             chunks=tuple(ds.chunks) if ds.chunks else None, compression=ds.compression,
             labelled=bool(present),
@@ -288,13 +348,14 @@ def iter_blocks(f, info: SourceInfo, rows: int) -> Iterator[tuple[int, np.ndarra
 
     ``f`` is the open file from :func:`open_source`; memory use is one block.
     """
-    ds = stored_inside(f, info.layout, info.path)  # checked again: the file may have changed since inspect
+    key = info.keys["images"]
+    ds = stored_inside(f, key, info.path)  # checked again: the file may have changed since inspect
     for start in range(0, info.n_jets, rows):
         stop = min(start + rows, info.n_jets)
         try:
             block = ds[start:stop]
         except OSError:
-            raise DataError(f"{info.path}: cannot read '{info.layout}' jets {start}-{stop - 1}: "
+            raise DataError(f"{info.path}: cannot read '{key}' jets {start}-{stop - 1}: "
                             f"file is truncated or corrupt") from None
         if info.channel_axis == "last":
             block = block.transpose(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
@@ -302,6 +363,6 @@ def iter_blocks(f, info: SourceInfo, rows: int) -> Iterator[tuple[int, np.ndarra
         finite = np.isfinite(block)
         if not finite.all():
             b, c, i, j = (int(v) for v in np.argwhere(~finite)[0])
-            raise DataError(f"{info.path}: '{info.layout}' has {block[b, c, i, j].item()} at jet {start + b} "
+            raise DataError(f"{info.path}: '{key}' has {block[b, c, i, j].item()} at jet {start + b} "
                             f"(channel {c}, pixel {i},{j})")
         yield start, block
