@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +32,11 @@ import torch.nn.functional as F
 from jetlib import models, tasks
 from jetlib.claim import claim
 from jetlib.config import resolve
+from jetlib.data.loader import NORMALIZE
 from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import as_input, autocast_for
-from jetlib.errors import ConfigError
 from jetlib.models.vgg import VGGConfig
+from jetlib.schemas import BatchSize, Count, Fraction, LearningRate, Name, Seed, WeightDecay, check, one_of, real
 from jetlib.trainer import (
     Stopping,
     classification_scores,
@@ -49,38 +51,32 @@ from jetlib.trainer import (
 )
 
 log = logging.getLogger(__name__)
+Validation = one_of(VALIDATION, "validation choices")
+Normalize = one_of(NORMALIZE, "loader normalisations")
+MixupAlpha = real(ge=0, le=100)  # Beta(alpha, alpha): above 100 it is a fixed 50/50 mix
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    preset: str = "gpu"
-    label_fraction: float = 1.0
-    seed: int = 0
-    validation: str = "fraction"  # fraction: val subset of the same label budget; full: the whole val split
-    epochs: int = 50  # OneCycleLR spans exactly these
-    patience: int | None = None  # None: the whole cycle runs (see the module docstring); N: early stopping
-    batch_size: int = 256
-    max_lr: float = 1e-3  # OneCycleLR peak (AdamW)
-    weight_decay: float = 1e-4
-    mixup_alpha: float = 0.2  # 0 turns mixup off
+    # Each field's type is its schema (jetlib.schemas): bounds, finiteness, names; checked on construction.
+    preset: Name = "gpu"  # the named preset these values started from
+    label_fraction: Fraction = 1.0  # one of the dataset's nested train subsets
+    seed: Seed = 0  # initialisation, data order, mixup, dropout
+    validation: Validation = "fraction"  # fraction: val subset of the same label budget; full: the whole val split
+    epochs: Count = 50  # OneCycleLR spans exactly these
+    patience: Count | None = None  # None: the whole cycle runs (see the module docstring); N: early stopping
+    batch_size: BatchSize = 256
+    max_lr: LearningRate = 1e-3  # OneCycleLR peak (AdamW)
+    weight_decay: WeightDecay = 1e-4  # AdamW
+    mixup_alpha: MixupAlpha = 0.2  # Beta(alpha, alpha) mixing; 0 turns mixup off
     model: VGGConfig = field(default_factory=VGGConfig)
-    normalize: str = "scale"
-    eval_batch_size: int = 512
-    amp: str = "auto"
-    channels_last: str = "auto"
+    normalize: Normalize = "scale"  # loader normalisation
+    eval_batch_size: BatchSize = 512
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on CUDA
 
     def __post_init__(self):
-        if not 0 < self.label_fraction <= 1:
-            raise ConfigError(f"--label-fraction must be in (0, 1], got {self.label_fraction}")
-        if self.validation not in VALIDATION:
-            raise ConfigError(f"validation must be one of {', '.join(VALIDATION)}, got {self.validation!r}")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience must be at least 1 epoch (or none), got {self.patience}")
-        if not self.max_lr > 0:  # also NaN
-            raise ConfigError(f"--lr (max_lr) must be positive, got {self.max_lr}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("need epochs and batch sizes of at least 1, got "
-                              f"{self.epochs}, {self.batch_size}, {self.eval_batch_size}")
+        check(self)
 
 
 PRESETS = {

@@ -2,9 +2,9 @@
 
 A preset is a dict of field values applied to a step's defaults (``tiny`` for
 tests, ``cpu`` for a laptop, ``gpu`` for the full study); overrides from flags
-or ``--set field=value`` (``--set model.widths=8,8,16``) are applied on top,
-converted to each field's declared type. The resolved config is what every
-checkpoint and metrics file records.
+or ``--set field=value`` (``--set model.widths=8,8,16``) are applied on top and
+checked, text included, by the field's declared schema (:func:`jetlib.schemas.check`).
+The resolved config is what every checkpoint and metrics file records.
 """
 
 from __future__ import annotations
@@ -16,45 +16,49 @@ import typing
 from jetlib.errors import ConfigError
 
 
-def _convert(text: str, kind, name: str):
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):  # X | None
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
+def _text(text: str, kind):
+    """What a flag's text stands for before the schema converts it: ``none`` for an optional field,
+    a comma-separated list for a tuple; anything else goes to the schema as given."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is typing.Annotated:
+        return _text(text, args[0])
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
         if text.lower() in ("none", "null", ""):
             return None
-        return _convert(text, args[0], name)
-    if origin is tuple:
-        inner = typing.get_args(kind)[0]
-        return tuple(_convert(t.strip(), inner, name) for t in text.split(",") if t.strip())
-    try:
-        if kind is bool:
-            if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError
-            return text.lower() in ("1", "true", "yes", "on")
-        return kind(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: cannot read {text!r} as {getattr(kind, '__name__', kind)}") from None
+        return _text(text, next(a for a in args if a is not type(None)))
+    if typing.get_origin(kind) is tuple:
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+    return text
 
 
-def override(cfg, values: dict[str, object]):
-    """A copy of dataclass ``cfg`` with ``values`` (strings are converted; dotted keys reach nested configs)."""
-    hints = typing.get_type_hints(type(cfg))
+def override(cfg, values: dict[str, object], prefix: str = ""):
+    """A copy of dataclass ``cfg`` with ``values`` (dotted keys reach nested configs), checked by its schema.
+
+    The values are validated (and text converted) by the fields' declared types before the
+    dataclass sees them, so its own ``__post_init__`` checks compare numbers, never text.
+    """
+    from jetlib import schemas
+
+    hints = schemas.hints(type(cfg))
     changes, nested = {}, {}
     for key, value in values.items():
         head, _, rest = key.partition(".")
         if head not in hints:
             known = ", ".join(f.name for f in dataclasses.fields(cfg))
-            raise ConfigError(f"unknown setting {key!r} (known: {known})")
+            raise ConfigError(f"unknown setting {prefix + key[:80]!r} (known: {known})")
+        if rest and not dataclasses.is_dataclass(getattr(cfg, head)):
+            raise ConfigError(f"{prefix + key[:80]}: {head} has no fields of its own; set it as {head}=VALUE")
         if rest:
             nested.setdefault(head, {})[rest] = value
         else:
-            changes[head] = _convert(value, hints[head], key) if isinstance(value, str) else value
+            changes[head] = _text(value, hints[head]) if isinstance(value, str) else value
     for head, sub in nested.items():
-        changes[head] = override(changes.get(head, getattr(cfg, head)), sub)
+        changes[head] = override(changes.get(head, getattr(cfg, head)), sub, f"{prefix}{head}.")
+    valid = schemas.validate_fields(type(cfg), {n: changes.get(n, getattr(cfg, n)) for n in hints}, prefix)
     try:
-        return dataclasses.replace(cfg, **changes)
+        return dataclasses.replace(cfg, **{n: valid[n] for n in changes})
     except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(" ".join(str(e).split())) from None
 
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:
@@ -63,7 +67,7 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects field=value, got {item!r}")
+            raise ConfigError(f"--set expects field=value, got {item[:80]!r}")
         out[key.strip()] = value.strip()
     return out
 
@@ -71,7 +75,7 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 def resolve(default, presets: dict[str, dict], preset: str, values: dict[str, object]):
     """Defaults, then the named preset, then explicit values (flags and --set)."""
     if preset not in presets:
-        raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
+        raise ConfigError(f"unknown preset {str(preset)[:40]!r}: choose one of {', '.join(presets)}")
     return override(override(default, {"preset": preset, **presets[preset]}), values)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from torch import nn
 
@@ -42,10 +43,28 @@ from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, augment
 from jetlib.claim import claim
 from jetlib.config import resolve
+from jetlib.data.loader import NORMALIZE
 from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import as_input, autocast_for
 from jetlib.errors import ConfigError, DataError
 from jetlib.models.resnet import VARIANTS, ResNetConfig
+from jetlib.schemas import (
+    BatchSize,
+    Count,
+    Dropout,
+    Factor,
+    Fraction,
+    LearningRate,
+    Name,
+    NonNegCount,
+    Positive,
+    Seed,
+    WeightDecay,
+    Width,
+    check,
+    one_of,
+    whole,
+)
 from jetlib.trainer import (
     Stopping,
     fit,
@@ -61,55 +80,47 @@ from jetlib.weights import load_adapted
 
 log = logging.getLogger(__name__)
 MODES = tasks.FINETUNE_MODES
+Task = one_of(lambda: tasks.TASKS, "registered tasks")
+Mode = one_of(MODES, "fine-tuning modes")
+Validation = one_of(VALIDATION, "validation choices")
+Augment = one_of(AUGMENT_PRESETS, "augmentation presets")
+Arch = one_of(lambda: models.ARCHS, "registered networks")
+Normalize = one_of(NORMALIZE, "loader normalisations")
+RegDepth = whole(1, 64)
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    preset: str = "gpu"
-    task: str = "cls"  # a registered task (jetlib.tasks): cls, quark vs gluon; reg, jet mass m0
-    mode: str = "finetune"  # finetune | linear | scratch
-    label_fraction: float = 1.0  # one of the dataset's nested train subsets
-    validation: str = "fraction"  # fraction: val subset of the same label budget; full: the whole val split
-    seed: int = 0  # initialisation of heads (and of scratch encoders), data order, dropout
-    epochs: int = 50  # at most
-    patience: int = 10  # early stopping: epochs without a better validation score
-    batch_size: int = 256
-    lr: float | None = None  # None: the task's default (Task.lr); recorded resolved
-    weight_decay: float = 1e-4  # reg (AdamW) only; the classifier uses plain Adam, as the study
-    plateau_factor: float = 0.5  # cls: ReduceLROnPlateau on validation accuracy
-    plateau_patience: int = 5
-    restart_t0: int = 10  # reg: CosineAnnealingWarmRestarts, in epochs
-    restart_mult: int = 2
-    grad_clip: float = 1.0  # reg: max gradient norm
-    head_hidden: int = 256
-    head_dropout: float = 0.3
-    reg_depth: int = 3  # residual blocks (and supervised outputs) of the regression head
-    augment: str = "none"  # optional mild augmentation of training batches: none | seed | physics
-    arch: str = "resnet"  # the network of runs without --init (jetlib.models.ARCHS); --init: the encoder's
+    # Each field's type is its schema (jetlib.schemas): bounds, finiteness, names; checked on construction.
+    preset: Name = "gpu"  # the named preset these values started from
+    task: Task = "cls"  # a registered task (jetlib.tasks): cls, quark vs gluon; reg, jet mass m0
+    mode: Mode = "finetune"  # finetune | linear | scratch
+    label_fraction: Fraction = 1.0  # one of the dataset's nested train subsets
+    validation: Validation = "fraction"  # fraction: val subset of the same label budget; full: the whole val split
+    seed: Seed = 0  # initialisation of heads (and of scratch encoders), data order, dropout
+    epochs: Count = 50  # at most
+    patience: Count = 10  # early stopping: epochs without a better validation score
+    batch_size: BatchSize = 256
+    lr: LearningRate | None = None  # None: the task's default (Task.lr); recorded resolved
+    weight_decay: WeightDecay = 1e-4  # reg (AdamW) only; the classifier uses plain Adam, as the study
+    plateau_factor: Factor = 0.5  # cls: ReduceLROnPlateau on validation accuracy (in (0, 1): a decay)
+    plateau_patience: NonNegCount = 5  # cls: epochs without improvement before the lr drops
+    restart_t0: Count = 10  # reg: CosineAnnealingWarmRestarts, in epochs
+    restart_mult: Count = 2  # reg: each restart period is this many times the last
+    grad_clip: Positive = 1.0  # reg: max gradient norm (a negative bound would flip every gradient)
+    head_hidden: Width = 256  # hidden width of the task's head
+    head_dropout: Dropout = 0.3  # dropout in the task's head, in [0, 1)
+    reg_depth: RegDepth = 3  # residual blocks (and supervised outputs) of the regression head
+    augment: Augment = "none"  # optional mild augmentation of training batches: none | seed | physics
+    arch: Arch = "resnet"  # the network of runs without --init (jetlib.models.ARCHS); --init: the encoder's
     model: ResNetConfig = field(default_factory=ResNetConfig)  # resnet widths of runs without --init
-    normalize: str = "scale"  # loader normalisation (a pretrained encoder's own setting wins)
-    eval_batch_size: int = 512
-    amp: str = "auto"  # auto: bf16 on CUDA
-    channels_last: str = "auto"  # auto: on CUDA
+    normalize: Normalize = "scale"  # loader normalisation (a pretrained encoder's own setting wins)
+    eval_batch_size: BatchSize = 512
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on CUDA
 
     def __post_init__(self):
-        if self.task not in tasks.TASKS:
-            raise ConfigError(f"--task must be one of {', '.join(tasks.TASKS)}, got {self.task!r}")
-        if self.arch not in models.ARCHS:
-            raise ConfigError(f"arch must be one of {', '.join(models.ARCHS)}, got {self.arch!r}")
-        if self.mode not in MODES:
-            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.augment not in AUGMENT_PRESETS:
-            raise ConfigError(f"augment must be one of {', '.join(AUGMENT_PRESETS)}")
-        if not 0 < self.label_fraction <= 1:
-            raise ConfigError(f"--label-fraction must be in (0, 1], got {self.label_fraction}")
-        if self.validation not in VALIDATION:
-            raise ConfigError(f"validation must be one of {', '.join(VALIDATION)}, got {self.validation!r}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("need epochs, patience and batch sizes of at least 1, got "
-                              f"{self.epochs}, {self.patience}, {self.batch_size}, {self.eval_batch_size}")
+        check(self)
 
     @property
     def learning_rate(self) -> float:

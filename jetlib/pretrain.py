@@ -33,6 +33,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed
 from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.loader import MODES as LOADER_MODES
-from jetlib.data.loader import JetLoader
+from jetlib.data.loader import NORMALIZE, JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
 from jetlib.device import as_input, autocast_for, channels_last_for, prepare_compile, setup_device
@@ -53,53 +54,47 @@ from jetlib.errors import ConfigError, TrainingError
 from jetlib.models.resnet import VARIANTS, ResNet, ResNetConfig
 from jetlib.monitor import embedding_stats, knn_accuracy
 from jetlib.progress import progress
+from jetlib.schemas import BatchSize, Count, LearningRate, Name, NonNegCount, Seed, WeightDecay, check, one_of
 
 log = logging.getLogger(__name__)
+Augment = one_of(AUGMENT_PRESETS, "augmentation presets")
+Normalize = one_of(NORMALIZE, "loader normalisations")
+LoaderMode = one_of(LOADER_MODES, "loader modes")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    preset: str = "gpu"  # the named preset these values started from
-    epochs: int = 100
-    batch_size: int = 256  # global batch: split evenly over the ranks
-    lr: float = 1e-3  # AdamW peak learning rate
-    weight_decay: float = 1e-4  # AdamW, on weights only (not norms, biases, temperature)
-    warmup_epochs: int = 10  # linear warmup, then cosine decay to zero (per step)
-    method: str = methods.DEFAULT_METHOD  # the pretraining method: a name in jetlib.methods.METHODS
+    # Each field's type is its schema (jetlib.schemas): bounds, finiteness, names; checked on construction.
+    preset: Name = "gpu"  # the named preset these values started from
+    epochs: Count = 100
+    batch_size: BatchSize = 256  # global batch: split evenly over the ranks (at least 2: a contrastive pair)
+    lr: LearningRate = 1e-3  # AdamW peak learning rate
+    weight_decay: WeightDecay = 1e-4  # AdamW, on weights only (not norms, biases, temperature)
+    warmup_epochs: NonNegCount = 10  # linear warmup, then cosine decay to zero (per step)
+    method: Name = methods.DEFAULT_METHOD  # the pretraining method: a name in jetlib.methods.METHODS
     # the method's hyperparameters over its own defaults (its Params dataclass, in its file), checked by it
     method_params: dict = field(default_factory=dict)
-    augment: str = "seed"  # augmentation preset: seed | physics
+    augment: Augment = "seed"  # augmentation preset: seed | physics
     model: ResNetConfig = field(default_factory=ResNetConfig)
-    seed: int = 0  # seeds init, augmentations (offset per rank) and the data order
-    normalize: str = "scale"  # loader normalisation
-    max_steps_per_epoch: int = 0  # 0 = the whole train split each epoch
-    monitor_bank: int = 2000  # k-NN monitor: labelled train jets in the bank
-    monitor_val: int = 1000  # validation jets the k-NN and collapse monitors score
-    knn_k: int = 20
-    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | off
-    channels_last: str = "auto"  # auto (= off until measured: see jetlib.device) | on | off
+    seed: Seed = 0  # seeds init, augmentations (offset per rank) and the data order
+    normalize: Normalize = "scale"  # loader normalisation
+    max_steps_per_epoch: NonNegCount = 0  # 0 = the whole train split each epoch
+    monitor_bank: NonNegCount = 2000  # k-NN monitor: labelled train jets in the bank
+    monitor_val: NonNegCount = 1000  # validation jets the k-NN and collapse monitors score
+    knn_k: Count = 20  # neighbours the k-NN monitor votes with
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | off
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto (= off until measured: see jetlib.device) | on | off
     compile: bool = False  # torch.compile the model
-    keep_every: int = 0  # also keep every Nth epoch's checkpoint (0: only the newest)
-    log_interval: int = 10  # read the loss back (a device sync) and record it every N steps
-    loader: str = "auto"  # auto | resident | stream: see jetlib.data.loader (the batches are the same)
+    keep_every: NonNegCount = 0  # also keep every Nth epoch's checkpoint (0: only the newest)
+    log_interval: Count = 10  # read the loss back (a device sync) and record it every N steps
+    # auto | resident | stream: see jetlib.data.loader (the batches are the same)
+    loader: LoaderMode = "auto"
 
     def __post_init__(self):
-        if self.augment not in AUGMENT_PRESETS:
-            raise ConfigError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)}, got {self.augment!r}")
-        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0:
-            raise ConfigError("need epochs >= 1, batch size >= 2 and a positive learning rate")
-        at_least = {"log_interval": 1, "knn_k": 1, "warmup_epochs": 0,
-                    "max_steps_per_epoch": 0, "monitor_bank": 0, "monitor_val": 0, "keep_every": 0}
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
-        if not self.weight_decay >= 0:
-            raise ConfigError(f"need weight_decay >= 0, got {self.weight_decay}")
+        check(self)
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be at least 2 (a contrastive pair), got {self.batch_size}")
         methods.params(self.method, self.method_params)  # an unknown method or parameter fails here, not later
-        if self.amp not in ("auto", "bf16", "off") or self.channels_last not in ("auto", "on", "off"):
-            raise ConfigError("amp must be auto|bf16|off and channels_last auto|on|off")
-        if self.loader not in LOADER_MODES:
-            raise ConfigError(f"loader must be one of {', '.join(LOADER_MODES)}, got {self.loader!r}")
 
 
 TINY_MODEL, CPU_MODEL = VARIANTS["tiny"], VARIANTS["cpu"]  # the named widths of jetlib.models.resnet

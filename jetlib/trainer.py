@@ -34,15 +34,19 @@ from jetlib.device import channels_last_for, setup_device
 from jetlib.errors import ConfigError
 from jetlib.metrics import roc_auc
 from jetlib.progress import progress
+from jetlib.schemas import Count, Name, check
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Stopping:
-    monitor: str  # validation key that picks the best epoch, e.g. "val_accuracy"
-    higher_is_better: bool
-    patience: int  # epochs without improvement before stopping
+    monitor: Name  # validation key that picks the best epoch, e.g. "val_accuracy"
+    higher_is_better: bool  # accuracy-like (True) or loss-like (False)
+    patience: Count  # epochs without improvement before stopping
+
+    def __post_init__(self):
+        check(self, "stopping.")
 
     def better(self, value: float, best: float | None) -> bool:
         if best is None:

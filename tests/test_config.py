@@ -52,10 +52,11 @@ def test_strings_are_read_as_each_fields_type():
 
 @pytest.mark.parametrize("values,message", [
     ({"epoch": "3"}, "unknown setting 'epoch' (known: preset, epochs, lr, amp, inner)"),
-    ({"inner.width": "3"}, "unknown setting 'width' (known: widths, dropout)"),
-    ({"epochs": "ten"}, "epochs: cannot read 'ten' as int"),
-    ({"amp": "maybe"}, "amp: cannot read 'maybe' as bool"),
-    ({"inner.widths": "4,x"}, "widths: cannot read 'x' as int"),  # nested: the field's own name
+    ({"inner.width": "3"}, "unknown setting 'inner.width' (known: widths, dropout)"),
+    ({"epochs": "ten"}, "epochs: must be a valid integer, unable to parse string as an integer, got 'ten'"),
+    ({"amp": "maybe"}, "amp: must be a valid boolean, unable to interpret input, got 'maybe'"),
+    ({"inner.widths": "4,x"},  # nested: the field's dotted name and the entry
+     "inner.widths[1]: must be a valid integer, unable to parse string as an integer, got 'x'"),
     ({"epochs": "0"}, "epochs must be at least 1, got 0"),  # the dataclass's own check, as a ConfigError
 ])
 def test_bad_values_are_one_config_error(values, message):

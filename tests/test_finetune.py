@@ -280,7 +280,7 @@ def test_learning_rate_default_is_resolved_per_task_and_recorded(toy, tmp_path):
     assert ft.make_config("tiny", task="cls").learning_rate == 5e-4
     assert ft.make_config("tiny", task="reg").learning_rate == 1e-3
     assert ft.make_config("tiny", task="reg", lr=2e-3).learning_rate == 2e-3
-    with pytest.raises(ConfigError, match="--lr must be positive"):
+    with pytest.raises(ConfigError, match="lr: must be greater than 0"):
         ft.make_config("tiny", lr=0.0)
     run = ft.finetune(uri, str(tmp_path / "m"), ft.make_config("tiny", task="reg", mode="scratch", epochs=1),
                       device="cpu")

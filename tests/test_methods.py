@@ -64,7 +64,7 @@ def test_registry_lists_builds_and_checks_every_method():
     assert methods.params("simclr", {"temperature": "0.5"}).temperature == 0.5  # strings from --set are typed
     with pytest.raises(ConfigError, match="unknown pretraining method 'moco'.*barlowtwins, byol, simclr, vicreg"):
         methods.create("moco", _encoder())
-    with pytest.raises(ConfigError, match="method_params of byol: need 0 <= base_momentum <= 1"):
+    with pytest.raises(ConfigError, match="method_params of byol: base_momentum: must be less than or equal to 1"):
         methods.params("byol", {"base_momentum": 1.5})
     with pytest.raises(ConfigError, match="method_params of vicreg: unknown setting 'temperature'"):
         methods.params("vicreg", {"temperature": 0.1})

@@ -107,7 +107,7 @@ def test_presets_and_overrides():
     cfg = pt.make_config("tiny", temperature="0.2", **{"method_params.proj_dim": "4"})
     assert (cfg.method, cfg.method_params) == ("simclr", {"proj_hidden": 16, "proj_dim": 4, "temperature": 0.2})
     assert pt.make_config("gpu").method_params == {}
-    with pytest.raises(ConfigError, match="method_params of simclr: need temperature > 0"):
+    with pytest.raises(ConfigError, match="method_params of simclr: temperature: must be greater than 0"):
         pt.make_config("tiny", temperature="0")
     with pytest.raises(ConfigError, match="method_params of simclr: unknown setting 'momentum'"):
         pt.make_config("tiny", **{"method_params.momentum": "0.9"})

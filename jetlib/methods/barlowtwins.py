@@ -14,21 +14,19 @@ from dataclasses import dataclass
 
 import torch
 
-from jetlib.errors import ConfigError
 from jetlib.losses import BarlowTwinsLoss
 from jetlib.methods import register_method
-from jetlib.methods.base import Method, check_widths, mlp
+from jetlib.methods.base import Method, mlp
+from jetlib.schemas import NonNegative, Width, check
 
 
 @dataclass(frozen=True)
 class BarlowTwinsParams:
-    proj_dim: int = 2048  # every layer's width (equal, as the paper's 8192s); the loss sees the last
-    lambd: float = 0.0  # off-diagonal weight; 0: the paper's 0.0051 scaled as 1/D to proj_dim
+    proj_dim: Width = 2048  # every layer's width (equal, as the paper's 8192s); the loss sees the last
+    lambd: NonNegative = 0.0  # off-diagonal weight; 0: the paper's 0.0051 scaled as 1/D to proj_dim
 
     def __post_init__(self):
-        check_widths(self, "proj_dim")
-        if self.lambd < 0:
-            raise ConfigError(f"need lambd >= 0, got {self.lambd}")
+        check(self)
 
 
 @register_method("barlowtwins")

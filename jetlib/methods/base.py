@@ -7,15 +7,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from jetlib.errors import ConfigError
-
-
-def check_widths(params, *names: str) -> None:
-    """A method's Params check: each named width is at least 1 (one line naming the first that is not)."""
-    for name in names:
-        if getattr(params, name) < 1:
-            raise ConfigError(f"need {name} >= 1, got {getattr(params, name)}")
-
 
 @dataclass(frozen=True)
 class NoParams:

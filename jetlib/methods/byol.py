@@ -21,25 +21,23 @@ from dataclasses import dataclass
 
 import torch
 
-from jetlib.errors import ConfigError
 from jetlib.losses import byol_loss, byol_momentum, ema_update
 from jetlib.methods import register_method
-from jetlib.methods.base import Method, check_widths, mlp
+from jetlib.methods.base import Method, mlp
+from jetlib.schemas import MAX_WIDTH, Momentum, Width, check, whole
+
+PredHidden = whole(0, MAX_WIDTH)
 
 
 @dataclass(frozen=True)
 class BYOLParams:
-    proj_hidden: int = 1024  # projector hidden width
-    proj_dim: int = 256  # projector (and predictor) output: where the loss is computed
-    pred_hidden: int = 0  # predictor hidden width; 0: proj_hidden
-    base_momentum: float = 0.996  # the target's EMA momentum at step 0 (1 at the last step)
+    proj_hidden: Width = 1024  # projector hidden width
+    proj_dim: Width = 256  # projector (and predictor) output: where the loss is computed
+    pred_hidden: PredHidden = 0  # predictor hidden width; 0: proj_hidden
+    base_momentum: Momentum = 0.996  # the target's EMA momentum at step 0 (1 at the last step)
 
     def __post_init__(self):
-        check_widths(self, "proj_hidden", "proj_dim")
-        if self.pred_hidden < 0:
-            raise ConfigError(f"need pred_hidden >= 0 (0: proj_hidden), got {self.pred_hidden}")
-        if not 0 <= self.base_momentum <= 1:
-            raise ConfigError(f"need 0 <= base_momentum <= 1, got {self.base_momentum}")
+        check(self)
 
 
 @register_method("byol")

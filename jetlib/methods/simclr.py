@@ -11,23 +11,23 @@ from dataclasses import dataclass
 
 import torch
 
-from jetlib.errors import ConfigError
 from jetlib.losses import InfoNCELoss
 from jetlib.methods import register_method
-from jetlib.methods.base import Method, check_widths
+from jetlib.methods.base import Method
 from jetlib.models.heads import ProjectionHead
+from jetlib.schemas import Width, check, real
+
+Temperature = real(gt=0, le=100)  # InfoNCE divides by it: 0 or inf leaves no gradient
 
 
 @dataclass(frozen=True)
 class SimCLRParams:
-    proj_hidden: int = 512  # projector hidden width
-    proj_dim: int = 128  # projector output: where the loss is computed
-    temperature: float = 0.07  # initial InfoNCE temperature (learned)
+    proj_hidden: Width = 512  # projector hidden width
+    proj_dim: Width = 128  # projector output: where the loss is computed
+    temperature: Temperature = 0.07  # initial InfoNCE temperature (learned)
 
     def __post_init__(self):
-        check_widths(self, "proj_hidden", "proj_dim")
-        if not self.temperature > 0:
-            raise ConfigError(f"need temperature > 0, got {self.temperature}")
+        check(self)
 
 
 @register_method("simclr")

@@ -14,23 +14,21 @@ from dataclasses import dataclass
 
 import torch
 
-from jetlib.errors import ConfigError
 from jetlib.losses import VICRegLoss
 from jetlib.methods import register_method
-from jetlib.methods.base import Method, check_widths, mlp
+from jetlib.methods.base import Method, mlp
+from jetlib.schemas import NonNegative, Width, check
 
 
 @dataclass(frozen=True)
 class VICRegParams:
-    proj_dim: int = 2048  # every layer's width (equal, as the paper's 8192s); the loss sees the last
-    sim_weight: float = 25.0  # lambda, invariance
-    var_weight: float = 25.0  # mu, variance
-    cov_weight: float = 1.0  # nu, covariance
+    proj_dim: Width = 2048  # every layer's width (equal, as the paper's 8192s); the loss sees the last
+    sim_weight: NonNegative = 25.0  # lambda, invariance
+    var_weight: NonNegative = 25.0  # mu, variance
+    cov_weight: NonNegative = 1.0  # nu, covariance
 
     def __post_init__(self):
-        check_widths(self, "proj_dim")
-        if min(self.sim_weight, self.var_weight, self.cov_weight) < 0:
-            raise ConfigError("VICReg's loss weights must be >= 0")
+        check(self)
 
 
 @register_method("vicreg")

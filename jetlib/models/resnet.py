@@ -28,30 +28,36 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from jetlib.errors import ConfigError
 from jetlib.models.base import Encoder
 from jetlib.models.registry import register_model
+from jetlib.schemas import Channels, Dropout, Groups, Stride, Strides, Width, Widths, check
 
 
 @dataclass(frozen=True)
 class ResNetConfig:
-    in_channels: int = 3  # image channels (3: Tracks/ECAL/HCAL; 8 for the 8-channel layout)
-    stem_width: int = 32  # channels after the stem convolution
-    stem_stride: int = 2  # the stem halves 125x125 to 63x63: the first blocks would cost 4x more
-    widths: tuple[int, ...] = (32, 64, 128, 128, 256, 256, 512)  # output channels per block
-    strides: tuple[int, ...] = (1, 2, 2, 1, 2, 1, 2)  # stride of each block's first convolution
-    groups: int = 8  # GroupNorm groups (capped by the width)
-    dropout: float = 0.1  # spatial dropout between the two convolutions of each block
+    # Each field's type is its schema (jetlib.schemas), checked on construction: a config read back
+    # from a blob passes it before anything is built.
+    in_channels: Channels = 3  # image channels (3: Tracks/ECAL/HCAL; 8 for the 8-channel layout)
+    stem_width: Width = 32  # channels after the stem convolution
+    stem_stride: Stride = 2  # the stem halves 125x125 to 63x63: the first blocks would cost 4x more
+    widths: Widths = (32, 64, 128, 128, 256, 256, 512)  # output channels per block
+    strides: Strides = (1, 2, 2, 1, 2, 1, 2)  # stride of each block's first convolution
+    groups: Groups = 8  # GroupNorm groups (capped by the width)
+    dropout: Dropout = 0.1  # spatial dropout between the two convolutions of each block
 
     def __post_init__(self):
+        check(self, "model.")
         if len(self.widths) != len(self.strides):
-            raise ValueError("widths and strides need one entry per block")
+            raise ConfigError(f"model: widths and strides need one entry per block, got {len(self.widths)} "
+                              f"widths and {len(self.strides)} strides")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ResNetConfig:
-        return cls(**{**d, "widths": tuple(d["widths"]), "strides": tuple(d["strides"])})
+        return cls(**d)  # the schema turns the lists JSON gives into tuples
 
 
 def _norm(groups: int, width: int) -> nn.GroupNorm:

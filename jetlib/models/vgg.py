@@ -29,26 +29,37 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from jetlib.errors import ConfigError
 from jetlib.models.base import Encoder
 from jetlib.models.registry import register_model
+from jetlib.schemas import Channels, Depths, Dropout, Width, Widths, check, whole
+
+Heads = whole(1, 64)  # an ensemble of more heads than that averages nothing new
 
 
 @dataclass(frozen=True)
 class VGGConfig:
-    in_channels: int = 3
-    widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage
-    depths: tuple[int, ...] = (2, 2, 3, 3)  # 3x3 convolutions per stage
-    se_reduction: int = 8  # squeeze-and-excitation bottleneck ratio
-    heads: int = 3  # classifier heads in the ensemble
-    head_hidden: int = 128
-    dropout: float = 0.3
+    # Each field's type is its schema (jetlib.schemas), checked on construction.
+    in_channels: Channels = 3  # image channels
+    widths: Widths = (32, 64, 128, 256)  # channels per stage
+    depths: Depths = (2, 2, 3, 3)  # 3x3 convolutions per stage
+    se_reduction: Width = 8  # squeeze-and-excitation bottleneck ratio
+    heads: Heads = 3  # classifier heads in the ensemble
+    head_hidden: Width = 128  # hidden width of each head
+    dropout: Dropout = 0.3  # before each head's output layer
+
+    def __post_init__(self):
+        check(self, "model.")
+        if len(self.widths) != len(self.depths):
+            raise ConfigError(f"model: widths and depths need one entry per stage, got {len(self.widths)} "
+                              f"widths and {len(self.depths)} depths")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> VGGConfig:
-        return cls(**{**d, "widths": tuple(d["widths"]), "depths": tuple(d["depths"])})
+        return cls(**d)  # the schema turns the lists JSON gives into tuples
 
 
 class SqueezeExcite(nn.Module):
