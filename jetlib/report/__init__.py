@@ -8,8 +8,14 @@ Walks the run folder by file content (:mod:`~jetlib.report.collect`), pools seed
 numbers from :mod:`~jetlib.report.inference`) and writes into ``out`` (default ``RUN/report/``):
 
 ``report.html``   self-contained (inline CSS, ``data:`` images, no script, nothing fetched), ≤ 2 MB
-``report.md``     the same text and tables, no images or raw HTML (Kubeflow's Markdown viewer)
+``report.md``     the same text and tables, no images, links or raw HTML (Kubeflow's Markdown viewer)
 ``summary.json``  flat ``{key: float}`` with stable keys, for Kubeflow's Metrics and Compare Runs
+
+Every string on the page comes from records in a shared bucket, so it is treated as text
+everywhere: escaped for HTML and for Markdown (:mod:`~jetlib.report.render`), plain text in
+figure labels (:mod:`~jetlib.report.figures`), and cut to keep both files within their
+limits (:mod:`~jetlib.report.budget`). A record the report cannot read is listed under
+"What is missing" (:mod:`~jetlib.report.check`).
 """
 
 from __future__ import annotations
@@ -24,14 +30,12 @@ from jetlib.data.manifest import open_dataset
 from jetlib.data.store import open_store
 from jetlib.errors import JetlibError
 from jetlib.report import inference, pretraining, sections, views
+from jetlib.report.budget import HTML_LIMIT, MARKDOWN_LIMIT, fit
 from jetlib.report.collect import collect, dataset_uris
 from jetlib.report.missing import missing
-from jetlib.report.render import to_html, to_markdown
 from jetlib.report.stats import aggregate, comparisons, headline, spread_source, summary
 
 log = logging.getLogger(__name__)
-HTML_LIMIT = 2_000_000  # bytes: the Kubeflow UI renders the page whole in an iframe
-MARKDOWN_LIMIT = 400_000  # characters: the Kubeflow UI cuts Markdown there
 
 
 @dataclass
@@ -87,13 +91,10 @@ def build_report(run: str, out: str | None = None, *, write: bool = True, max_je
     subtitle = (f"run {study.uri} · {len(study.results)} results, {len(study.pretrains)} pretraining and "
                 f"{len(study.trainings)} training runs, {n_cmp} comparisons · error bars over {spread} · "
                 f"built {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by jetlib {__version__}")
-    html = to_html(title, subtitle, parts)
-    markdown = to_markdown(title, subtitle, parts)
-    if len(markdown) > MARKDOWN_LIMIT:
-        markdown = markdown[: MARKDOWN_LIMIT - 200] + "\n\n*(truncated: the full text is in report.html)*\n"
-    if len(html.encode()) > HTML_LIMIT:
-        log.warning("report.html is %.1f MB, over the %.0f MB the Kubeflow UI shows comfortably",
-                    len(html.encode()) / 1e6, HTML_LIMIT / 1e6)
+    html, markdown, cuts = fit(title, subtitle, parts)
+    if cuts:
+        log.warning("report: shortened to keep report.html under %.0f MB and report.md under %d characters (%s)",
+                    HTML_LIMIT / 1e6, MARKDOWN_LIMIT, cuts.sentence())
     flat = summary(cells)
     out_uri = ""
     if write:

@@ -16,9 +16,16 @@ class Table:
     caption: str = ""
 
 
+@dataclass(frozen=True)
+class NotDrawn:
+    """A figure that had something to show and could not be drawn (too many panels, data it cannot plot)."""
+
+    reason: str
+
+
 @dataclass
 class Figure:
-    uri: str | None  # data: URI; None: nothing to draw
+    uri: str | NotDrawn | None  # data: URI; None: nothing to draw
     alt: str
     caption: str = ""
 
@@ -48,6 +55,11 @@ class Section:
     blocks: list = field(default_factory=list)
 
     def add(self, *blocks) -> Section:
-        # a figure with nothing to draw (uri None) is left out rather than shown broken
-        self.blocks.extend(b for b in blocks if b is not None and not (isinstance(b, Figure) and b.uri is None))
+        # a figure with nothing to draw (uri None) is left out rather than shown broken; one that could not be
+        # drawn says why in its place
+        for b in blocks:
+            if isinstance(b, Figure) and isinstance(b.uri, NotDrawn):
+                b = Para(f"Figure not drawn ({b.alt}): {b.uri.reason}.")
+            if b is not None and not (isinstance(b, Figure) and b.uri is None):
+                self.blocks.append(b)
         return self

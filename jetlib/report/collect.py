@@ -10,6 +10,8 @@ A study run folder holds, at any depth and under any subfolder names:
 
 A folder holding ``checkpoints/`` or ``metrics.json`` but no ``run.json`` is a step that
 started and did not finish: it is recorded as such, for the "what is missing" section.
+A ``run.json`` or ``metrics.json`` the report cannot read (:mod:`jetlib.report.check`) is
+listed as unreadable there too: the run is left out, or shown without its curves.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from jetlib import records
 from jetlib.data.store import NotFound, open_store
 from jetlib.errors import ConfigError
-from jetlib.report.check import result_problem
+from jetlib.report.check import metrics_problem, result_problem, step_problem
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ def collect(run_uri: str) -> Study:
         by_dir.setdefault(posixpath.dirname(key), set()).add(parts[-1])
     results, pretrains, trainings, unfinished, unreadable = [], [], [], [], []
     seen: dict[tuple, str] = {}  # (model sha256, dataset id) -> first result file
+    refused = 0  # records of a study format the report cannot read: still a study run, and a report says so
     for folder, names in sorted(by_dir.items()):
         here = store.child(folder) if folder else store
         docs = {}
@@ -95,6 +98,7 @@ def collect(run_uri: str) -> Study:
             problem = result_problem(doc) if doc.get("format") == records.RESULT else None
             if problem:
                 unreadable.append(f"{here.key_uri(name)}: a result file jetlib cannot read ({problem})")
+                refused += 1
             elif doc.get("format") == records.RESULT:
                 same = ((doc.get("model") or {}).get("sha256"), (doc.get("dataset") or {}).get("id"))
                 if same[0] and same in seen:  # a copy of a result already counted: pooling it twice fakes precision
@@ -102,15 +106,26 @@ def collect(run_uri: str) -> Study:
                     continue
                 seen[same] = here.key_uri(name)
                 results.append({**doc, "_uri": here.key_uri(name)})
-        run = docs.get("run.json")
-        step = Step(here.uri, run, docs.get("metrics.json"), set(names))
-        if run is not None and run.get("format") == records.PRETRAIN:
+        run, metrics = docs.get("run.json"), docs.get("metrics.json")
+        kind = {records.PRETRAIN: "pretraining", records.MODEL: "training"}.get((run or {}).get("format"))
+        if kind:
+            problem = step_problem(run, pretraining=kind == "pretraining")
+            if problem:
+                unreadable.append(f"{here.key_uri('run.json')}: a {kind} record jetlib cannot read ({problem})")
+                refused += 1
+                continue
+            problem = metrics_problem(metrics) if metrics is not None else None
+            if problem:  # the run still counts; its curves are not drawn
+                unreadable.append(f"{here.key_uri('metrics.json')}: {kind} metrics jetlib cannot read ({problem})")
+                metrics = {}
+        step = Step(here.uri, run, metrics, set(names))
+        if kind == "pretraining":
             pretrains.append(step)
-        elif run is not None and run.get("format") == records.MODEL:
+        elif kind == "training":
             trainings.append(step)
         elif run is None and (folder in with_checkpoints or "metrics.json" in names):
             unfinished.append(step)
-    if not (results or pretrains or trainings or unfinished):
+    if not (results or pretrains or trainings or unfinished or refused):
         raise ConfigError(f"--run {store.uri}: no study outputs there (no result files, no training or "
                           f"pretraining run.json); point --run at a pipeline run folder")
     log.info("%s: %d results, %d pretraining runs, %d training runs, %d unfinished", store.uri, len(results),

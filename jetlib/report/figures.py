@@ -2,13 +2,22 @@
 
 Figures are small multiples rather than one figure per run, drawn at a modest DPI so
 that the page of a full study stays well under the 2 MB the Kubeflow UI can take.
-Every function returns a data URI, or None when it has nothing to draw.
+Every function returns a data URI, None when it has nothing to draw, or a
+:class:`~jetlib.report.blocks.NotDrawn` saying why it could not draw what it had.
+
+Labels are plain text. Method, folder and channel names come from records anyone can
+write, so no label goes through matplotlib's mathtext (a ``$`` in a name would be parsed
+as a formula, and a malformed one would stop the report): :func:`to_uri` turns
+``parse_math`` off on every title, axis label, legend entry and annotation, and
+shortens labels too long to read. Tick labels keep mathtext, which the log axes use.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
+import logging
 import warnings
 
 import numpy as np
@@ -16,20 +25,65 @@ from matplotlib.colors import LogNorm, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
 
+from jetlib.report.blocks import NotDrawn
 from jetlib.report.stats import HEADLINE_METRICS, METRICS, fmt_fraction, mode_rank, order_modes, result_mode
 
 COLORS = {"finetune": "#1f77b4", "linear": "#2ca02c", "scratch": "#d62728", "vgg": "#9467bd"}
 CLASS_STYLE = {1: ("quark", "#1f77b4"), 0: ("gluon", "#d62728"), -1: ("all jets", "#555555")}
 DPI = 80
+MAX_COLS, MAX_ROWS = 24, 40  # panels: a real study has ~6 label fractions and ~10 (task, mode) rows
+LABEL_CHARS = 60  # a longer line of a label is cut with "…": the figure's width is fixed
+log = logging.getLogger(__name__)
+
+
+class _TooManyPanels(Exception):
+    pass
 
 
 def _fig(ncols: int, nrows: int = 1, w: float = 3.2, h: float = 2.6) -> tuple[Figure, np.ndarray]:
+    if ncols > MAX_COLS or nrows > MAX_ROWS:
+        raise _TooManyPanels(f"{nrows} x {ncols} panels, more than the {MAX_ROWS} x {MAX_COLS} one figure shows; "
+                             f"the tables hold the numbers")
     fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
     return fig, axes
 
 
+def _drawn(draw):
+    """``draw``'s data URI, or a NotDrawn with the reason when its data cannot be drawn: one figure the
+    records do not allow (too many panels, a value matplotlib refuses) costs that figure, not the report."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        try:
+            return draw(*args, **kwargs)
+        except _TooManyPanels as e:
+            return NotDrawn(str(e))
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+            log.warning("report: %s not drawn: %s: %s", draw.__name__, type(e).__name__, e)
+            return NotDrawn(f"matplotlib cannot draw the recorded values ({type(e).__name__}: {str(e)[:200]})")
+    return wrapper
+
+
+def _plain(text: str) -> str:
+    return "\n".join(line if len(line) <= LABEL_CHARS else line[: LABEL_CHARS - 1] + "…" for line in text.split("\n"))
+
+
+def plain_labels(fig: Figure) -> None:
+    """Every title, axis label, legend entry and annotation of ``fig`` drawn as plain text (no mathtext), each
+    line at most LABEL_CHARS long. Tick labels are left alone: log axes write theirs in mathtext."""
+    texts = list(fig.texts)
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += [legend.get_title(), *legend.get_texts()]
+    for t in texts:
+        t.set_parse_math(False)
+        t.set_text(_plain(t.get_text()))
+
+
 def to_uri(fig: Figure, dpi: int = DPI) -> str:
+    plain_labels(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -50,7 +104,8 @@ def _fraction_axis(ax, fractions: list[float]) -> None:
         ax.set_xlim(fractions[0] / 2, fractions[0] * 2)
 
 
-def fraction_curves(cells: dict, metrics=HEADLINE_METRICS) -> str | None:
+@_drawn
+def fraction_curves(cells: dict, metrics=HEADLINE_METRICS) -> str | NotDrawn | None:
     """One panel per metric: mean ± std over seeds against label fraction (log x), one line per mode."""
     present = [m for m in metrics if any(k[0] == m and a.n for k, a in cells.items())]
     if not present:
@@ -76,7 +131,8 @@ def fraction_curves(cells: dict, metrics=HEADLINE_METRICS) -> str | None:
     return to_uri(fig)
 
 
-def roc_panels(results: list[dict]) -> str | None:
+@_drawn
+def roc_panels(results: list[dict]) -> str | NotDrawn | None:
     """1/εB against εS (log y), mean over seeds, one panel per label fraction, one line per mode (one task)."""
     cls = [r for r in results if (r.get("classification") or {}).get("roc")]
     fractions = sorted({float(r["label_fraction"]) for r in cls})
@@ -112,7 +168,8 @@ def _epoch_axis(ax) -> None:
         ax.xaxis.set_major_locator(FixedLocator([min(xs)]))
 
 
-def pretrain_curves(steps: list) -> str | None:
+@_drawn
+def pretrain_curves(steps: list) -> str | NotDrawn | None:
     """Loss, temperature, learning rate and k-NN accuracy per epoch for every pretraining run."""
     runs = [s for s in steps if s.metrics and s.metrics.get("epochs")]
     if not runs:
@@ -129,11 +186,13 @@ def pretrain_curves(steps: list) -> str | None:
         _epoch_axis(ax)
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:  # runs with no loss recorded leave the first panel empty
+        axes[0][0].legend(fontsize=7)
     return to_uri(fig)
 
 
-def training_curves(steps: list) -> str | None:
+@_drawn
+def training_curves(steps: list) -> str | NotDrawn | None:
     """Small multiples: one panel per (task, mode) row and label fraction column; train (solid) and
     validation (dashed) loss per epoch, one colour per seed."""
     runs = [s for s in steps if s.metrics and s.metrics.get("epochs")]
@@ -162,7 +221,8 @@ def training_curves(steps: list) -> str | None:
     return to_uri(fig)
 
 
-def mean_images(p, channel_names: list[str]) -> str | None:
+@_drawn
+def mean_images(p, channel_names: list[str]) -> str | NotDrawn | None:
     """Mean quark and gluon image per channel (log colour) and their difference (symmetric log)."""
     classes = [c for c in (1, 0, -1) if c in p.mean_image]
     if not classes:
@@ -192,7 +252,8 @@ def mean_images(p, channel_names: list[str]) -> str | None:
     return to_uri(fig)
 
 
-def distributions(p) -> str | None:
+@_drawn
+def distributions(p) -> str | NotDrawn | None:
     """Jet mass, pT and pixel occupancy by class (normalised histograms)."""
     panels = [(p.m0, "jet mass m0 (GeV)"), (p.pt, "jet pT (GeV)"), (p.occupancy, "non-zero pixels per jet")]
     panels = [(d, label) for d, label in panels if d]
@@ -211,7 +272,8 @@ def distributions(p) -> str | None:
     return to_uri(fig)
 
 
-def activation_maps(examples: list, maps: dict[str, dict[str, np.ndarray]], stages: list[str]) -> str | None:
+@_drawn
+def activation_maps(examples: list, maps: dict[str, dict[str, np.ndarray]], stages: list[str]) -> str | NotDrawn | None:
     """Rows: test jets; columns: the input (summed channels, log) then, for each encoder, its stages."""
     if not examples or not maps:
         return None
@@ -237,7 +299,8 @@ def activation_maps(examples: list, maps: dict[str, dict[str, np.ndarray]], stag
     return to_uri(fig)
 
 
-def regression_panels(preds: dict[str, dict[str, np.ndarray]], results: list[dict]) -> str | None:
+@_drawn
+def regression_panels(preds: dict[str, dict[str, np.ndarray]], results: list[dict]) -> str | NotDrawn | None:
     """Per mode, predicted vs true mass (2-D histogram); then residuals, bias and resolution vs true mass."""
     reg = [r for r in results if r.get("regression")]  # one task's results
     if not preds and not reg:

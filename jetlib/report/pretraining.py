@@ -15,6 +15,7 @@ the collapse table is still shown.
 
 from __future__ import annotations
 
+from jetlib import monitor
 from jetlib.report.blocks import Bullets, Para, Section, Table
 from jetlib.report.collect import Step, Study
 from jetlib.report.sections import fmt_agg
@@ -28,6 +29,7 @@ from jetlib.report.stats import (
     cell_mode,
     comparisons,
     fmt_fraction,
+    fmt_number,
     sentences,
     split_mode,
 )
@@ -118,9 +120,9 @@ def _collapse(study: Study) -> list:
         verdict = "not measured" if emb is None else "yes" if emb.get("collapsed") else "no"
         emb = emb or {}
         rows.append([name, run_method(st), str((st.run.get("config") or {}).get("seed", "—")),
-                     str(final.get("epoch", "—")), _num(final.get("loss"), ".4g"), _num(emb.get("std_mean"), ".4f"),
-                     _num(emb.get("std_min"), ".4f"), _num(emb.get("effective_rank"), ".1f"), verdict,
-                     ", ".join(map(str, epochs)) or "—"])
+                     str(final.get("epoch", "—")), fmt_number(final.get("loss"), ".4g"),
+                     fmt_number(emb.get("std_mean"), ".4f"), fmt_number(emb.get("std_min"), ".4f"),
+                     fmt_number(emb.get("effective_rank"), ".1f"), verdict, ", ".join(map(str, epochs)) or "—"])
     if not rows:
         return []
     if collapsed:
@@ -133,9 +135,6 @@ def _collapse(study: Study) -> list:
             Table(["pretraining run", "method", "seed", "final epoch", "final loss", "std (mean)", "std (min)",
                    "effective rank", "collapsed", "epochs collapsed"], rows,
                   "Collapse diagnostics of the encoder's normalised features on validation jets, final epoch "
-                  "(jetlib.monitor.embedding_stats: collapsed when the mean per-dimension std is under 0.1/√D or "
-                  "the effective rank under max(1.5, 0.01 D))")]
-
-
-def _num(value, fmt: str) -> str:
-    return f"{value:{fmt}}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+                  f"(jetlib.monitor.embedding_stats: collapsed when the mean per-dimension std is under "
+                  f"{monitor.STD_FRACTION:g}/√D or the effective rank under max({monitor.MIN_RANK:g}, "
+                  f"{monitor.RANK_FRACTION:g} D))")]

@@ -8,6 +8,7 @@ as the Kubeflow UI's Markdown viewer requires.
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 from jetlib.report.blocks import Bullets, Figure, Para, Pre, Section, Table
@@ -73,34 +74,56 @@ def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
             f"<main>{body}</main></body></html>")
 
 
-def _md_escape(text: str) -> str:
-    # no raw HTML reaches the Markdown viewer: angle brackets are escaped, pipes too inside tables
-    return text.replace("\\", "\\\\").replace("<", "\\<").replace(">", "\\>")
+# Markdown: every character that can open or close a CommonMark/GFM construct inside a line is
+# backslash-escaped (CommonMark 2.4: any ASCII punctuation may be), and the three that make HTML become
+# entities, which no Markdown flavour reads as markup. Without "[", "]" and "!" there is no link or image;
+# without "<" no raw HTML or <autolink>; "@" gets a word joiner (U+2060, invisible) and ":/" and "www."
+# an escape because GFM turns bare e-mail addresses, URLs and www. names into links.
+_MD_TABLE = {ord(c): "\\" + c for c in "\\`*_{}[]!#|~$^"} | {ord("&"): "&amp;", ord("<"): "&lt;",
+                                                              ord(">"): "&gt;", ord("@"): "@\u2060"}
+_MD_TABLE |= {c: None for c in (*range(0x20), 0x7F)}  # controls left after whitespace is folded
+_MD_AUTOLINK = re.compile(r":(?=/)|(?<=www)\.", re.IGNORECASE)
+# where a line starts: a list item ("- ", "+ ", "1. ", "1) ") or a thematic break ("---", "- - -")
+_MD_LINE_START = re.compile(r"^(?:[-+](?=\s|$)|-(?=[-\s]*$)|\d{1,9}(?=[.)](?:\s|$)))")
+
+
+def md_text(text: str) -> str:
+    """``text`` as one line of literal Markdown text: no link, image, HTML, emphasis, list or heading from it."""
+    one_line = " ".join(str(text).split())  # a newline would let the rest start a block (a fence, a list, HTML)
+    escaped = _MD_AUTOLINK.sub(lambda m: "\\" + m.group(), one_line.translate(_MD_TABLE))
+    return _MD_LINE_START.sub(lambda m: m.group() + "\\" if m.group()[0].isdigit() else "\\" + m.group(), escaped)
+
+
+def md_fence(text: str) -> str:
+    """``text`` as a fenced code block whose fence no line of ``text`` can close (CommonMark 4.5: a closing fence
+    is at least as long as the opening one): one tilde more than the longest run of tildes in it."""
+    longest = max((len(run) for run in re.findall(r"~+", text)), default=0)
+    fence = "~" * max(4, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
 
 
 def md_block(b) -> str:
     if isinstance(b, Para):
-        return f"**{_md_escape(b.text)}**" if b.strong else _md_escape(b.text)
+        return f"**{md_text(b.text)}**" if b.strong else md_text(b.text)
     if isinstance(b, Table):
         def row(cells):
-            return "| " + " | ".join(_md_escape(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
-        cap = f"*{_md_escape(b.caption)}*\n\n" if b.caption else ""
+            return "| " + " | ".join(md_text(c) for c in cells) + " |"
+        cap = f"*{md_text(b.caption)}*\n\n" if b.caption else ""
         return cap + "\n".join([row(b.header), "|" + "---|" * len(b.header), *map(row, b.rows)])
     if isinstance(b, Figure):
-        return f"*Figure in report.html: {_md_escape(b.alt)}.*"
+        return f"*Figure in report.html: {md_text(b.alt)}.*"
     if isinstance(b, Bullets):
-        return "\n".join(f"- {_md_escape(i)}" for i in b.items)
+        return "\n".join(f"- {md_text(i)}" for i in b.items)
     if isinstance(b, Pre):
         if not b.markdown:
-            return f"*{_md_escape(b.summary)}: in report.html.*"
-        fence = "~~~~"
-        return (f"{_md_escape(b.summary)}\n\n" if b.summary else "") + f"{fence}\n{b.text}\n{fence}"
+            return f"*{md_text(b.summary)}: in report.html.*"
+        return (f"{md_text(b.summary)}\n\n" if b.summary else "") + md_fence(b.text)
     raise TypeError(f"unknown block {type(b).__name__}")
 
 
 def to_markdown(title: str, subtitle: str, sections: list[Section]) -> str:
-    parts = [f"# {_md_escape(title)}", _md_escape(subtitle)]
+    parts = [f"# {md_text(title)}", md_text(subtitle)]
     for s in sections:
-        parts.append(f"## {_md_escape(s.title)}")
+        parts.append(f"## {md_text(s.title)}")
         parts.extend(md_block(b) for b in s.blocks)
     return "\n\n".join(parts) + "\n"

@@ -48,6 +48,11 @@ def fmt_fraction(f: float) -> str:
     return f"{f:.0%}" if f * 100 == round(f * 100) else f"{f:.2%}"
 
 
+def fmt_number(value, fmt: str) -> str:
+    """``value`` in ``fmt``, or "—" when it is not a number (null: a non-finite value written as JSON)."""
+    return f"{value:{fmt}}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
 def method_of(result: dict) -> str | None:
     """The pretraining method of a pretrained result's encoder (SimCLR when unrecorded); None for scratch, VGG."""
     if result.get("mode") not in PRETRAINED:

@@ -17,9 +17,12 @@ from jetlib.errors import JetlibError
 from jetlib.report import figures, inference
 from jetlib.report.blocks import Figure, Para, Pre, Section, Table
 from jetlib.report.collect import Study
-from jetlib.report.stats import fmt_fraction, order_modes, result_mode
+from jetlib.report.stats import fmt_fraction, fmt_number, order_modes, result_mode
 
 log = logging.getLogger(__name__)
+# a stored network the report cannot rebuild: a refused record, a blob with missing or mistyped fields, weights
+# that do not fit the recorded network
+UNLOADABLE = (JetlibError, KeyError, RuntimeError, TypeError, ValueError)
 
 
 def pick_stages(maps: dict[str, np.ndarray], count: int = 4) -> list[str]:
@@ -39,9 +42,8 @@ def learning_section(study: Study) -> Section:
     for st in study.pretrains:
         ep = (st.metrics or {}).get("epochs") or []
         last = ep[-1] if ep else {}
-        rows.append([st.uri, str(len(ep)), f"{last.get('loss', float('nan')):.4f}",
-                     f"{last.get('temperature', float('nan')):.4f}",
-                     f"{last['knn_accuracy']:.3f}" if last.get("knn_accuracy") is not None else "—"])
+        rows.append([st.uri, str(len(ep)), fmt_number(last.get("loss"), ".4f"),
+                     fmt_number(last.get("temperature"), ".4f"), fmt_number(last.get("knn_accuracy"), ".3f")])
     if rows:
         s.add(Table(["pretraining run", "epochs", "final loss", "final temperature", "final k-NN accuracy"], rows))
     s.add(Figure(figures.training_curves(study.trainings), "fine-tuning curves",
@@ -83,7 +85,7 @@ def encoder_section(study: Study, ds: Dataset | None, portrait, notes: list[str]
     for name, uri in sources.items():
         try:
             enc, normalize = inference.encoder_from(uri, pretraining=name == "pretrained")
-        except (JetlibError, KeyError, RuntimeError) as e:
+        except UNLOADABLE as e:
             notes.append(f"activation maps of {uri}: cannot load the encoder ({e})")
             continue
         scale = ds.channel_scale() if normalize == "scale" else None
@@ -120,7 +122,7 @@ def regression_section(study: Study, ds: Dataset | None, notes: list[str]) -> Se
                 try:
                     preds[f"{mode} {fmt_fraction(float(r['label_fraction']))} s{r.get('seed')}"] = \
                         inference.predictions(ds, r["model"]["uri"])
-                except (JetlibError, KeyError, RuntimeError) as e:
+                except UNLOADABLE as e:
                     notes.append(f"predictions of {r['model']['uri']}: cannot load the model ({e})")
         which = f"{task.title}: " if len(groups) > 1 else ""
         s.add(Figure(figures.regression_panels(preds, reg), f"{which}mass regression",
