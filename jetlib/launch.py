@@ -42,6 +42,17 @@ BACKENDS = ("trainjob", "pytorchjob")
 RUNTIME = "jetlib-torch"  # jetlib's namespaced TrainingRuntime (manifests/base/runtime/trainingruntime.yaml)
 SECRET_KEYS = ("JETLIB_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 UID = 1000  # the images' non-root user (images/Dockerfile)
+# How long the launcher waits (docs/cluster-readings.md): the whole job; a pod no node fits (a cluster
+# autoscaler adding a GPU node takes minutes); an image pull or container start that keeps failing.
+TIMEOUT_S = 24 * 3600.0
+PENDING_S = 900.0
+GRACE_S = 60.0
+# What a GPU worker asks for per GPU besides the GPU: the runtime's 2 CPUs / 4 GiB (CPU pods) would
+# otherwise stay, since Trainer merges resourcesPerNode into them key by key. /dev/shm counts here.
+CPU_PER_GPU = 4
+MEMORY_GI_PER_GPU = 16
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}  # as the pipeline's own GPU steps
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,16 +199,31 @@ def trainjob_options(req: JobRequest, name: str) -> list:
     return options
 
 
-def trainer(req: JobRequest):
-    """The SDK's ``CustomTrainerContainer``: image, node count, and GPUs per node if any.
+def resources_per_node(gpus_per_node: int) -> dict | None:
+    """The TrainJob's ``resourcesPerNode`` (the SDK's dict form): None for CPU pods, else the GPUs and
+    the CPU and memory of a GPU worker (:data:`CPU_PER_GPU`, :data:`MEMORY_GI_PER_GPU` per GPU).
 
-    CPU pods keep the runtime's requests (and so one process each, PET_NPROC_PER_NODE=1); a GPU
-    request replaces them and torchrun starts one process per visible GPU (PET_NPROC_PER_NODE=auto).
+    Kubeflow Trainer v2.3.0 merges it into the runtime's container resources key by key
+    (pkg/runtime/core/trainingruntime.go, newRuntimeInfo, through MergeResourceRequirements): a key it
+    does not name keeps the runtime's value, so GPUs alone would leave a GPU worker the CPU pods'
+    limit of 2 CPUs and 4 GiB. The SDK sets each key as request and limit.
+    """
+    if not gpus_per_node:
+        return None
+    return {"gpu": gpus_per_node, "cpu": str(CPU_PER_GPU * gpus_per_node),
+            "memory": f"{MEMORY_GI_PER_GPU * gpus_per_node}Gi"}
+
+
+def trainer(req: JobRequest):
+    """The SDK's ``CustomTrainerContainer``: image, node count, and a GPU worker's resources if any.
+
+    CPU pods keep the runtime's requests (and so one process each, PET_NPROC_PER_NODE=1); with GPUs
+    torchrun starts one process per visible GPU (PET_NPROC_PER_NODE=auto).
     """
     from kubeflow.trainer import CustomTrainerContainer
 
     return CustomTrainerContainer(image=req.image, num_nodes=req.nodes,
-                                  resources_per_node={"gpu": req.gpus_per_node} if req.gpus_per_node else None)
+                                  resources_per_node=resources_per_node(req.gpus_per_node))
 
 
 def check_runtime(runtime: dict, secret: str | None) -> None:
@@ -229,9 +255,10 @@ class Cancelled(BaseException):
 
 def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, image: str, preset: str,
                     augment: str, extra_args: list[str] | tuple[str, ...] = (), secret: str | None,
-                    namespace: str | None = None, backend: str = "trainjob", timeout_s: float = 7 * 24 * 3600,
+                    namespace: str | None = None, backend: str = "trainjob", timeout_s: float = TIMEOUT_S,
                     node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None,
-                    poll_s: float = 10.0, grace_s: float = 300.0, runtime: str = RUNTIME) -> dict:
+                    poll_s: float = 10.0, grace_s: float = GRACE_S, pending_s: float = PENDING_S,
+                    runtime: str = RUNTIME) -> dict:
     """Run ``jetlib pretrain`` on ``nodes`` pods and return its ``run.json``.
 
     Submits the job (or attaches to the running one for the same ``out``), prints node 0's log
@@ -246,11 +273,16 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
         secret: name of the Secret with the store credentials (keys: ``SECRET_KEYS``).
         namespace: default: the pod's own namespace in a cluster, else the kubeconfig's.
         backend: ``trainjob`` (Kubeflow Trainer v2) or ``pytorchjob`` (Training Operator v1).
-        timeout_s: wall-clock limit for the whole job.
-        node_selector, tolerations: scheduling constraints for every pod.
+        timeout_s: wall-clock limit for the whole job (default 24 h).
+        node_selector, tolerations: scheduling constraints for every pod; None (the default) with
+            GPUs: :data:`GPU_NODE_SELECTOR` and :data:`GPU_TOLERATION`, as the pipeline's GPU steps
+            (``{}`` and ``[]`` ask for none).
         poll_s: seconds between status polls.
-        grace_s: how long a pod may stay in ImagePullBackOff / CreateContainerConfigError before
-            the launch fails with that reason (CrashLoopBackOff fails it at once).
+        grace_s: how long a pod may stay in ErrImagePull / ImagePullBackOff /
+            CreateContainerConfigError before the launch fails with that reason (default 60 s;
+            CrashLoopBackOff, and a pod creation the API server refuses, fail it at the next poll).
+        pending_s: how long a pod may stay Unschedulable, or its creation be refused for a reason
+            that can clear (a quota), before the launch fails (default 15 min).
         runtime: the TrainingRuntime in ``namespace`` a TrainJob runs on; its node container must
             read the Secret's keys (``manifests/base/runtime`` ships ``jetlib-torch``).
 
@@ -267,8 +299,14 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if timeout_s <= 0:
+    if not timeout_s > 0:
         raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
+    for what, value in (("grace_s", grace_s), ("pending_s", pending_s)):
+        if not value >= 0:
+            raise ConfigError(f"{what} must be >= 0, got {value}")
+    if gpus_per_node > 0:  # GPU workers go where the pipeline's own GPU steps go, unless told otherwise
+        node_selector = dict(GPU_NODE_SELECTOR) if node_selector is None else node_selector
+        tolerations = [dict(GPU_TOLERATION)] if tolerations is None else tolerations
     req = JobRequest(data=data, out=out, nodes=nodes, gpus_per_node=gpus_per_node, image=image, preset=preset,
                      augment=augment, extra_args=tuple(extra_args), secret=secret,
                      node_selector=dict(node_selector or {}), tolerations=tuple(tolerations or ()), runtime=runtime)
@@ -281,7 +319,8 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
     done = False
     try:
         job.submit(req)
-        wait_for(job, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s, poll_s=poll_s, grace_s=grace_s)
+        wait_for(job, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s, poll_s=poll_s, grace_s=grace_s,
+                 pending_s=pending_s)
         done = True
     except BaseException as e:
         if not done:

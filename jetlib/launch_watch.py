@@ -2,8 +2,15 @@
 
 One small handle class per backend (:class:`TrainJobHandle`, :class:`PyTorchJobHandle`) knows its
 resource, its pods' labels and its node-0 container; :func:`wait_for` is the single watch loop over
-either. Failure reasons are read from the pods (:func:`pod_problem`) so that the one line a user
-sees says *why* (image pull, OOM-killed, unschedulable, missing Secret), not just "Failed".
+either. Failure reasons are read from the pods (:func:`pod_problem`) and, for a TrainJob, from the
+``FailedCreate`` events of its JobSet's Jobs (:func:`creation_problem`: a pod the API server refuses
+never exists, so only the event says why), so that the one line a user sees says *why* (pod refused,
+image pull, OOM-killed, unschedulable, missing Secret), not just "Failed" or a timeout days later.
+
+How long each wait may last before it fails the launch (each a :func:`wait_for` argument):
+a refused pod creation (``is invalid``, ``violates PodSecurity``) fails at the next poll; a crash loop
+at once; an image pull or container-start failure after ``grace_s``; a pod ``Unschedulable`` (or a
+creation refused for another reason, such as a quota) after ``pending_s``; the whole job after ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ MAX_API_ERRORS = 5  # consecutive failed polls tolerated (API server restarts, n
 # `... is forbidden: User "<name>" cannot <verb> resource ...`. Admission webhooks answer 403 too.
 RBAC_DENIAL = re.compile(r'is forbidden: User "[^"]*" cannot ')
 RESTART_ATTEMPT = "jobset.sigs.k8s.io/restart-attempt"  # JobSet labels each recreation of its pods
+# A FailedCreate whose error says the pod itself is refused: the Job controller's retries will be
+# refused the same way (validation, Pod Security admission), so the launch fails at once.
+REFUSED = ("is invalid", "violates PodSecurity")
 
 
 def _status_message(e: Exception) -> str:
@@ -209,11 +219,42 @@ class _Handle:
         return max(live, key=newest, default=None)
 
 
+    def creation_events(self) -> list:
+        """``FailedCreate`` events of the controllers that create this job's pods ([] where none is read)."""
+        return []
+
+
 class TrainJobHandle(_Handle):
     kind, group, version, plural = "TrainJob", "trainer.kubeflow.org", "v1alpha1", "trainjobs"
     pod_selector = "jobset.sigs.k8s.io/jobset-name={name}"
     container = "node"
     terminal = {"Complete": "Complete", "Failed": "Failed"}
+    _events_denied = False
+
+    def creation_events(self) -> list:
+        """``FailedCreate`` events on this TrainJob's batch Jobs (JobSet labels them with its name), by the
+        Job's uid so that events of an earlier job of the same name do not count."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        if self._events_denied:
+            return []
+        ns = self.cluster.namespace
+        try:
+            jobs = client.BatchV1Api(self.cluster.core.api_client).list_namespaced_job(
+                ns, label_selector=self.pod_selector.format(name=self.name)).items
+            events = []
+            for job in jobs:
+                events += self.cluster.core.list_namespaced_event(
+                    ns, field_selector=f"involvedObject.uid={job.metadata.uid},reason=FailedCreate").items
+            return events
+        except ApiException as e:
+            if e.status == 403:  # a launcher Role from before events were read: watch the pods only
+                self._events_denied = True
+                print(f"cannot list jobs.batch or events in namespace {ns} ({RBAC_HINT}): a pod the API server "
+                      "refuses shows only as the timeout", file=sys.stderr, flush=True)
+                return []
+            raise _api_error(e, "list jobs.batch and events", ns) from None
 
     def is_node0(self, labels: dict) -> bool:
         return (labels.get("jobset.sigs.k8s.io/replicatedjob-name") == "node"
@@ -275,12 +316,22 @@ class PyTorchJobHandle(_Handle):
             raise _api_error(e, f"create {self.plural}.{self.group}", self.cluster.namespace) from None
 
 
-def pod_problem(pod, grace_s: float = 300.0) -> tuple[str, float | None] | None:
+def creation_problem(event, pending_s: float) -> tuple[str, str, float]:
+    """(key, one line naming the Job and the reason, seconds before it fails the launch) of a
+    ``FailedCreate`` event: 0 for a pod the API server refuses as such (:data:`REFUSED`), ``pending_s``
+    for a refusal that can clear (a quota, a webhook that timed out)."""
+    obj = event.involved_object
+    message = " ".join((event.message or "").split())
+    line = f"{obj.kind} {obj.namespace}/{obj.name}: {event.reason}: {message}"
+    return f"{obj.uid}/{message}", line, (0.0 if any(r in message for r in REFUSED) else pending_s)
+
+
+def pod_problem(pod, grace_s: float = 60.0, pending_s: float = 900.0) -> tuple[str, float | None] | None:
     """(one line saying why a pod is not making progress, seconds before that fails the launch), or None.
 
-    The seconds are None for what can clear by itself (unschedulable, OOM-killed and retried), 0 for
-    a crash loop (its peers are already hung), and ``grace_s`` for what never clears (image pull,
-    missing Secret).
+    The seconds are None for what clears by itself (OOM-killed and retried), 0 for a crash loop (its
+    peers are already hung), ``grace_s`` for what does not clear (image pull, missing Secret), and
+    ``pending_s`` for a pod no node fits (a cluster autoscaler may still add one).
 
     Reads what the kubelet and scheduler report: container waiting/terminated reasons
     (image pull, crash loop, OOM-killed, missing Secret) and the PodScheduled condition (unschedulable).
@@ -305,7 +356,7 @@ def pod_problem(pod, grace_s: float = 300.0) -> tuple[str, float | None] | None:
                         "raise the memory limit or lower --batch-size"), None
     for cond in status.conditions or []:
         if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
-            return f"pod {name}: unschedulable: {cond.message or 'no node fits'}", None
+            return f"pod {name}: unschedulable: {cond.message or 'no node fits'}", pending_s
     return None
 
 
@@ -338,7 +389,8 @@ def stream_logs(handle: _Handle, pod_name: str, prefix: str = "[node-0] ") -> th
     return thread
 
 
-def wait_for(handle: _Handle, *, deadline: float, timeout_s: float, poll_s: float, grace_s: float) -> None:
+def wait_for(handle: _Handle, *, deadline: float, timeout_s: float, poll_s: float, grace_s: float,
+             pending_s: float = 900.0) -> None:
     """Poll until the job completes; raise TrainingError with the reason when it fails, stalls or times out."""
     streams: dict[tuple[str, int], threading.Thread] = {}  # (pod, container restarts) -> its log stream
     first_seen: dict[tuple[str, str], float] = {}
@@ -348,6 +400,7 @@ def wait_for(handle: _Handle, *, deadline: float, timeout_s: float, poll_s: floa
         try:
             state, message = handle.state()
             pods = handle.pods()
+            refused = handle.creation_events()
             errors = 0
         except TrainingError:
             errors += 1  # transient API trouble: retry a few polls before giving up
@@ -361,18 +414,18 @@ def wait_for(handle: _Handle, *, deadline: float, timeout_s: float, poll_s: floa
             if key not in streams:
                 streams[key] = stream_logs(handle, node0.metadata.name)
         now = time.monotonic()
-        for pod in pods:
-            found = pod_problem(pod, grace_s)
-            if found is None:
-                continue
-            line, fails_after = found
-            key = (pod.metadata.name, line)
+        found_all = [creation_problem(e, pending_s) for e in refused]
+        found_all += [(pod.metadata.name, *found) for pod in pods
+                      if (found := pod_problem(pod, grace_s, pending_s)) is not None]
+        for name, line, fails_after in found_all:
+            key = (name, line)
             if key not in first_seen:
                 first_seen[key] = now
                 print(line, file=sys.stderr, flush=True)
             last_problem = line
             if fails_after is not None and now - first_seen[key] >= fails_after:
-                raise TrainingError(f"{handle.ref}: {line}")
+                waited = f" (for more than {fails_after:g} s)" if fails_after else ""
+                raise TrainingError(f"{handle.ref}: {line}{waited}")
         if state in ("Complete", "Failed", "Gone", "Deleting"):
             for t in streams.values():
                 t.join(timeout=30)  # let the last lines of node 0's log arrive

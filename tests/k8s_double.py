@@ -15,6 +15,18 @@ real cluster applies between a request and its answer, each from the upstream so
 - Deletion: ``propagationPolicy=Foreground`` leaves the object with a ``deletionTimestamp`` and the
   ``foregroundDeletion`` finalizer until its pods are gone (the garbage collector's foreground
   mode); a create of the same name meanwhile is 409 ``AlreadyExists``.
+- Pod creation (``POST .../pods``, and the Job controller's creations when ``jobset_controller`` is on):
+  the pod strategy first merges each affinity term's ``matchLabelKeys`` into its selector
+  (k8s.io/kubernetes v1.33 pkg/registry/core/pod/strategy.go, mutatePodAffinity /
+  applyMatchLabelKeysAndMismatchLabelKeys, gate MatchLabelKeysInPodAffinity on by default), then
+  validation refuses a key found twice (pkg/apis/core/validation/validation.go,
+  validateMatchLabelKeysAndMismatchLabelKeys): 422 ``Invalid``, ``Pod "<name>" is invalid: ...``
+  (k8s.io/apimachinery pkg/api/errors, NewInvalid). The Job controller turns a refused creation into
+  a ``FailedCreate`` Warning event on its Job, ``Error creating: <error>`` (pkg/controller/
+  controller_utils.go, RealPodControl.createPods), and creates no pod.
+- Lists: pods and batch/v1 Jobs by ``labelSelector`` (``k=v`` terms); Events by ``fieldSelector`` over
+  the fields pkg/registry/core/event/strategy.go ToSelectableFields declares (``involvedObject.*``,
+  ``reason``, ``type``, ...); any other field is 400 ``field label not supported`` (as the apiserver).
 
 A test scripts the rest: which requests are forbidden, what the pods report, what node 0 logs, and
 when the job's conditions change (``script(fake, job)`` runs on every GET of a job object).
@@ -35,7 +47,9 @@ import yaml
 from tests.trainer_rules import (
     RUNTIME_WEBHOOK,
     TRAINJOB_WEBHOOK,
+    _invalid,
     aggregate,
+    node_pod,
     validate_trainingruntime,
     validate_trainjob,
 )
@@ -55,6 +69,12 @@ CUSTOM = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)(?:/namespaces/(
                     r"/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?P<log>/log)?)?$")
 CONFIGMAP = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps/(?P<name>[^/]+)$")
+EVENTS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$")
+BATCH_JOBS = re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs$")
+EVENT_FIELDS = ("metadata.name", "metadata.namespace", "involvedObject.kind", "involvedObject.namespace",
+                "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion",
+                "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent",
+                "source", "type")
 VERBS = {"POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}
 NOW = "2026-01-01T00:00:00Z"
 
@@ -93,6 +113,81 @@ def pod(name: str, labels: dict, phase: str = "Running", waiting: str | None = N
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}
 
 
+def _terms(affinity: dict):
+    """(field path, term) of every pod (anti-)affinity term, as validation walks them."""
+    for kind in ("podAffinity", "podAntiAffinity"):
+        section = affinity.get(kind) or {}
+        base = f"spec.affinity.{kind}"
+        for i, term in enumerate(section.get("requiredDuringSchedulingIgnoredDuringExecution") or []):
+            yield f"{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]", term
+        for i, weighted in enumerate(section.get("preferredDuringSchedulingIgnoredDuringExecution") or []):
+            yield (f"{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm",
+                   weighted.get("podAffinityTerm") or {})
+
+
+def mutate_pod_affinity(pod: dict) -> None:
+    """pkg/registry/core/pod/strategy.go (v1.33), mutatePodAffinity: each term's matchLabelKeys become
+    ``key In (<this pod's value>)`` and mismatchLabelKeys ``key NotIn (...)`` in its labelSelector, for
+    keys the pod carries; a term without a labelSelector is left alone (it matches nothing)."""
+    labels = pod["metadata"].get("labels") or {}
+    for _, term in _terms(pod["spec"].get("affinity") or {}):
+        if term.get("labelSelector") is None:
+            continue
+        exprs = term["labelSelector"].setdefault("matchExpressions", [])
+        for field, op in (("matchLabelKeys", "In"), ("mismatchLabelKeys", "NotIn")):
+            exprs += [{"key": k, "operator": op, "values": [labels[k]]} for k in term.get(field) or [] if k in labels]
+
+
+def validate_pod_affinity(pod: dict) -> list[str]:
+    """pkg/apis/core/validation/validation.go (v1.33), validateMatchLabelKeysAndMismatchLabelKeys, on a
+    pod already through :func:`mutate_pod_affinity`: a matchLabelKeys key that the selector holds
+    twice (the user's own term and the merged one) is refused, at the term's path indexed by the key's
+    position (``fldPath.Index(i)``), as is a key in both matchLabelKeys and mismatchLabelKeys."""
+    errors = []
+    for path, term in _terms(pod["spec"].get("affinity") or {}):
+        match, mismatch = term.get("matchLabelKeys") or [], term.get("mismatchLabelKeys") or []
+        selector = term.get("labelSelector")
+        if (match or mismatch) and selector is None:
+            errors.append(f"{path}.matchLabelKeys: Forbidden: must not be specified when labelSelector is not set")
+            continue
+        if selector is not None:
+            index = {k: i for i, k in enumerate(match)}
+            seen = set(selector.get("matchLabels") or {})
+            for expr in selector.get("matchExpressions") or []:
+                if expr["key"] in index and expr["key"] in seen:
+                    errors.append(_invalid(f"{path}[{index[expr['key']]}]", expr["key"],
+                                           "exists in both matchLabelKeys and labelSelector"))
+                seen.add(expr["key"])
+        for i, k in enumerate(match):
+            if k in mismatch:
+                errors.append(_invalid(f"{path}.matchLabelKeys[{i}]", k,
+                                       "exists in both matchLabelKeys and mismatchLabelKeys"))
+    return errors
+
+
+def _selected(fields: dict, selector: str) -> bool:
+    """``a=b,c!=d`` against an object's selectable fields (k8s.io/apimachinery pkg/fields)."""
+    for term in filter(None, selector.split(",")):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if fields.get(key, "") == value:
+                return False
+        else:
+            key, value = term.replace("==", "=").split("=", 1)
+            if fields.get(key, "") != value:
+                return False
+    return True
+
+
+def _event_fields(event: dict) -> dict:
+    obj = event["involvedObject"]
+    return {"metadata.name": event["metadata"]["name"], "metadata.namespace": event["metadata"]["namespace"],
+            **{f"involvedObject.{k}": str(obj.get(k, "")) for k in
+               ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")},
+            "reason": event["reason"], "reportingComponent": event.get("reportingComponent", ""),
+            "source": (event.get("source") or {}).get("component", ""), "type": event["type"]}
+
+
 class FakeKubernetes:
     """State and behaviour of the double."""
 
@@ -108,6 +203,10 @@ class FakeKubernetes:
         self.logs: dict[str, str | list[str]] = {}  # pod name -> log, or one log per container restart
         self.job_gets = 0
         self.script = None
+        self.batch_jobs: list[dict] = []  # batch/v1 Jobs (JobSet makes one per replicated job)
+        self.events: list[dict] = []
+        # On: a created TrainJob gets its Job and the Job controller's pod creations (see create_pod).
+        self.jobset_controller = False
         self.deletion_ticks = 3  # requests a foreground delete takes to finish (pods terminating)
         self._deleting: dict[tuple[str, str, str], int] = {}
         self.lock = threading.RLock()
@@ -145,6 +244,52 @@ class FakeKubernetes:
                     {"type": ctype, "status": "True", "reason": reason, "message": message,
                      "lastTransitionTime": NOW}]
 
+    def create_pod(self, pod: dict) -> list[str]:
+        """Admit ``pod`` as the API server does (strategy, then validation); the errors, or [] and stored."""
+        pod = copy.deepcopy(pod)
+        mutate_pod_affinity(pod)
+        errors = validate_pod_affinity(pod)
+        if not errors:
+            pod["metadata"].setdefault("namespace", "ml")
+            pod["metadata"].setdefault("creationTimestamp", NOW)
+            pod["status"] = {"phase": "Pending"}
+            self.pods.append(pod)
+        return errors
+
+    def event(self, involved: dict, reason: str, message: str, component: str, kind: str = "Warning") -> dict:
+        """Record an Event as client-go's recorder does: a repeat of the same one bumps ``count``."""
+        for e in self.events:
+            if e["involvedObject"]["uid"] == involved["uid"] and (e["reason"], e["message"]) == (reason, message):
+                e["count"] += 1
+                return e
+        e = {"apiVersion": "v1", "kind": "Event",
+             "metadata": {"name": f"{involved['name']}.{len(self.events):016x}", "namespace": involved["namespace"]},
+             "involvedObject": involved, "reason": reason, "message": message, "type": kind, "count": 1,
+             "firstTimestamp": NOW, "lastTimestamp": NOW, "source": {"component": component},
+             "reportingComponent": component}
+        self.events.append(e)
+        return e
+
+    def _run_jobset(self, trainjob: dict) -> None:
+        """JobSet's one Job for the ``node`` replicated job, then the Job controller's pod creations."""
+        ns, name = trainjob["metadata"]["namespace"], trainjob["metadata"]["name"]
+        ref = trainjob["spec"].get("runtimeRef") or {}
+        runtime = self.objects.get(("trainingruntimes", ns, ref.get("name", ""))) if ref.get(
+            "kind") == "TrainingRuntime" else self.objects.get(("clustertrainingruntimes", "", ref.get("name", "")))
+        job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": f"{name}-node-0", "namespace": ns, "uid": f"job-uid-{len(self.batch_jobs)}",
+                            "labels": {"jobset.sigs.k8s.io/jobset-name": name,
+                                       "jobset.sigs.k8s.io/replicatedjob-name": "node"}}}
+        self.batch_jobs.append(job)
+        involved = {"kind": "Job", "namespace": ns, "name": job["metadata"]["name"], "uid": job["metadata"]["uid"],
+                    "apiVersion": "batch/v1"}
+        for index in range((trainjob["spec"].get("trainer") or {}).get("numNodes") or 1):
+            pod = node_pod(trainjob, runtime, index)
+            errors = self.create_pod(pod)
+            if errors:
+                self.event(involved, "FailedCreate", f'Error creating: Pod "{pod["metadata"]["name"]}" is invalid: '
+                           f"{aggregate(errors)}", "job-controller")
+
     def _tick(self) -> None:
         """Advance foreground deletions: pods terminate, then the owner goes (called once per request)."""
         for key in list(self._deleting):
@@ -153,6 +298,7 @@ class FakeKubernetes:
                 del self._deleting[key]
                 self.objects.pop(key, None)
                 self.pods = [p for p in self.pods if not _owned(p, key[2])]
+                self.batch_jobs = [j for j in self.batch_jobs if not _owned(j, key[2])]
 
     def _delete(self, key, policy: str) -> dict | None:
         obj = self.objects.get(key)
@@ -239,7 +385,30 @@ class FakeKubernetes:
                                                 "data": {"kubeflow_trainer_version": "v2.3.0"}})
                     return self._status(404, "NotFound", f'configmaps "{m["name"]}" not found')
                 if m := PODS.match(url.path):
+                    if method == "POST":
+                        with fake.lock:
+                            errors = fake.create_pod({**body, "metadata": {**body["metadata"], "namespace": m["ns"]}})
+                        if errors:
+                            return self._status(422, "Invalid", f'Pod "{body["metadata"]["name"]}" is invalid: '
+                                                f"{aggregate(errors)}")
+                        return self._send(201, fake.pods[-1])
                     return self._pods(m, query)
+                if m := BATCH_JOBS.match(url.path):
+                    with fake.lock:
+                        items = [copy.deepcopy(j) for j in fake.batch_jobs if j["metadata"]["namespace"] == m["ns"]
+                                 and _labelled(j, query)]
+                    return self._send(200, {"apiVersion": "batch/v1", "kind": "JobList", "metadata": {},
+                                            "items": items})
+                if m := EVENTS.match(url.path):
+                    selector = (query.get("fieldSelector") or [""])[0]
+                    unknown = [f for f in (s.split("=")[0].rstrip("!") for s in selector.split(",") if s)
+                               if f not in EVENT_FIELDS]
+                    if unknown:
+                        return self._status(400, "BadRequest", f"field label not supported: {unknown[0]}")
+                    with fake.lock:
+                        items = [copy.deepcopy(e) for e in fake.events if e["metadata"]["namespace"] == m["ns"]
+                                 and _selected(_event_fields(e), selector)]
+                    return self._send(200, {"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": items})
                 m = CUSTOM.match(url.path)
                 if not m:
                     return self._status(404, "NotFound", "the server could not find the requested resource")
@@ -282,6 +451,8 @@ class FakeKubernetes:
                     fake.objects[key] = obj
                     if m["plural"] in ("trainjobs", "pytorchjobs"):
                         fake.bodies.append(sent)
+                    if m["plural"] == "trainjobs" and fake.jobset_controller:
+                        fake._run_jobset(obj)
                 return self._send(201, obj)
 
             def _pods(self, m, query):
@@ -293,11 +464,8 @@ class FakeKubernetes:
                         restarts = current["status"]["containerStatuses"][0]["restartCount"] if current else 0
                         log = log[min(restarts, len(log) - 1)]
                     return self._send(200, log.encode(), "text/plain")
-                selector = dict(kv.split("=", 1) for kv in query.get("labelSelector", [""])[0].split(",")
-                                if "=" in kv)
                 with fake.lock:
-                    items = [copy.deepcopy(p) for p in fake.pods
-                             if all(p["metadata"]["labels"].get(k) == v for k, v in selector.items())]
+                    items = [copy.deepcopy(p) for p in fake.pods if _labelled(p, query)]
                 return self._send(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
 
             def do_GET(self):
@@ -315,3 +483,9 @@ class FakeKubernetes:
 def _owned(p: dict, job: str) -> bool:
     labels = p["metadata"]["labels"]
     return job in (labels.get("jobset.sigs.k8s.io/jobset-name"), labels.get("training.kubeflow.org/job-name"))
+
+
+def _labelled(obj: dict, query: dict) -> bool:
+    """``labelSelector=k=v,...`` (equality terms) against ``obj``'s labels."""
+    selector = dict(kv.split("=", 1) for kv in query.get("labelSelector", [""])[0].split(",") if "=" in kv)
+    return all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())

@@ -44,8 +44,10 @@ def finished(s3_env):
     """(data, out) URIs; ``out`` holds a finished pretraining run, as rank 0 leaves it."""
     out = f"{s3_env}/pretrain"
     store = open_store(out)
-    enc = save_object(store, "encoder.pt", {"w": torch.arange(4.0)})
-    run = {"format": "jetlib.pretrain/2", "encoder": enc, "world_size": 2}
+    enc = save_object(store, "encoder.pt", {"arch": "resnet15", "config": {}, "state_dict": {"w": torch.arange(4.0)},
+                                            "normalize": "scale", "dataset": "0123456789ab"})
+    run = {"format": "jetlib.pretrain/2", "encoder": enc, "world_size": 2, "config": {"seed": 0, "method": "simclr"},
+           "dataset": {"uri": f"{s3_env}/data", "id": "0123456789ab"}}
     store.put_bytes("run.json", json.dumps(run).encode())
     return f"{s3_env}/data", out, run
 
@@ -428,26 +430,60 @@ def test_sigterm_cancels_and_deletes_the_job(k8s, finished, tmp_path):
     assert all("deletionTimestamp" in p["metadata"] for p in k8s.pods)
 
 
-def test_gpu_trainjob_requests_gpus_and_carries_scheduling_constraints(k8s, finished):
+def test_gpu_workers_get_a_gpu_nodes_resources_and_the_gpu_steps_scheduling(k8s, finished):
+    """Kubeflow Trainer v2.3.0 merges ``trainer.resourcesPerNode`` into the runtime's ``node`` container
+    key by key (pkg/runtime/core/trainingruntime.go, newRuntimeInfo -> pkg/util/trainingruntime,
+    MergeResourceRequirements; tests/trainer_rules.py, merge_resources): GPUs alone would leave a GPU
+    worker the runtime's CPU limit of 2 and 4 GiB. The workers also get the pipeline's GPU node
+    selector and toleration by default."""
+    from jetlib.launch import CPU_PER_GPU, GPU_NODE_SELECTOR, GPU_TOLERATION, MEMORY_GI_PER_GPU
+    from tests.trainer_rules import node_pod
+
     data, out, run = finished
     k8s.script = complete_after(2)
-    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    got = launch_pretrain(**kwargs(data, out, nodes=4, gpus_per_node=2, image="jetlib-cuda:0.1.0",
-                                   node_selector={"nvidia.com/gpu.present": "true"}, tolerations=[toleration]))
+    k8s.jobset_controller = True
+    got = launch_pretrain(**kwargs(data, out, nodes=4, gpus_per_node=2, image="jetlib-cuda:0.1.0"))
     assert got == run
     (body,) = k8s.bodies
     validate_custom(body)
     trainer = body["spec"]["trainer"]
     assert trainer["numNodes"] == 4 and trainer["image"] == "jetlib-cuda:0.1.0"
-    assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 2}
+    cpu, memory = str(2 * CPU_PER_GPU), f"{2 * MEMORY_GI_PER_GPU}Gi"
+    assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": 2, "cpu": cpu, "memory": memory},
+                                           "requests": {"nvidia.com/gpu": 2, "cpu": cpu, "memory": memory}}
     assert not any(a.startswith("--nproc") for a in trainer["command"])
+    runtime = k8s.objects["trainingruntimes", "ml", "jetlib-torch"]
     # one process per visible GPU on each node: the torch plugin's "auto" with a GPU request
-    assert pet_env(body, k8s.objects["trainingruntimes", "ml", "jetlib-torch"], 3)["PET_NPROC_PER_NODE"] == "auto"
-    assert k8s.denied == []
-    podspec = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
-        "template"]["spec"]["template"]["spec"]
-    assert podspec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert podspec["tolerations"] == [toleration]
+    assert pet_env(body, runtime, 3)["PET_NPROC_PER_NODE"] == "auto"
+    assert k8s.denied == [] and k8s.events == []
+    # what each worker pod asks for once the Trainer has merged: the job's keys, not the runtime's 2 CPUs
+    pods = [p for p in k8s.pods if p["metadata"]["labels"].get(INDEX) is not None]
+    assert len(pods) == 4
+    for p in pods:
+        (c,) = p["spec"]["containers"]
+        assert c["resources"] == trainer["resourcesPerNode"]
+        assert p["spec"]["nodeSelector"] == GPU_NODE_SELECTOR and p["spec"]["tolerations"] == [GPU_TOLERATION]
+    # a key the job does not name keeps the runtime's value (merge, not replacement)
+    half = {**body, "spec": {**body["spec"], "trainer": {**trainer, "resourcesPerNode": {
+        "limits": {"nvidia.com/gpu": 1}, "requests": {"nvidia.com/gpu": 1}}}}}
+    (c,) = node_pod(half, runtime, 0)["spec"]["containers"]
+    assert c["resources"] == {"limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": 1},
+                              "requests": {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": 1}}
+
+
+def test_explicit_scheduling_constraints_replace_the_gpu_defaults(k8s, finished):
+    data, out, run = finished
+    k8s.script = complete_after(2)
+    toleration = {"key": "pool", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}
+    launch_pretrain(**kwargs(data, out, gpus_per_node=1, image="jetlib-cuda:0.1.0", node_selector={"pool": "a100"},
+                             tolerations=[toleration]))
+    podspec = k8s.bodies[0]["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+        "replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert podspec["nodeSelector"] == {"pool": "a100"} and podspec["tolerations"] == [toleration]
+    k8s.bodies.clear()
+    with pytest.raises(ConfigError, match="no finished run there"):  # the job ran; nothing was written
+        launch_pretrain(**kwargs(data, f"{out}2", gpus_per_node=0))
+    assert "runtimePatches" not in k8s.bodies[0]["spec"]  # CPU pods: no GPU constraint
 
 
 def test_no_cluster_configuration_is_one_clear_line(finished, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ the API server's reply, so a test that matches them matches what a real cluster 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -149,3 +150,61 @@ def pet_env_sources(job: dict, runtime: dict) -> list[dict]:
     values = pet_env(job, runtime, 0)
     return [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX}}} if k == "PET_NODE_RANK"
             else {"name": k, "value": values[k]} for k in PET_NAMES]
+
+
+def merge_resources(base: dict, override: dict) -> dict:
+    """pkg/util/trainingruntime/trainingruntime.go, MergeResourceRequirements (called from
+    pkg/runtime/core/trainingruntime.go, newRuntimeInfo, for the trainer's ``node`` container): a
+    strategic merge of ``trainer.resourcesPerNode`` onto the runtime container's resources. Limits and
+    requests merge key by key, so a key the job does not name keeps the runtime's value."""
+    out = {}
+    for part in ("limits", "requests"):
+        merged = {**(base.get(part) or {}), **(override.get(part) or {})}
+        if merged:
+            out[part] = merged
+    return out
+
+
+def node_pod(job: dict, runtime: dict, index: int) -> dict:
+    """The pod the Job controller asks the API server for, for node ``index`` of TrainJob ``job``.
+
+    The runtime's ``node`` pod template with what Trainer v2.3.0 puts into the JobSet: the job's image
+    and command on the ``node`` container (pkg/runtime/framework/plugins/jobset, Build), its resources
+    merged (:func:`merge_resources`), the PET_* environment (:func:`pet_env_sources`), the runtime
+    patches' node selector and tolerations; then JobSet v0.12.0's pod labels (pkg/constants:
+    jobset-name, replicatedjob-name, job-index, restart-attempt) and the Job controller's
+    completion index; its name is the indexed Job's generateName, ``<job>-<index>-`` plus five characters.
+    """
+    name = job["metadata"]["name"]
+    (rjob,) = [r for r in _rjobs(runtime) if r["name"] == "node"]
+    template = json.loads(json.dumps(rjob["template"]["spec"]["template"]))
+    spec = template["spec"]
+    trainer = job["spec"].get("trainer") or {}
+    for c in spec["containers"]:
+        if c["name"] != "node":
+            continue
+        if trainer.get("image"):
+            c["image"] = trainer["image"]
+        if trainer.get("command"):
+            c["command"] = list(trainer["command"])
+        if trainer.get("resourcesPerNode"):
+            c["resources"] = merge_resources(c.get("resources") or {}, trainer["resourcesPerNode"])
+        c["env"] = [*(c.get("env") or []), *pet_env_sources(job, runtime)]
+    for patch in job["spec"].get("runtimePatches") or []:
+        for rpatch in (((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get(
+                "replicatedJobs") or []:
+            pod = (((rpatch.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+            if pod.get("nodeSelector"):
+                spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **pod["nodeSelector"]}
+            if pod.get("tolerations"):
+                spec["tolerations"] = [*(spec.get("tolerations") or []), *pod["tolerations"]]
+    job_name = f"{name}-node-0"
+    labels = {**(template.get("metadata") or {}).get("labels", {}),
+              "jobset.sigs.k8s.io/jobset-name": name, "jobset.sigs.k8s.io/replicatedjob-name": "node",
+              "jobset.sigs.k8s.io/job-index": "0", "jobset.sigs.k8s.io/restart-attempt": "0",
+              "batch.kubernetes.io/job-name": job_name, "batch.kubernetes.io/job-completion-index": str(index)}
+    suffix = hashlib.sha256(f"{name}/{index}".encode()).hexdigest()[:5]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{job_name}-{index}-{suffix}", "labels": labels,
+                         "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+            "spec": spec}
