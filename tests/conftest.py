@@ -1,9 +1,9 @@
 """Shared fixtures: tiny generated HDF5 files, an S3 endpoint, a CLI runner.
 
-S3 tests run against a moto server on 127.0.0.1 (a real HTTP S3 endpoint that the
-``minio`` client talks to). Set ``JETLIB_TEST_S3_ENDPOINT`` (plus
-``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) to run the same tests against a
-real MinIO instead.
+S3 tests run against a SeaweedFS server (the object store KFP deploys) that the tests start on
+127.0.0.1 (``tests/s3_server.py``; docs/object-store-testing.md). Set ``JETLIB_TEST_S3_ENDPOINT``
+(plus ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) to run the same tests against another
+server, a MinIO or a SeaweedFS of your own.
 """
 
 from __future__ import annotations
@@ -105,32 +105,96 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# --- session fixtures: what many tests share, built once per session ------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """``$JETLIB_CACHE`` (simulated files, S3 shards, compiled kernels) in the session's own folder: the
+    tests neither read a user's ``~/.cache/jetlib`` nor leave files in it; subprocesses inherit it."""
+    before = os.environ.get("JETLIB_CACHE")
+    os.environ["JETLIB_CACHE"] = str(tmp_path_factory.mktemp("jetlib-cache"))
+    yield
+    if before is None:
+        os.environ.pop("JETLIB_CACHE", None)
+    else:
+        os.environ["JETLIB_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
-def s3_server():
-    """URL of an S3 endpoint: a real one from JETLIB_TEST_S3_ENDPOINT, or a moto server."""
+def gloo_ranks(tmp_path_factory):
+    """Every DDP check's results from one two-process gloo run (``tests/gloo.py``): each rank's
+    ``{job: result}``; read a job's with ``tests.gloo.results(gloo_ranks, job)``."""
+    from tests import gloo
+
+    return gloo.run(tmp_path_factory.mktemp("gloo"), free_port())
+
+
+S3_BUCKET = f"jetlib-test-{uuid.uuid4().hex[:12]}"
+"""The session's bucket: each test gets its own prefix in it (``s3_env``); one bucket, not one per test, as
+a shared bucket is in a cluster (and a bucket is a SeaweedFS collection, with volumes of its own)."""
+_SEAWEEDFS = pytest.StashKey()
+
+
+def pytest_collection_finish(session):
+    """Launch the tests' SeaweedFS as soon as a collected test will need it, without waiting: its few seconds
+    of start-up (a master election, mostly idle) overlap the tests that run before the first S3 test."""
+    if session.config.option.collectonly:
+        return
+    wanted = [i for i in session.items if i.get_closest_marker("s3") or "seaweedfs" in getattr(i, "fixturenames", ())]
+    if wanted and not os.environ.get("JETLIB_TEST_S3_ENDPOINT"):
+        from tests.s3_server import SeaweedFS
+
+        session.config.stash[_SEAWEEDFS] = SeaweedFS().launch()
+
+
+def pytest_sessionfinish(session):
+    """Stop a launched SeaweedFS even when no test came to use it (an interrupted or failed-early run)."""
+    server = session.config.stash.get(_SEAWEEDFS, None)
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(request):
+    """The tests' own SeaweedFS S3 server on loopback (``tests/s3_server.py``): random ports and keys, data
+    in a temporary folder, one for the whole session; ``.admin`` and ``.reader`` (read and list only)."""
+    from tests.s3_server import SeaweedFS
+
+    server = request.config.stash.get(_SEAWEEDFS, None) or SeaweedFS()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(request):
+    """(URL, (access key, secret key) or None) of the S3 endpoint: a real one from JETLIB_TEST_S3_ENDPOINT
+    (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), else the tests' SeaweedFS."""
     real = os.environ.get("JETLIB_TEST_S3_ENDPOINT")
     if real:
-        yield real, None
-        return
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}", ("moto-test-key", "moto-test-secret")
-    server.stop()
+        return real, None
+    server = request.getfixturevalue("seaweedfs")
+    return server.url, (server.admin.access_key, server.admin.secret_key)
 
 
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
-    """Point jetlib at the test endpoint; returns a fresh, not yet existing, s3:// URI."""
+    """Point jetlib at the test endpoint; returns a fresh, not yet written, s3:// URI: a prefix of its own
+    in the session's bucket (which may not exist yet: the first write creates it)."""
     url, creds = s3_server
     monkeypatch.setenv("JETLIB_S3_ENDPOINT", url)
     if creds:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds[0])
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds[1])
     monkeypatch.setenv("JETLIB_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"jetlib-cache-{uuid.uuid4().hex}"))
-    return f"s3://jetlib-test-{uuid.uuid4().hex[:12]}/run"
+    return f"s3://{S3_BUCKET}/t-{uuid.uuid4().hex[:12]}/run"
+
+
+@pytest.fixture
+def s3_new_bucket(s3_env):
+    """Like ``s3_env``, in a bucket of its own that does not exist yet: for what a missing bucket does."""
+    return f"s3://jetlib-new-{uuid.uuid4().hex[:12]}/run"
 
 
 def ingest_small(root: Path, writer=None, n: int = 80, size: int = 24) -> str:

@@ -1,14 +1,12 @@
 """InfoNCE against the SimCLR paper's algorithm, and the DDP equality that global negatives need."""
 
 import math
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from jetlib.losses import InfoNCELoss
-from tests.conftest import free_port
 
 
 def naive_nt_xent(z1, z2, tau):
@@ -102,39 +100,32 @@ def _global_batch(n=8):
     return torch.rand(n, 2, 9, 9, generator=g), torch.rand(n, 2, 9, 9, generator=g)
 
 
-def _ddp_worker(rank, world, port, out):
-    import torch.distributed as td
-
+def gloo_job(rank, world):
+    """SimCLR under DDP on this rank's half of the global batch (the shared gloo group, ``tests/gloo.py``)."""
     from jetlib import dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    td.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        model = torch.nn.parallel.DistributedDataParallel(_tiny_model())
-        v1, v2 = _global_batch()
-        b = v1.shape[0] // world
-        mine = slice(rank * b, (rank + 1) * b)
-        loss = model(v1[mine], v2[mine])
-        loss.backward()
-        mean_loss = dist.all_reduce_mean(loss)
-        grads = {n: p.grad.clone() for n, p in model.module.named_parameters()}
-        torch.save({"loss": mean_loss, "grads": grads}, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        td.destroy_process_group()
+    model = torch.nn.parallel.DistributedDataParallel(_tiny_model())
+    v1, v2 = _global_batch()
+    b = v1.shape[0] // world
+    mine = slice(rank * b, (rank + 1) * b)
+    loss = model(v1[mine], v2[mine])
+    loss.backward()
+    mean_loss = dist.all_reduce_mean(loss)
+    return {"loss": mean_loss, "grads": {n: p.grad.clone() for n, p in model.module.named_parameters()}}
 
 
 @pytest.mark.ddp
-@pytest.mark.slow  # two processes starting torch: ~19 s of CPU
-def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path):
-    import torch.multiprocessing as mp
+@pytest.mark.slow  # the session's one gloo run (tests/gloo.py): two processes starting torch, ~19 s of CPU
+def test_two_gloo_processes_equal_one_process_on_the_global_batch(gloo_ranks):
+    from tests.gloo import results
 
-    mp.start_processes(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     model = _tiny_model()
     v1, v2 = _global_batch()
     loss = model(v1, v2)
     loss.backward()
-    for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+    ranks = results(gloo_ranks, "simclr")
+    assert len(ranks) == 2
+    for got in ranks:
         assert got["loss"].item() == pytest.approx(loss.item(), rel=1e-6)
         for name, p in model.named_parameters():
             torch.testing.assert_close(got["grads"][name], p.grad, rtol=1e-5, atol=1e-7, msg=name)

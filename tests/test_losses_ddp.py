@@ -15,18 +15,18 @@ fail: with per-rank statistics the gradients differ from the global batch's.
 """
 
 import copy
-import os
 
 import pytest
 import torch
 from torch import nn
 
 from jetlib.losses import BarlowTwinsLoss, InfoNCELoss, VICRegLoss, byol_loss, ema_update
-from tests.conftest import free_port
+from tests.gloo import WORLD, results
 
-pytestmark = pytest.mark.slow  # every test reads the two gloo ranks' fixture: ~19 s of CPU
+# every test reads the two gloo ranks of the session's one gloo run (tests/gloo.py): ~19 s of CPU
+pytestmark = pytest.mark.slow
 
-WORLD, GLOBAL_BATCH, D_IN, D_OUT = 2, 8, 6, 5
+GLOBAL_BATCH, D_IN, D_OUT = 8, 6, 5
 EMA = 0.9
 
 
@@ -90,34 +90,25 @@ def _step(model, x1, x2):
     return loss.detach(), grads, {k: v.clone() for k, v in module.state_dict().items()}
 
 
-def _ddp_worker(rank, world, port, out):
-    import torch.distributed as td
-
+def gloo_job(rank, world):
+    """Every case on this rank's half of the global batch, in the shared gloo group (``tests/gloo.py``)."""
     from jetlib import dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    td.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        x1, x2 = _global_batch()
-        b = GLOBAL_BATCH // world
-        mine = slice(rank * b, (rank + 1) * b)
-        results = {}
-        for case in CASES:
-            model = nn.parallel.DistributedDataParallel(_model(case))
-            loss, grads, state = _step(model, x1[mine], x2[mine])
-            results[case] = {"loss": loss, "mean_loss": dist.all_reduce_mean(loss), "grads": grads, "state": state}
-        torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        td.destroy_process_group()
+    x1, x2 = _global_batch()
+    b = GLOBAL_BATCH // world
+    mine = slice(rank * b, (rank + 1) * b)
+    results = {}
+    for case in CASES:
+        model = nn.parallel.DistributedDataParallel(_model(case))
+        loss, grads, state = _step(model, x1[mine], x2[mine])
+        results[case] = {"loss": loss, "mean_loss": dist.all_reduce_mean(loss), "grads": grads, "state": state}
+    return results
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    import torch.multiprocessing as mp
-
-    out = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_ddp_worker, args=(WORLD, free_port(), str(out)), nprocs=WORLD, start_method="spawn")
-    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+def ranks(gloo_ranks):
+    assert len(gloo_ranks) == WORLD
+    return results(gloo_ranks, "losses_ddp")
 
 
 def _one_process(case):

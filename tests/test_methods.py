@@ -20,7 +20,7 @@ from jetlib.errors import ConfigError
 from jetlib.losses import byol_momentum
 from jetlib.methods.base import Method
 from jetlib.models.resnet import ResNet, ResNetConfig
-from tests.conftest import free_port, pretrain_straight_and_killed, run_cli
+from tests.conftest import pretrain_straight_and_killed, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ("barlowtwins", "byol", "simclr", "vicreg")
@@ -160,40 +160,32 @@ def test_byol_killed_run_resumes_to_identical_weights_and_target(dataset, tmp_pa
     assert not torch.equal(a["target_encoder.stem.0.weight"], a["encoder.stem.0.weight"])  # it did move apart
 
 
-def _byol_ddp_worker(rank, world, port, out):
-    import torch.distributed as td
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    td.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(rank + 7)  # every rank draws differently from here on: the target must not
-        model = methods.create("byol", _encoder(seed=0), SMALL)
-        net = torch.nn.parallel.DistributedDataParallel(model)
-        opt = torch.optim.SGD(model.param_groups(0.0), lr=0.5)
-        for step in range(3):
-            v1, v2 = _views(seed=10 * step + rank)  # each rank its own jets
-            opt.zero_grad()
-            net(v1, v2).backward()
-            opt.step()
-            model.after_step(step, 3)
-        torch.save({k: v.detach() for k, v in model.named_parameters() if k.startswith("target_")},
-                   os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        td.destroy_process_group()
+def gloo_job(rank, world):
+    """Three BYOL steps under DDP, each rank on its own jets (the shared gloo group, ``tests/gloo.py``)."""
+    torch.manual_seed(rank + 7)  # every rank draws differently from here on: the target must not
+    model = methods.create("byol", _encoder(seed=0), SMALL)
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(model.param_groups(0.0), lr=0.5)
+    for step in range(3):
+        v1, v2 = _views(seed=10 * step + rank)  # each rank its own jets
+        opt.zero_grad()
+        net(v1, v2).backward()
+        opt.step()
+        model.after_step(step, 3)
+    return {k: v.detach() for k, v in model.named_parameters() if k.startswith("target_")}
 
 
 @pytest.mark.ddp
-@pytest.mark.slow  # two processes starting torch: ~19 s of CPU
-def test_byol_target_stays_identical_across_gloo_ranks(tmp_path):
+@pytest.mark.slow  # the session's one gloo run (tests/gloo.py): two processes starting torch, ~19 s of CPU
+def test_byol_target_stays_identical_across_gloo_ranks(gloo_ranks):
     """torch v2.14.1, torch/nn/parallel/distributed.py ``DistributedDataParallel``: parameters with
     ``requires_grad=False`` are not synced (the target's), the rest are all-reduced before ``opt.step``;
     the target, updated from the synced online weights, must agree across ranks without a sync of its own.
     (Its BatchNorm running statistics are per rank on CPU, where torch has no SyncBatchNorm; training never
     reads them: the target normalises with batch statistics.)"""
-    import torch.multiprocessing as mp
+    from tests.gloo import results
 
-    mp.start_processes(_byol_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
-    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    a, b = results(gloo_ranks, "byol_target")
     fresh = dict(methods.create("byol", _encoder(seed=0), SMALL).named_parameters())
     assert a.keys() == b.keys() and len(a) > 4
     for k in a:

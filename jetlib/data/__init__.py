@@ -1,6 +1,7 @@
 """The jet data layer: simulate, validate, ingest to the object store, stream back.
 
 ``simulate``  Pythia 8 + FastJet quark/gluon jets as detector-like images (HDF5)
+``simcache``  simulated files kept by their settings under $JETLIB_CACHE
 ``schema``    validation of HDF5 jet-image files (two public layouts)
 ``splits``    deterministic splits and nested class-balanced label-fraction subsets
 ``shards``    sparse Parquet shards (lossless)

@@ -32,6 +32,9 @@ File (the public quark/gluon layout)
     byte-shuffle filter; ``y`` (N,) float32, 1 = quark, 0 = gluon, exactly half
     each (the extra jet of an odd N is a quark); ``m0``, ``pt`` (N,) float32 GeV.
     File attributes hold the generator versions and the full configuration.
+Cache
+    A file is kept under ``$JETLIB_CACHE`` by its full settings (:mod:`jetlib.data.simcache`):
+    simulating the same settings again copies it (the same bytes).
 Reproducibility
     The work is cut into tasks of ``chunk_jets`` jets of one class; task ``k`` of
     class ``c`` seeds Pythia and the smearing from ``(seed, c, k)`` and initialises
@@ -53,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jetlib.data import simcache
 from jetlib.data.detector import DetectorConfig, make_images
 from jetlib.errors import ConfigError
 from jetlib.progress import progress
@@ -167,6 +171,9 @@ def run_task(cfg: SimConfig, task: Task) -> dict:
     jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r)
     charge_cache: dict[int, bool] = {}
     images, m0s, pts, events = [], [], [], 0
+    # what the acceptance benchmark reads: partonic pT of every generated event and of each kept jet,
+    # and each kept jet's constituent count (visible particles within jet_r of its axis)
+    pthat_events, pthats, n_const = [], [], []
     accepted = 0
     while accepted < task.n_jets:
         t = time.perf_counter()
@@ -174,10 +181,12 @@ def run_task(cfg: SimConfig, task: Task) -> dict:
         timings["pythia"] += time.perf_counter() - t
         t = time.perf_counter()
         events += len(batch)
+        pthat_events.append(np.sqrt(batch.info.pT2Hat.to_numpy()))
         if task.label == QUARK:  # the outgoing quark has the flavour of the incoming one
             id1, id2 = batch.info.id1.to_numpy(), batch.info.id2.to_numpy()
             quark = np.abs(np.where(id1 == 21, id2, id1))
             batch = batch[np.isin(quark, cfg.quark_flavours)]
+        pthat = np.sqrt(batch.info.pT2Hat.to_numpy())
         prt = batch.prt
         aid = abs(prt.id)
         visible = prt[(prt.status > 0) & (aid != 12) & (aid != 14) & (aid != 16)]  # drop neutrinos
@@ -208,12 +217,19 @@ def run_task(cfg: SimConfig, task: Task) -> dict:
         jet_phi = np.arctan2(jy[ok], jx[ok])
         images.append(make_images(np.repeat(np.arange(len(ok)), counts), pid, charged, flat["px"], flat["py"],
                                   flat["pz"], flat["e"], jet_eta, jet_phi, cfg.detector, rng))
+        ev = np.repeat(np.arange(len(ok)), counts)
+        ppt = np.hypot(flat["px"], flat["py"])
+        deta = np.arcsinh(flat["pz"] / np.maximum(ppt, 1e-12)) - jet_eta[ev]
+        dphi = np.mod(np.arctan2(flat["py"], flat["px"]) - jet_phi[ev] + np.pi, 2 * np.pi) - np.pi
+        n_const.append(np.bincount(ev[deta**2 + dphi**2 < cfg.jet_r**2], minlength=len(ok)))
+        pthats.append(pthat[ok])
         m0s.append(np.sqrt(np.maximum(je[ok] ** 2 - jx[ok] ** 2 - jy[ok] ** 2 - jz[ok] ** 2, 0.0)))
         pts.append(jet_pt[ok])
         accepted += len(ok)
         timings["image"] += time.perf_counter() - t
     return {"label": task.label, "images": np.concatenate(images), "m0": np.concatenate(m0s),
-            "pt": np.concatenate(pts), "events": events, "timings": timings}
+            "pt": np.concatenate(pts), "events": events, "timings": timings, "pthat": np.concatenate(pthats),
+            "pthat_events": np.concatenate(pthat_events), "n_const": np.concatenate(n_const)}
 
 
 def _run(args):
@@ -228,13 +244,22 @@ def _versions() -> dict:
     return {"pythia8mc": version("pythia8mc"), "fastjet": version("fastjet"), "jetlib": __version__}
 
 
-def simulate(cfg: SimConfig, out: str | os.PathLike, workers: int | None = None) -> dict:
-    """Write ``cfg.n_jets`` jets to ``out`` (atomically) and return a summary with jets/s."""
+def simulate(cfg: SimConfig, out: str | os.PathLike, workers: int | None = None, cache: bool = True) -> dict:
+    """Write ``cfg.n_jets`` jets to ``out`` (atomically) and return a summary with jets/s.
+
+    ``cache``: take the file from, and keep it in, ``$JETLIB_CACHE`` (:mod:`jetlib.data.simcache`);
+    the summary's ``cached`` says which happened."""
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5"):
         raise ConfigError(f"--out must end in .h5 or .hdf5, got {out.name}")
     if not out.parent.is_dir():
         raise ConfigError(f"--out folder {out.parent} does not exist")
+    t0 = time.perf_counter()
+    cache_key = simcache.key(asdict(cfg), _versions())
+    cached = simcache.fetch(cache_key, out) if cache else None
+    if cached is not None:
+        log.info("simulation taken from the cache (%s): %d jets", simcache.cache_dir(), cfg.n_jets)
+        return {**cached, "cached": True, "wall_s": time.perf_counter() - t0}
     workers = max(1, min(workers or os.cpu_count() or 1, cfg.n_jets))
     pairs = plan_tasks(cfg)
     tasks = [(cfg, t) for pair in pairs for t in pair]
@@ -242,7 +267,6 @@ def simulate(cfg: SimConfig, out: str | os.PathLike, workers: int | None = None)
 
     size = cfg.detector.image_size
     partial = out.with_name(out.name + ".partial")
-    t0 = time.perf_counter()
     totals = {"pythia": 0.0, "cluster": 0.0, "image": 0.0, "events": 0}
     try:
         with h5py.File(partial, "w") as f:
@@ -297,4 +321,6 @@ def simulate(cfg: SimConfig, out: str | os.PathLike, workers: int | None = None)
              "Pythia %.0f%%, clustering %.0f%%, imaging %.0f%%", cfg.n_jets, totals["events"], wall,
              summary["jets_per_s"], workers, *(100 * summary["share"].get(k, 0) for k in
                                                  ("pythia", "cluster", "image")))
-    return summary
+    if cache:
+        simcache.store(cache_key, out, summary)
+    return {**summary, "cached": False}
