@@ -12,7 +12,7 @@ RUN ?=
 PIPELINE ?= pipelines/jet_ssl.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint bench bench-gpu study study-methods demo compile compile-pinned submit clean
+.PHONY: help install test test-fast lint bench bench-gpu study study-methods demo compile compile-pinned submit clean docs docs-build
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,14 +62,25 @@ compile-pinned: $(STAMP) ## compile both pipelines against the built images' dig
 	$(BIN)/python -m pipelines.pin --out build/pipelines --flavors "$(FLAVORS)" $(if $(PIN_LOCAL),--local)
 
 # The run's display name: RUN, else one per submission (the run folder is the run's id either way).
-submit: $(STAMP) ## submit PIPELINE to KFP_ENDPOINT in KFP_EXPERIMENT (display name RUN, default unique); ARGS="key=value ..." (README)
+submit: $(STAMP) ## submit PIPELINE to KFP_ENDPOINT in KFP_EXPERIMENT (display name RUN, default unique); ARGS="key=value ..." (docs/workflow.md)
 	$(BIN)/kfp --endpoint $(KFP_ENDPOINT) run create -e $(KFP_EXPERIMENT) \
 	  -r "$(or $(RUN),$(basename $(notdir $(PIPELINE)))-$$(date -u +%Y%m%d-%H%M%S-%3N))" -f $(PIPELINE) $(ARGS)
+
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP) ## serve the documentation site (mkdocs.yml, docs/) on http://127.0.0.1:8000, rebuilt on every save
+	$(BIN)/mkdocs serve
+
+docs-build: $(DOCS_STAMP) ## build the documentation site into build/site with --strict (a broken link or missing page fails), as CI does
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 clean: ## remove the demo output and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) .cache .pytest_cache .ruff_cache
 
-# --- containers and clusters: images/, manifests/, scripts/ (README "Containers and clusters") ---
+# --- containers and clusters: images/, manifests/, scripts/ (docs/clusters.md) ---
 FLAVORS ?= cpu cuda
 BASE_IMAGE ?=
 CUDA_BASE_IMAGE ?=

@@ -108,7 +108,7 @@ def make_submit(endpoint: str, tmp_path: Path, args: str, **variables) -> subpro
                            f"ARGS={args}", *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-# The README's forms ("## The workflow", "Parameters on the command line"), every type the pipeline has.
+# The documented forms (docs/workflow.md, "Parameters on the command line"), every type the pipeline has.
 README_ARGS = ("store=s3://jets/study source=s3://jets/raw/qg.h5 run_name=exp1 n_jets=4000 preset=gpu "
                "'label_fractions=[0.01,0.1]' 'seeds=[0,1,2]' 'modes=[\"cls-finetune\",\"cls-vgg\"]' "
                "gpus_per_node=4 nodes=1 store_secret=jetlib-s3")

@@ -1,6 +1,6 @@
 """Hostile inputs, one table: every case is a bad source file, a crafted store object or a broken machine,
 run through ``jetlib`` as a user would, with the exit code, the one line on stderr and "nothing half-written"
-checked. The README's reliability figures count these cases (``len(CASES)``).
+checked. The reliability figures of docs/reliability.md count these cases (``len(CASES)``).
 
 Behaviour of the real systems relied on, read at the pinned versions:
 
@@ -385,6 +385,6 @@ def test_hostile_input_is_refused_with_one_line(case, committed, tmp_path, monke
         case.check(ctx)
 
 
-def test_the_table_is_what_the_readme_counts():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def test_the_table_is_what_the_reliability_page_counts():
+    readme = (Path(__file__).parents[1] / "docs" / "reliability.md").read_text()
     assert f"{len(CASES)} hostile inputs" in readme
