@@ -387,8 +387,9 @@ def _add_ingest(sub) -> None:
     keys.add_argument("--pt-key", metavar="KEY", help="the jet pT, GeV")
     p.add_argument("--test-fraction", type=fraction, default=0.2, help="held-out test share")
     p.add_argument("--val-fraction", type=fraction, default=0.1, help="validation share, carved from train")
-    p.add_argument("--fractions", type=fraction_list, default="0.01,0.1,0.25,0.5,1",
-                   help="nested label-fraction subsets of train")
+    # --label-fractions, as the pipeline's label_fractions and finetune's --label-fraction; --fractions still read
+    p.add_argument("--label-fractions", "--fractions", dest="fractions", type=fraction_list,
+                   default="0.01,0.1,0.25,0.5,1", help="nested label-fraction subsets of train to store")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the splits")
     p.add_argument("--shard-rows", type=positive_int, default=1024, help="jets per shard")
     p.add_argument("--row-group-rows", type=positive_int, default=256,

@@ -395,3 +395,11 @@ def test_the_main_help_and_ingest_help_do_not_import_torch():
             "p._subparsers._group_actions[0].choices['ingest'].format_help(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_ingest_takes_label_fractions_under_the_pipelines_name_and_its_earlier_one():
+    parser, _ = _steps()
+    new = parser.parse_args(["ingest", "f.h5", "--label-fractions", "0.5,0.1,1"])
+    old = parser.parse_args(["ingest", "f.h5", "--fractions", "0.5,0.1,1"])
+    assert new.fractions == old.fractions == (0.1, 0.5, 1.0)
+    assert parser.parse_args(["ingest", "f.h5"]).fractions == (0.01, 0.1, 0.25, 0.5, 1.0)
