@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 
@@ -173,7 +174,14 @@ def _pretrain(args) -> None:
 
 
 def _rank() -> int:
-    return int(os.environ.get("RANK", 0))
+    """torchrun's RANK (0 alone); a malformed one reads as 0 here and is refused by check_environment."""
+    from jetlib.errors import ConfigError
+    from jetlib.schemas.env import dist_env
+
+    try:
+        return dist_env().RANK
+    except ConfigError:
+        return 0
 
 
 # The config fields a training flag sets, shown for every preset in the step's epilog.
@@ -206,7 +214,8 @@ def presets_epilog(step: str) -> str:
                 for item in _flat(getattr(cfg, f.name), getattr(base, f.name), f.name)]
         flags = [f"{k}={getattr(cfg, k)}" for k in FLAG_FIELDS if hasattr(cfg, k)]
         lines.append(f"  {name:5s} {' '.join(flags)}")
-        lines.append(f"        sets {' '.join(sets)}" if sets else "        sets nothing: the defaults")
+        lines += textwrap.wrap(f"sets {' '.join(sets)}" if sets else "sets nothing: the defaults", width=100,
+                               initial_indent=" " * 8, subsequent_indent=" " * 13, break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -480,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     prog = f"jetlib {args.command}"
     try:
+        from jetlib.schemas.env import check_environment
+
+        check_environment()  # every variable jetlib reads, before a step writes anything
         args.func(args)
     except JetlibError as e:
         if args.debug:
