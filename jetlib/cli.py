@@ -174,7 +174,14 @@ def _pretrain(args) -> None:
 
 
 def _rank() -> int:
-    return int(os.environ.get("RANK", 0))
+    """torchrun's RANK (0 alone); a malformed one reads as 0 here and is refused by check_environment."""
+    from jetlib.errors import ConfigError
+    from jetlib.schemas.env import dist_env
+
+    try:
+        return dist_env().RANK
+    except ConfigError:
+        return 0
 
 
 # The config fields a training flag sets, shown for every preset in the step's epilog.
@@ -482,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     prog = f"jetlib {args.command}"
     try:
+        from jetlib.schemas.env import check_environment
+
+        check_environment()  # every variable jetlib reads, before a step writes anything
         args.func(args)
     except JetlibError as e:
         if args.debug:

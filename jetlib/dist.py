@@ -21,6 +21,7 @@ import torch
 import torch.distributed as td
 
 from jetlib.errors import ConfigError
+from jetlib.schemas.env import dist_env
 
 
 def is_initialized() -> bool:
@@ -36,7 +37,7 @@ def world_size() -> int:
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
+    return dist_env().LOCAL_RANK
 
 
 def is_main() -> bool:
@@ -45,7 +46,7 @@ def is_main() -> bool:
 
 def launched() -> bool:
     """True when started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", 1)) > 1
+    return dist_env().WORLD_SIZE > 1
 
 
 DEFAULT_TIMEOUT_S = 1800
@@ -82,7 +83,7 @@ def setup(device: torch.device) -> torch.device:
     """Join the process group torchrun describes, if any; returns this rank's device (:func:`rank_gpu`)."""
     if device.type == "cuda":
         device = torch.device("cuda", rank_gpu(local_rank(), torch.cuda.device_count(),
-                                               int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+                                               dist_env().LOCAL_WORLD_SIZE or 1))
         torch.cuda.set_device(device)
     if launched() and not is_initialized():
         td.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout(),

@@ -111,7 +111,7 @@ def write_result(out: str, result: dict) -> str:
 
 def load_model(model_uri: str, device):
     """(network with its best weights, model blob, run record) from a training step's output."""
-    blob, run = records.read_run(model_uri, "model", records.MODEL, "--model")
+    blob, run = records.read_run(model_uri, "model", records.MODEL, "--model")  # both passed their schemas
     what = f"--model {model_uri}: model.pt"
     models.arch_of(blob, what)  # fail early: the name parts below come from the same file
     origin = origin_of(blob) or {}

@@ -47,6 +47,7 @@ from jetlib.data.loader import NORMALIZE
 from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import as_input, autocast_for
 from jetlib.errors import ConfigError, DataError
+from jetlib.models.registry import check_weights
 from jetlib.models.resnet import VARIANTS, ResNetConfig
 from jetlib.schemas import (
     BatchSize,
@@ -155,9 +156,9 @@ def _network(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[mode
     if not init:
         args = cfg.model.to_dict() if cfg.arch == "resnet" else {}  # the presets' widths are ResNet-15's
         return models.create(cfg.arch, **{**args, "in_channels": channels}), [], cfg.normalize, {"init": None}
-    blob, run = load_pretrained(init)
+    blob, run = load_pretrained(init)  # both passed their schemas (jetlib.schemas.records)
     what = f"--init {init}: encoder.pt"
-    arch = models.arch_of(blob, what)
+    arch = check_weights(blob, what)  # the recorded widths against the weights, before anything is allocated
     try:
         net = models.create(arch, **{**blob["config"], "in_channels": channels})
     except (KeyError, TypeError, ValueError) as e:
@@ -168,9 +169,9 @@ def _network(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[mode
         for line in report:
             log.info("pretrained weights: %s", line)
     return net, report, blob["normalize"], {"init": init, "encoder_sha256": run["encoder"]["sha256"],
-                                            "pretrain_seed": run.get("config", {}).get("seed"),
+                                            "pretrain_seed": run["config"]["seed"],
                                             # a run.json from before methods were a choice is SimCLR's
-                                            "method": run.get("config", {}).get("method") or methods.DEFAULT_METHOD,
+                                            "method": run["config"].get("method") or methods.DEFAULT_METHOD,
                                             "pretrain_dataset": blob["dataset"]}
 
 

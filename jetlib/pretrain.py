@@ -50,7 +50,7 @@ from jetlib.data.loader import NORMALIZE, JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
 from jetlib.device import as_input, autocast_for, channels_last_for, prepare_compile, setup_device
-from jetlib.errors import ConfigError, TrainingError
+from jetlib.errors import ConfigError, ResourceError, TrainingError, out_of_memory_line
 from jetlib.models.resnet import VARIANTS, ResNet, ResNetConfig
 from jetlib.monitor import embedding_stats, knn_accuracy
 from jetlib.progress import progress
@@ -214,6 +214,8 @@ def pretrain(data: str | Dataset, out: str, cfg: PretrainConfig, device: str = "
         prepare_compile(dev)
     try:
         return _pretrain(data, out, cfg, dev)
+    except MemoryError as e:  # a model or schedule the address space cannot hold: the machine, not the input
+        raise ResourceError(out_of_memory_line(e)) from None
     finally:
         dist.cleanup()
 

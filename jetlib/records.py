@@ -31,11 +31,15 @@ import numpy as np
 from jetlib import __version__
 from jetlib.data.store import NotFound, Store, open_store
 from jetlib.errors import ConfigError
+from jetlib.schemas.records import EncoderBlob, ModelBlob, ModelRun, PretrainRun, check_record
 
 PRETRAIN = "jetlib.pretrain/2"
 MODEL = "jetlib.model/2"
 RESULT = "jetlib.result/2"
 RUN = "run.json"
+# the declared schema of each run.json format and of each artifact a run names (jetlib.schemas.records)
+RUN_SCHEMAS = {PRETRAIN: PretrainRun, MODEL: ModelRun}
+ARTIFACT_SCHEMAS = {"encoder": EncoderBlob, "model": ModelBlob}
 # the keys write_run adds itself: a step that passes one would write a second, different provenance
 _ADDED = ("format", "created", "jetlib_version", "provenance")
 
@@ -106,8 +110,11 @@ def _formats(fmt: str | tuple[str, ...]) -> tuple[str, ...]:
     return (fmt,) if isinstance(fmt, str) else tuple(fmt)
 
 
-def read_run_json(uri: str, fmt: str | tuple[str, ...], flag: str) -> dict:
+def read_run_json(uri: str, fmt: str | tuple[str, ...], flag: str, *, checked: bool = True) -> dict:
     """The ``run.json`` of a finished step at ``uri`` whose ``format`` is ``fmt`` (or one of them).
+
+    ``checked``: the record passes its format's schema (:data:`RUN_SCHEMAS`) first; only a reader
+    that takes nothing from it but what it checks itself (the report lists malformed runs) leaves it.
 
     Raises:
         StoreError: the store cannot be read (exit 3).
@@ -126,11 +133,12 @@ def read_run_json(uri: str, fmt: str | tuple[str, ...], flag: str) -> dict:
         raise ConfigError(f"{flag} {uri}: run.json is not JSON ({e})") from None
     if not isinstance(run, dict) or run.get("format") not in formats:
         got = run.get("format") if isinstance(run, dict) else type(run).__name__
-        raise ConfigError(f"{flag} {uri}: run.json is {got!r}, expected a {' or '.join(formats)} run")
-    return run
+        raise ConfigError(f"{flag} {uri}: run.json is {str(got)[:60]!r}, expected a {' or '.join(formats)} run")
+    return check_record(RUN_SCHEMAS[run["format"]], run, f"{flag} {uri}: run.json") if checked else run
 
 
-def read_run(uri: str, artifact: str, fmt: str | tuple[str, ...], flag: str, *, map_location="cpu"):
+def read_run(uri: str, artifact: str, fmt: str | tuple[str, ...], flag: str, *, map_location="cpu",
+             checked: bool = True):
     """(artifact, run.json) of a finished step: ``run.json`` and the sha256-verified object it names.
 
     Args:
@@ -139,6 +147,8 @@ def read_run(uri: str, artifact: str, fmt: str | tuple[str, ...], flag: str, *, 
         fmt: the accepted ``run.json`` format (or a tuple of them), e.g. :data:`PRETRAIN`.
         flag: the flag that named ``uri``, for the error line (``--init``, ``--model``).
         map_location: where tensors are loaded.
+        checked: ``run.json`` and the object pass their schemas (:data:`RUN_SCHEMAS`,
+            :data:`ARTIFACT_SCHEMAS`) before they are returned: one DataError line otherwise.
 
     Raises:
         StoreError: the store cannot be read (exit 3).
@@ -148,11 +158,17 @@ def read_run(uri: str, artifact: str, fmt: str | tuple[str, ...], flag: str, *, 
     from jetlib.checkpoint import ARTIFACT_NAME, load_object  # torch is imported by readers of blobs only
     from jetlib.data.keys import check_sha256, confine
 
-    run = read_run_json(uri, fmt, flag)
+    run = read_run_json(uri, fmt, flag, checked=False)
     record = run.get(artifact)
     if not isinstance(record, dict) or not {"key", "sha256"} <= set(record):
         raise ConfigError(f"{flag} {uri}: run.json names no {artifact} (key and sha256)")
     store = open_store(uri)
     where = f"{flag} {store.key_uri(RUN)}: {artifact}"
     key = confine(record["key"], where, name=ARTIFACT_NAME)  # a file of this run's folder, nothing else
-    return load_object(store, key, check_sha256(record["sha256"], where), map_location), run
+    # the object first: a checksum mismatch or a pickle that runs code is the line that says most
+    blob = load_object(store, key, check_sha256(record["sha256"], where), map_location)
+    if checked:  # every key a step reads from either, typed, before anything uses it
+        check_record(RUN_SCHEMAS[run["format"]], run, f"{flag} {uri}: run.json")
+        if artifact in ARTIFACT_SCHEMAS:
+            check_record(ARTIFACT_SCHEMAS[artifact], blob, f"{flag} {store.key_uri(key)}")
+    return blob, run

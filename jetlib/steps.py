@@ -24,10 +24,13 @@ def step_errors():
 
     What the pod log and the KFP UI then show is the reason (``ConfigError``: exit 2, store: 3,
     training: 4, out of memory: 5), as ``jetlib <step>`` prints it, instead of a traceback through the executor.
+    The environment (:func:`jetlib.schemas.env.check_environment`) is checked first.
     """
     from jetlib.errors import JetlibError, ResourceError, one_line, out_of_memory, out_of_memory_line
+    from jetlib.schemas.env import check_environment
 
     try:
+        check_environment()  # every variable jetlib reads, before the step writes anything
         yield
     except JetlibError as e:
         print(f"jetlib: error: {one_line(e)}", file=sys.stderr, flush=True)
@@ -120,8 +123,9 @@ def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float,
     if mode in PRETRAINED:
         if not encoder:
             raise ConfigError(f"{problem}-{mode} starts from the pretrained encoder, but none was given")
-        config = read_run_json(encoder, PRETRAIN, "encoder").get("config", {})
-        pseed, method = int(config.get("seed", 0)), config.get("method", DEFAULT_METHOD)  # a record from before methods
+        # the record passed its schema (seed a whole number, method a name): it names the folder below
+        config = read_run_json(encoder, PRETRAIN, "encoder")["config"]
+        pseed, method = config["seed"], config.get("method", DEFAULT_METHOD)  # a record from before methods
     out = training_dir(run, problem, mode, fraction, seed, pseed, method)
     cfg = training_config("finetune", preset, task=problem, mode=mode, label_fraction=fraction, seed=seed,
                           augment=augment)

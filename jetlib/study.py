@@ -20,15 +20,28 @@ from __future__ import annotations
 import posixpath
 import re
 
-from jetlib import checks
+from typing_extensions import TypedDict  # pydantic reads this one before Python 3.12
+
 from jetlib.errors import ConfigError
 from jetlib.methods import DEFAULT_METHOD
+from jetlib.schemas import Fraction, Name, Seed, parse
 
 # Every training the study knows, as "<task>-<mode>"; the pipeline's default runs them all.
 MODES = ("cls-finetune", "reg-finetune", "cls-linear", "cls-scratch", "reg-scratch", "cls-vgg")
 PRETRAINED = ("finetune", "linear")  # modes that start from the pretrained encoder
 DEFAULT_METHODS = (DEFAULT_METHOD,)  # the pipeline's defaults: one pretraining, as before methods were a choice
 DEFAULT_PRETRAIN_SEEDS = (0,)
+
+
+class _FolderParts(TypedDict):
+    """The parts of a training folder's name (:func:`training_dir`), each by its schema."""
+
+    task: Name
+    mode: Name
+    fraction: Fraction
+    seed: Seed
+    pretrain_seed: Seed | None
+    method: Name
 
 
 def pretrainings(methods: list = DEFAULT_METHODS, pretrain_seeds: list = DEFAULT_PRETRAIN_SEEDS) -> list[dict]:
@@ -47,7 +60,8 @@ def pretrainings(methods: list = DEFAULT_METHODS, pretrain_seeds: list = DEFAULT
     """
     from jetlib.methods import METHODS  # imported here: the study plan itself needs no torch
 
-    pseeds = [checks.whole(s, "pretrain_seeds") for s in pretrain_seeds]
+    pseeds = parse(list[Seed], list(pretrain_seeds), "pretrain_seeds")  # seeds the training then accepts too
+    methods = parse(list[Name], list(methods), "methods")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"methods: unknown {', '.join(map(repr, unknown)) or '(none given)'}; "
@@ -85,8 +99,8 @@ def plan(fractions: list, seeds: list, modes: list, methods: list = DEFAULT_METH
         >>> [(i["seed"], i["mode"]) for i in plan([0.1], [0, 1], ["cls-vgg", "cls-finetune"])]
         [(0, 'finetune'), (0, 'vgg'), (1, 'finetune'), (1, 'vgg')]
     """
-    fractions = [checks.fraction(f, "label_fractions") for f in fractions]
-    seeds = [checks.whole(s, "seeds") for s in seeds]
+    fractions = parse(list[Fraction], list(fractions), "label_fractions")
+    seeds = parse(list[Seed], list(seeds), "seeds")  # the bounds of FinetuneConfig.seed: refused here, not later
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ConfigError(f"modes: unknown {', '.join(map(repr, unknown)) or '(none given)'}; "
@@ -119,14 +133,28 @@ def run_dir(store: str, run_name: str) -> str:
 
 
 def pretrain_dir(run: str, pretrain_seed: int, method: str = DEFAULT_METHOD) -> str:
-    """A pretraining's folder inside the run folder, e.g. ``RUN/pretrain-simclr-s0``."""
+    """A pretraining's folder inside the run folder, e.g. ``RUN/pretrain-simclr-s0``.
+
+    Raises:
+        ConfigError: a seed or method that cannot be part of one folder name (its schema).
+    """
+    parse(Seed, pretrain_seed, "pretrain seed"), parse(Name, method, "method")
     return posixpath.join(run, f"pretrain-{method}-s{pretrain_seed}")
 
 
 def training_dir(run: str, task: str, mode: str, fraction: float, seed: int, pretrain_seed: int | None,
                  method: str = DEFAULT_METHOD) -> str:
     """A training step's folder inside the run folder, e.g. ``RUN/cls-finetune-f0.1-s2-simclr-p0``
-    (``-<method>-p<pseed>`` only for pretrained modes)."""
+    (``-<method>-p<pseed>`` only for pretrained modes).
+
+    Every part passes its schema first: a method or seed read back from a record names a folder
+    here, and ``../x`` or ``"abc"`` must not.
+
+    Raises:
+        ConfigError: a part that cannot be part of one folder name.
+    """
+    parse(_FolderParts, {"task": task, "mode": mode, "fraction": fraction, "seed": seed,
+                         "pretrain_seed": pretrain_seed, "method": method}, "training folder")
     tag = f"-{method}-p{pretrain_seed}" if mode in PRETRAINED and pretrain_seed is not None else ""
     return posixpath.join(run, f"{task}-{mode}-f{fraction:g}-s{seed}{tag}")
 
@@ -141,7 +169,8 @@ def match_encoders(trainings: list[dict], encoders: list[dict]) -> list[dict]:
     Raises:
         ConfigError: a pretrained item whose pretraining is not among ``encoders``.
     """
-    uris = {(e.get("method", DEFAULT_METHOD), checks.whole(e["seed"], "encoder seed")): e["uri"] for e in encoders}
+    uris = {(parse(Name, e.get("method", DEFAULT_METHOD), "encoder method"),
+             parse(Seed, e.get("seed"), "encoder seed")): e.get("uri") for e in encoders}
     out = []
     for item in trainings:
         key = (item.get("method"), item.get("pretrain_seed")) if item["mode"] in PRETRAINED else None

@@ -48,20 +48,61 @@ def arch_of(blob, what: str = "the model file") -> str:
     return arch
 
 
+def _build(arch: str, blob: dict, config: dict) -> Encoder:
+    net = create(arch, **config)
+    if blob.get("task") is not None:
+        net.reset_head(blob["task"], **(blob.get("head") or {}))
+    return net
+
+
+def check_weights(blob: dict, what: str = "the model file", config: dict | None = None) -> str:
+    """The blob's arch, once the network its ``config`` (and ``task``/``head``) records is known to have
+    exactly the parameter names and shapes of its ``state_dict``; nothing is allocated to find out.
+
+    The network is built on PyTorch's ``meta`` device (shapes without storage), so a 60 KB file
+    that records widths of 100,000 is refused in a millisecond instead of asking for 360 GB. A
+    network that matches holds no more numbers than the weights already read.
+
+    Raises:
+        DataError: no registered arch, a config or head that does not build, or any name or shape
+            that differs from the state dict's (the first one named).
+    """
+    import torch
+
+    arch = arch_of(blob, what)
+    state = blob.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{what} holds no state_dict of tensors")
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in _build(arch, blob, config or blob["config"]).state_dict().items()}
+    except (KeyError, TypeError, ValueError, RuntimeError, JetlibError) as e:
+        raise DataError(f"{what} does not describe a {arch} network jetlib can rebuild: {_first_line(e)}") from None
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != got:
+        name = next(k for k in sorted(shapes.keys() | got.keys()) if shapes.get(k) != got.get(k))
+        raise DataError(f"{what}: its config implies {name} of shape {shapes.get(name, 'absent')} but its weights "
+                        f"hold {got.get(name, 'none')}: refused before building the network")
+    return arch
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+
+
 def from_blob(blob: dict, what: str = "the model file") -> Encoder:
     """The network a saved blob describes, its weights loaded: ``encoder.pt`` (features only) or
     ``model.pt`` (with the head of its ``task``). The one rebuild path of evaluation, the report and fine-tuning.
 
+    The recorded config is checked against the weights before anything is allocated (:func:`check_weights`).
+
     Raises:
         DataError: the blob names no registered arch, or its config, head or weights do not build one.
     """
-    arch = arch_of(blob, what)
+    arch = check_weights(blob, what)
     try:
-        net = create(arch, **blob["config"])
-        if blob.get("task") is not None:
-            net.reset_head(blob["task"], **(blob.get("head") or {}))
+        net = _build(arch, blob, blob["config"])
         net.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError, JetlibError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise DataError(f"{what} does not describe a {arch} network jetlib can rebuild: {first}") from None
+        raise DataError(f"{what} does not describe a {arch} network jetlib can rebuild: {_first_line(e)}") from None
     return net

@@ -143,8 +143,11 @@ def message(e: ValidationError, where: str = "") -> str:
     err = e.errors()[0]
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
     msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    msg = "is missing" if err["type"] == "missing" else msg
     value = repr(err.get("input"))
-    got = f", got {value[:60]}{'...' if len(value) > 60 else ''}" if err["type"] != "missing" else ""
+    # a missing field has no value; a check across fields (an empty loc) names its values itself
+    shown = err["type"] != "missing" and err["loc"]
+    got = f", got {value[:60]}{'...' if len(value) > 60 else ''}" if shown else ""
     glued = loc.startswith("[") or where.endswith(".")  # "seeds[0]", "model.widths"
     head = f"{where}{loc}" if glued else " ".join(p for p in (where, loc) if p)
     return " ".join(f"{head}: {msg}{got}".split()) if head else " ".join(f"{msg}{got}".split())
@@ -178,11 +181,8 @@ def check(obj, where: str = "") -> None:
 
 @functools.cache
 def _type_adapter(schema) -> TypeAdapter:
-    return TypeAdapter(schema, config=None if _is_model(schema) else _CONFIG)
-
-
-def _is_model(schema) -> bool:
-    return isinstance(schema, type) and hasattr(schema, "model_validate")
+    # a class (a pydantic model, a TypedDict) carries its own config; a bare or Annotated type takes jetlib's
+    return TypeAdapter(schema, config=None if isinstance(schema, type) else _CONFIG)
 
 
 def parse(schema, value, where: str = "", error: type[Exception] = ConfigError):

@@ -1,0 +1,140 @@
+"""The schemas of the records jetlib reads back: ``run.json`` of each format, ``encoder.pt``, ``model.pt``.
+
+A record is trusted for nothing before it passes its schema here: a method or a seed that names
+a folder, a label fraction or a task that names a result file, a config that sizes a network.
+The models are strict (a seed is a JSON integer, not ``"3"`` or ``3.0``; a missing key is
+refused) and allow keys they do not name (a record from a newer jetlib keeps its extras); the
+format versions stay :mod:`jetlib.records`' (``jetlib.pretrain/2``, ``jetlib.model/2``,
+``jetlib.result/2``). Floats may be ``null``: :func:`jetlib.records.record_bytes` writes a
+non-finite value so.
+
+:func:`check_record` is the one entry point: one :class:`~jetlib.errors.DataError` line (exit 2)
+naming the file, the field, what would be accepted and the value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from jetlib.errors import DataError
+from jetlib.schemas import MAX_STEPS, Fraction, Name, NonNegCount, Seed, Text, one_of, parse, real, whole
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# a dataset's id: the 12 hex digits jetlib.data.ingest derives (any short token from an older one)
+DatasetId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
+Normalize = one_of(("scale", "none"), "loader normalisations")  # jetlib.data.loader.NORMALIZE
+Seconds = real(ge=0, le=1e9)
+# an artifact's key: a file in the run's own folder (jetlib.data.keys.confine checks it again)
+ArtifactKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+_KEY = re.compile(r"[A-Za-z0-9_.]{1,256}")
+
+
+def _tensors(state: dict) -> dict:
+    for k, v in state.items():
+        if not _KEY.fullmatch(k) or not (hasattr(v, "shape") and hasattr(v, "dtype")):
+            raise ValueError(f"must map parameter names to tensors, got {k[:60]!r}: {type(v).__name__}")
+    return state
+
+
+StateDict = Annotated[dict[str, Any], AfterValidator(_tensors)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False, str_max_length=4096,
+                              arbitrary_types_allowed=True)
+
+
+class Artifact(_Record):
+    key: ArtifactKey  # the object's key in the run's folder
+    sha256: Sha256  # its checksum, verified when read
+
+
+class DatasetRef(_Record):
+    uri: Text  # the dataset's store URI when the step ran
+    id: DatasetId  # the manifest's id
+
+
+class PretrainRunConfig(_Record):
+    seed: Seed  # names the fine-tunings' folders (``-p<seed>``)
+    method: Name = "simclr"  # names them too; absent in a record from before methods were a choice
+
+
+class PretrainRun(_Record):
+    """``run.json`` of a pretraining (``jetlib.pretrain/2``)."""
+
+    format: str
+    encoder: Artifact
+    config: PretrainRunConfig
+    dataset: DatasetRef
+
+
+class Training(_Record):
+    best_epoch: whole(-1, MAX_STEPS) | None  # the epoch whose weights model.pt holds (-1: none improved)
+    best_value: float | None  # its validation score (null: not finite)
+    epochs_run: NonNegCount
+    stopped_early: bool
+    train_seconds: Seconds | None
+    train_jets_per_s: Seconds | None
+
+
+class ModelRun(_Record):
+    """``run.json`` of a training (``jetlib.model/2``): fine-tuning, scratch or the VGG baseline."""
+
+    format: str
+    model: Artifact
+    arch: Name
+    task: Name
+    mode: Name
+    label_fraction: Fraction
+    seed: Seed
+    dataset: DatasetRef
+    training: Training
+    resources: dict[str, Any]
+    config: dict[str, Any]
+    labels: dict[str, Any] | None = None
+
+
+class EncoderBlob(_Record):
+    """``encoder.pt``: a pretrained encoder (its ``config`` is checked by the arch's own config class)."""
+
+    arch: Name
+    config: dict[str, Any]
+    state_dict: StateDict
+    normalize: Normalize
+    dataset: DatasetId
+
+
+class Origin(_Record):
+    init: Text | None = None  # the --init URI
+    encoder_sha256: Sha256 | None = None
+    pretrain_seed: Seed | None = None
+    method: Name | None = None
+
+
+class ModelBlob(_Record):
+    """``model.pt``: a trained network with its task's head."""
+
+    arch: Name
+    config: dict[str, Any]
+    state_dict: StateDict
+    task: Name
+    head: dict[str, Any] | None = None
+    mode: Name
+    label_fraction: Fraction
+    seed: Seed
+    normalize: Normalize
+    dataset: DatasetId
+    target: dict[str, float | None] | None = None  # the regression target's mean and std
+    origin: Origin | None = None
+
+
+def check_record(schema: type[BaseModel], record, where: str):
+    """``record`` if it passes ``schema``; else one DataError line naming ``where`` and the field.
+
+    The record itself is returned (strict: nothing was converted), so its extras stay readable.
+    """
+    parse(schema, record, where, DataError)
+    return record
