@@ -402,3 +402,27 @@ def test_ingest_takes_label_fractions_under_the_pipelines_name_and_its_earlier_o
     old = parser.parse_args(["ingest", "f.h5", "--fractions", "0.5,0.1,1"])
     assert new.fractions == old.fractions == (0.1, 0.5, 1.0)
     assert parser.parse_args(["ingest", "f.h5"]).fractions == (0.01, 0.1, 0.25, 0.5, 1.0)
+
+
+def test_every_jetlib_command_the_readme_and_the_pages_show_parses():
+    """A renamed or removed flag breaks the documented commands; this catches it (the values are not run)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(cli.__file__).parents[1]
+    parser, steps = _steps()
+    checked = 0
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                command = line.split("#")[0].strip()
+                command = re.sub(r"^\S+=\$\((.*)\)$", r"\1", command)  # DATA=$(jetlib ingest ...)
+                if not command.startswith(("jetlib ", "python -m jetlib ")) or "..." in command:
+                    continue
+                argv = shlex.split(command.replace("$DATA", "DS").replace("python -m jetlib", "jetlib"))[1:]
+                if argv[0] not in steps:
+                    continue  # a step documented by the page of the engineer who adds it
+                parser.parse_args(argv)  # exits 2 on an unknown flag or a bad value
+                checked += 1
+    assert checked >= 12
