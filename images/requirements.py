@@ -2,7 +2,7 @@
 
     python3 requirements.py pyproject.toml                  # all of them
     python3 requirements.py pyproject.toml --only torch,torchvision
-    python3 requirements.py pyproject.toml --except torch,torchvision
+    python3 requirements.py pyproject.toml --except torch,torchvision --extras serve
 
 The image build installs torch in a layer keyed on the torch pins alone (``--only``), then the rest
 (``--except``), then jetlib: editing ``jetlib/`` or another pin does not reinstall torch (~2 GB).
@@ -12,10 +12,16 @@ import re
 import sys
 import tomllib
 
-with open(sys.argv[1], "rb") as f:
-    deps = tomllib.load(f)["project"]["dependencies"]
-if len(sys.argv) == 4:
-    names = set(sys.argv[3].split(","))
-    keep = sys.argv[2] == "--only"
+args = sys.argv[1:]
+extras = []  # --extras a,b: those optional-dependencies too (the image serves: `serve`)
+if "--extras" in args:
+    at = args.index("--extras")
+    extras, args[at:at + 2] = args[at + 1].split(","), []
+with open(args[0], "rb") as f:
+    project = tomllib.load(f)["project"]
+deps = project["dependencies"] + [d for e in extras for d in project["optional-dependencies"][e]]
+if len(args) == 3:
+    names = set(args[2].split(","))
+    keep = args[1] == "--only"
     deps = [d for d in deps if (re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0].lower() in names) == keep]
 print("\n".join(deps))

@@ -26,6 +26,7 @@ from jetlib.checks import argtype
 from jetlib.config import resolve_preset
 from jetlib.errors import JetlibError, ResourceError, one_line, out_of_memory, out_of_memory_line
 from jetlib.progress import end_line
+from jetlib.tagger.cli import ADDERS as TAGGER_STEPS  # predict, export, serve
 
 DEFAULT_STORE = "jetstore"  # the embedded default: a folder in the working directory
 
@@ -470,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="<step>", parser_class=_Parser, required=True)
     for add in (_add_simulate, _add_ingest, _add_inspect, _add_pretrain, _add_finetune, _add_baseline, _add_evaluate,
-                _add_report):
+                _add_report, *TAGGER_STEPS):
         add(sub)
     for p in sub.choices.values():  # --debug works after the step name too
         # SUPPRESS: absent after the step, it must not reset a `jetlib --debug <step>` to False

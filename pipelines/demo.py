@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: {line}", file=sys.stderr)
     print(f"demo: finished in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr)
     print(report / "report.html")
+    print(report.parent / "export")  # the best model of each task as ONNX with its card (the export step)
     return 0
 
 

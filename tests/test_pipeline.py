@@ -19,7 +19,7 @@ from tests.conftest import write_toy_h5
 ROOT = Path(__file__).resolve().parents[1]
 GPU_STEPS = {"pretrain", "train"}
 STEPS = {"run-folder", "plan", "plan-pretraining", "ingest", "pretrain", "match-encoders", "train", "evaluate",
-         "report"}  # the CPU pipeline's
+         "report", "export"}  # the CPU pipeline's
 GPU_ONLY = {"pretrain-gpus"}  # what the GPU pipeline adds: the pretraining pod's GPU limit as a string
 NO_STORE = {"plan", "plan-pretraining", "run-folder", "pretrain-gpus", "match-encoders"}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JETLIB_S3_ENDPOINT"}
@@ -138,7 +138,7 @@ def test_caching_and_retries(compiled, name):
     every = tasks(spec)
     cache = {t: every[t].get("cachingOptions", {}).get("enableCache", False) for t in STEPS}
     assert cache["ingest"] and cache["pretrain"] and cache["train"]
-    assert not any(cache[t] for t in ("report", "plan", "plan-pretraining", "run-folder", "match-encoders"))
+    assert not any(cache[t] for t in ("report", "plan", "plan-pretraining", "run-folder", "match-encoders", "export"))
     retried = {t for t in STEPS if every[t].get("retryPolicy", {}).get("maxRetryCount", 0) > 0}
     assert retried == {"ingest", "pretrain", "train"}
 

@@ -1,0 +1,264 @@
+"""A trained model as a tagger: ``jetlib predict`` (Parquet scores), ``jetlib export`` (ONNX + model card).
+
+One small study at the public image size (125 x 125, 3 channels): a tiny SimCLR pretraining, a
+fine-tuned ResNet-15 classifier and mass regressor, and the VGG baseline, each trained one epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from jetlib import baseline as bl
+from jetlib import cli
+from jetlib import finetune as ft
+from jetlib.data import schema
+from jetlib.data.ingest import IngestConfig, ingest
+from jetlib.data.loader import JetLoader
+from jetlib.data.splits import SplitConfig
+from jetlib.evaluate import evaluate
+from jetlib.pretrain import make_config, pretrain
+from jetlib.tagger import export as ex
+from jetlib.tagger.load import load, model_folder
+from jetlib.tagger.predict import predict
+from tests.conftest import jet_images, write_h5, write_toy_h5
+
+TRAININGS = {"cls": ("cls", "finetune"), "reg": ("reg", "finetune"), "vgg": ("cls", "vgg")}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """{"root", "data", "h5", "cls", "reg", "vgg"}: training folders of a tiny study at 125 x 125."""
+    root = tmp_path_factory.mktemp("tagger")
+    write_toy_h5(root / "toy.h5", n=160, size=125)
+    cfg = IngestConfig(split=SplitConfig(label_fractions=(1.0,)), shard_rows=64, row_group_rows=16)
+    data = ingest(root / "toy.h5", str(root / "store"), cfg=cfg)
+    pretrain(data, str(root / "pre"), make_config("tiny", epochs=1), device="cpu")
+    out = {"root": root, "data": data, "h5": root / "toy.h5"}
+    for name, (task, mode) in TRAININGS.items():
+        out[name] = str(root / name)
+        if mode == "vgg":
+            bl.baseline(data, out[name], bl.make_config("tiny", epochs=1), device="cpu")
+        else:
+            ft.finetune(data, out[name], ft.make_config("tiny", task=task, mode=mode, epochs=1, lr=3e-3),
+                        init=str(root / "pre"), device="cpu")
+    return out
+
+
+def table(path) -> dict:
+    t = pq.read_table(path)
+    return {"cols": t.to_pydict(), "meta": {k.decode(): v.decode() for k, v in t.schema.metadata.items()}}
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["cls", "reg", "vgg"])
+def test_predict_on_the_test_split_equals_evaluate(study, name, tmp_path):
+    result = evaluate(study["data"], study[name], None, device="cpu")
+    summary = predict(study[name], study["data"], str(tmp_path / "s.parquet"), split="test")
+    task = result["task"]
+    keys = ("roc_auc", "accuracy") if task == "cls" else ("mae", "rmse", "r2")
+    assert {k: summary[k] for k in keys} == {k: result["scalars"][k] for k in keys}
+    t = table(tmp_path / "s.parquet")
+    assert summary["jets"] == result["dataset"]["jets"] == len(t["cols"]["row"])
+    # one row per test jet, named by its row in the source file
+    test_rows = np.concatenate([b.jet.numpy() for b in JetLoader(study["data"], "test", shuffle=False)])
+    assert sorted(t["cols"]["row"]) == sorted(test_rows.tolist())
+    assert set(t["cols"]) == {"row", "p_quark" if task == "cls" else "mass_pred_gev", "y", "m0"}
+
+
+def test_predict_on_the_hdf5_file_gives_every_jet_its_row_labels_and_provenance(study, tmp_path):
+    out = tmp_path / "scores.parquet"
+    summary = predict(study["cls"], str(study["h5"]), str(out))
+    t = table(out)
+    with h5py.File(study["h5"]) as f:
+        y, m0, pt = f["y"][:], f["m0"][:], f["pt"][:]
+    assert t["cols"]["row"] == list(range(160)) and summary["jets"] == 160
+    np.testing.assert_array_equal(t["cols"]["y"], y)
+    np.testing.assert_array_equal(t["cols"]["m0"], m0)
+    np.testing.assert_array_equal(t["cols"]["pt"], pt)
+    run = json.loads((Path(study["cls"]) / "run.json").read_text())
+    assert t["meta"]["jetlib.model_sha256"] == run["model"]["sha256"]
+    assert t["meta"]["jetlib.input_sha256"] == hashlib.sha256(study["h5"].read_bytes()).hexdigest()
+    assert t["meta"]["jetlib.version"] == "0.1.0" and t["meta"]["jetlib.runtime"] == "torch"
+    # the test split's jets get the same quark probability read from the file as from the dataset
+    split = predict(study["cls"], study["data"], str(tmp_path / "test.parquet"), split="test")
+    s = table(tmp_path / "test.parquet")["cols"]
+    from_file = dict(zip(t["cols"]["row"], t["cols"]["p_quark"], strict=True))
+    np.testing.assert_allclose([from_file[r] for r in s["row"]], s["p_quark"], atol=1e-6)
+    assert split["roc_auc"] is not None and 0 <= summary["roc_auc"] <= 1
+
+
+def test_predict_streams_the_file_in_blocks_with_the_same_scores(study, tmp_path, monkeypatch):
+    whole = predict(study["reg"], str(study["h5"]), str(tmp_path / "whole.parquet"))
+    seen = []
+    real = schema.iter_blocks
+
+    def small_blocks(f, info, rows):
+        for start, block in real(f, info, 16):  # 16 jets at a time instead of ~64 MB
+            seen.append(len(block))
+            yield start, block
+
+    monkeypatch.setattr(schema, "iter_blocks", small_blocks)
+    parts = predict(study["reg"], str(study["h5"]), str(tmp_path / "parts.parquet"), batch_size=5)
+    assert seen == [16] * 10
+    a, b = table(tmp_path / "whole.parquet")["cols"], table(tmp_path / "parts.parquet")["cols"]
+    np.testing.assert_allclose(a["mass_pred_gev"], b["mass_pred_gev"], atol=1e-4)
+    assert a["row"] == b["row"] and whole["mae"] == pytest.approx(parts["mae"], abs=1e-4)
+
+
+def test_predict_scores_an_unlabelled_file_and_refuses_other_channels(study, tmp_path, capsys):
+    write_h5(tmp_path / "nolabels.h5", n=12, labelled=False, axis="first")  # channel-first, X_jets, no y/m0/pt
+    summary = predict(study["cls"], str(tmp_path / "nolabels.h5"), str(tmp_path / "u.parquet"))
+    t = table(tmp_path / "u.parquet")
+    assert set(t["cols"]) == {"row", "p_quark"} and summary["jets"] == 12 and "roc_auc" not in summary
+    assert all(0 <= p <= 1 for p in t["cols"]["p_quark"])
+    write_h5(tmp_path / "eight.h5", n=4, layout="jet")  # 8 channels: not what the model takes
+    assert cli.main(["predict", "--model", study["cls"], "--input", str(tmp_path / "eight.h5"),
+                     "--out", str(tmp_path / "e.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "8x125x125" in err and "3x125x125" in err
+
+
+def _nan(path: Path) -> None:
+    write_h5(path, n=8)
+    with h5py.File(path, "a") as f:
+        x = f["X_jets"][:]
+        x[5, 60, 61, 1] = np.nan
+        f["X_jets"][...] = x
+
+
+def _external(path: Path) -> None:
+    write_h5(path, n=8)
+    with h5py.File(path, "a") as f:
+        del f["X_jets"]
+        f.create_dataset("X_jets", shape=(8, 125, 125, 3), dtype="f4",
+                         external=[("/proc/self/environ", 0, h5py.h5f.UNLIMITED)])
+
+
+def _link(path: Path) -> None:
+    write_h5(path.with_name("other.h5"), n=8)
+    write_h5(path, n=8)
+    with h5py.File(path, "a") as f:
+        del f["X_jets"]
+        f["X_jets"] = h5py.ExternalLink(str(path.with_name("other.h5")), "X_jets")
+
+
+def _small(path: Path) -> None:
+    write_h5(path, n=8, size=24)
+
+
+@pytest.mark.parametrize("make, words", [(_nan, "nan at jet 5"), (_external, "external storage"),
+                                         (_link, "external link"), (_small, "3x24x24")])
+def test_predict_refuses_bad_files_in_one_line_and_writes_nothing(study, tmp_path, capsys, make, words):
+    src, out = tmp_path / "bad.h5", tmp_path / "out.parquet"
+    make(src)
+    assert cli.main(["predict", "--model", study["cls"], "--input", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".scores-*"))
+
+
+def test_predict_accepts_model_pt_and_refuses_a_dataset_without_split(study, tmp_path, capsys):
+    assert model_folder(f"{study['cls']}/model.pt") == study["cls"]
+    assert cli.main(["predict", "--model", f"{study['cls']}/model.pt", "--input", study["data"], "--split", "test",
+                     "--out", str(tmp_path / "a.parquet")]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["jets"] == 32 and line["column"] == "p_quark"
+    assert cli.main(["predict", "--model", study["cls"], "--input", study["data"], "--out", str(tmp_path / "b")]) == 2
+    assert "--split" in capsys.readouterr().err
+
+
+# --- export ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(study):
+    return {name: (ex.export(study[name], str(study["root"] / f"export-{name}")), study["root"] / f"export-{name}")
+            for name in TRAININGS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, tol", [("cls", 1e-5), ("reg", 1e-4), ("vgg", 1e-5)])
+def test_onnx_runtime_agrees_with_torch_on_1000_simulated_jets(study, exported, name, tol):
+    """ONNX Runtime (CPU) against the torch model on raw energies: 1e-5 in probability, 1e-4 GeV in mass."""
+    card, folder = exported[name]
+    x = jet_images(1000, 3, 125, seed=7)  # (N, 3, 125, 125) raw energies, the file's channel order
+    sess = ex.session(folder / "model.onnx")
+    onnx_out = np.concatenate([sess.run(None, {"jets": x[i:i + 250]})[0] for i in range(0, 1000, 250)])
+    tagger = load(study[name]).tagger
+    with torch.no_grad():
+        torch_out = tagger(torch.from_numpy(x)).numpy()
+    assert onnx_out.shape == (1000,) and np.abs(onnx_out - torch_out).max() <= tol
+    assert card["onnx"]["parity_with_torch"]["max_abs_diff"] <= tol
+    assert sess.run(None, {"jets": x[:1]})[0].shape == (1,)  # the batch axis is dynamic, down to one jet
+
+
+@pytest.mark.slow
+def test_the_onnx_graph_takes_raw_energies_and_pins_its_opset(study, exported):
+    import onnx
+
+    _, folder = exported["cls"]
+    graph = onnx.load(str(folder / "model.onnx"))
+    (inp,) = graph.graph.input
+    dims = inp.type.tensor_type.shape.dim
+    assert inp.name == "jets" and inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 125, 125]
+    assert [o.name for o in graph.graph.output] == ["p_quark"]
+    assert {o.domain: o.version for o in graph.opset_import}[""] == ex.OPSET
+    # the normalisation is inside: raw energies in, the same number the loader-normalised network gives
+    m = load(study["cls"])
+    batch = next(iter(JetLoader(study["data"], "test", batch_size=8, shuffle=False, normalize="scale")))
+    raw = next(iter(JetLoader(study["data"], "test", batch_size=8, shuffle=False, normalize="none")))
+    with torch.no_grad():
+        expected = m.task.prediction(m.tagger.net(batch.x), None).numpy()
+    got = ex.session(folder / "model.onnx").run(None, {"jets": raw.x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cls", "reg", "vgg"])
+def test_the_model_card_holds_data_budget_pretraining_and_the_test_metrics(study, exported, name):
+    card, folder = exported[name]
+    assert json.loads((folder / "model_card.json").read_text()) == card
+    result = evaluate(study["data"], study[name], None, device="cpu")
+    assert {k: v for k, v in card["test_metrics"].items() if k not in ("split", "jets")} == \
+        {k: result["scalars"][k] for k in card["test_metrics"] if k not in ("split", "jets")}
+    assert card["data"]["source_sha256"] == hashlib.sha256(study["h5"].read_bytes()).hexdigest()
+    assert card["label_budget"]["label_fraction"] == 1.0 and card["label_budget"]["train_jets"] > 0
+    pre = card["pretraining"]
+    assert (pre["method"], pre.get("seed")) == (("simclr", 0) if name != "vgg" else (None, None))
+    assert card["not_tested_on"] and card["intended_use"] and card["versions"]["onnxruntime"]
+    md = (folder / "model_card.md").read_text()
+    assert card["onnx"]["sha256"] in md and "## Not tested on" in md and "## Test metrics" in md
+    assert hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest() == card["onnx"]["sha256"]
+
+
+@pytest.mark.slow
+def test_predict_through_the_export_equals_predict_through_torch(study, exported, tmp_path):
+    _, folder = exported["reg"]
+    a = predict(study["reg"], str(study["h5"]), str(tmp_path / "torch.parquet"))
+    b = predict(str(folder), str(study["h5"]), str(tmp_path / "onnx.parquet"))
+    ta, tb = table(tmp_path / "torch.parquet"), table(tmp_path / "onnx.parquet")
+    np.testing.assert_allclose(ta["cols"]["mass_pred_gev"], tb["cols"]["mass_pred_gev"], atol=1e-4)
+    assert tb["meta"]["jetlib.runtime"] == "onnxruntime" and a["mae"] == pytest.approx(b["mae"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_export_refuses_a_tampered_graph(study, exported, tmp_path):
+    import shutil
+
+    _, folder = exported["cls"]
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[-1] ^= 1
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(Exception, match="does not match the sha256"):
+        ex.load_export(str(copy))
