@@ -7,14 +7,17 @@ subset over several seeds, evaluate each, and the report. The defaults are sized
 fine-tuning beats scratch by several times the seed spread (README, "The workflow").
 
 stdout holds one line, the report's path; everything else (what the demo chose, kfp.local's task
-log with each step's progress, the headline) goes to stderr.
+log with each step's progress, the headline, and a table of each step's wall time) goes to stderr.
+``benchmarks/demo.py`` prints the same table and the headline as one JSON line.
 """
 
 import argparse
 import contextlib
+import io
 import json
+import math
+import re
 import sys
-import time
 from pathlib import Path
 
 from jetlib import checks
@@ -25,6 +28,12 @@ from jetlib.study import DEFAULT_METHODS, DEFAULT_PRETRAIN_SEEDS, MODES
 from pipelines.local import CPU_YAML, run_local
 
 DEFAULT_MODES = "cls-finetune,cls-scratch"
+# the steps that only plan and name (no data touched): one row of the table
+PLAN_TASKS = ("run-folder", "plan", "plan-pretraining", "match-encoders", "pretrain-gpus")
+REPEATED = ("pretrain", "train", "evaluate")  # a list each, one per iteration of their loop
+# the simulation's own log line, printed by the ingest step (jetlib.data.simulate.simulate); a cached
+# file logs "simulation taken from the cache" instead and takes no Pythia time
+SIMULATED = re.compile(r"simulated \d+ jets from \d+ events in ([\d.]+) s")
 
 
 _ints = argtype(checks.wholes)
@@ -66,8 +75,85 @@ def headline(summary: dict, fractions) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def difference(results: list[dict], fraction: float, a: str = "finetune", b: str = "scratch",
+               task: str = "cls", metric: str = "roc_auc") -> dict | None:
+    """Mean ``a`` minus mean ``b`` of ``metric`` at ``fraction`` over the run's results, and its
+    standard error ``sqrt(s_a^2/n_a + s_b^2/n_b)`` (sample std over seeds, as the report's
+    comparisons, ``jetlib.report.stats``); None without two results on each side."""
+    pools = {m: [r["scalars"][metric] for r in results
+                 if r.get("task") == task and r.get("mode") == m and metric in r.get("scalars", {})
+                 and math.isclose(float(r.get("label_fraction", -1)), fraction)]
+             for m in (a, b)}
+    if min(len(v) for v in pools.values()) < 2:
+        return None
+    mean = {m: sum(v) / len(v) for m, v in pools.items()}
+    var = {m: sum((x - mean[m]) ** 2 for x in v) / (len(v) - 1) for m, v in pools.items()}
+    se = math.sqrt(sum(var[m] / len(pools[m]) for m in pools))
+    diff = mean[a] - mean[b]
+    return {"fraction": fraction, "metric": f"{task} {metric}", a: round(mean[a], 4), b: round(mean[b], 4),
+            "n": {m: len(v) for m, v in pools.items()}, "difference": round(diff, 4), "se": round(se, 4),
+            "sigmas": round(diff / se, 1) if se > 0 else None}
+
+
+def step_times(steps: list[tuple[str, float]], log: str, total: float) -> dict:
+    """Seconds per row of the table, in the order the steps ran: ``simulate`` and ``ingest`` (split by
+    the simulation's own log line), ``pretrain``, ``train`` and ``evaluate`` (lists, one per loop
+    iteration), ``report``, any other step, ``plan`` (the planning steps together), ``orchestration``
+    (kfp.local between the steps) and ``total``."""
+    rows: dict = {}
+    simulated = sum(float(t) for t in SIMULATED.findall(log))
+    for name, t in steps:
+        if name in PLAN_TASKS:
+            rows["plan"] = rows.get("plan", 0.0) + t
+        elif name == "ingest":
+            rows["simulate"] = rows.get("simulate", 0.0) + min(simulated, t)
+            rows["ingest"] = rows.get("ingest", 0.0) + max(t - simulated, 0.0)
+        elif name in REPEATED:
+            rows.setdefault(name, []).append(t)
+        else:
+            rows[name] = rows.get(name, 0.0) + t
+    rows["plan"] = rows.pop("plan", 0.0)  # the small rows at the bottom
+    rows["orchestration"] = max(total - sum(t for _, t in steps), 0.0)
+    rows["total"] = total
+    return {k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 1) for k, v in rows.items()}
+
+
+def table(times: dict) -> list[str]:
+    """The table's lines: one per step (each pretraining on its own), its seconds and share of the total."""
+    lines, total = [f"{'step':<18}{'wall s':>8}{'share':>7}"], times["total"] or 1.0
+
+    def line(label: str, t: float) -> str:
+        return f"{label:<18}{t:>8.1f}{100 * t / total:>6.0f}%"
+
+    for name, v in times.items():
+        if name == "total":
+            continue
+        if name == "pretrain":
+            lines += [line(f"pretrain #{i}", t) for i, t in enumerate(v, 1)]
+        else:
+            lines.append(line(f"{name} (x{len(v)})", sum(v)) if isinstance(v, list) else line(name, v))
+    lines.append(f"{'total':<18}{times['total']:>8.1f}  ({times['total'] / 60:.1f} min)")
+    return lines
+
+
+class _Tee(io.TextIOBase):
+    """What kfp.local prints (the steps' logs), kept for the table and passed on to stderr."""
+
+    def __init__(self):
+        self.kept = io.StringIO()
+
+    def write(self, text):
+        self.kept.write(text)
+        return sys.stderr.write(text)
+
+
+def run_demo(args: argparse.Namespace) -> dict:
+    """Run the demo; returns ``report`` (its folder), ``times`` (:func:`step_times`) and ``headline``
+    (:func:`difference` at each label fraction that has one).
+
+    Raises:
+        JetlibError: a step failed (its own error is in the log on stderr).
+    """
     out = args.out.resolve()
     store = out / "store"
     arguments = {"store": str(store), "n_jets": args.n_jets, "run_name": args.run_name, "preset": args.preset,
@@ -77,18 +163,32 @@ def main(argv: list[str] | None = None) -> int:
           f"label fractions {list(args.fractions)}, seeds {args.seeds}, modes {','.join(args.modes)}, "
           f"methods {','.join(args.methods)} x pretraining seeds {args.pretrain_seeds}; "
           f"store {store}", file=sys.stderr)
-    t0 = time.perf_counter()
+    steps: list = []
+    tee = _Tee()
+    with contextlib.redirect_stdout(tee):  # kfp.local prints the steps' logs on stdout
+        total = run_local(arguments, args.yaml, pipeline_root=out / "kfp", steps=steps)
+    run = store / "runs" / args.run_name
+    results = [json.loads(p.read_text()) for p in sorted((run / "results").glob("*.json"))]
+    return {"report": run / "report", "times": step_times(steps, tee.kept.getvalue(), total),
+            "headline": [h for f in args.fractions if (h := difference(results, f)) is not None]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # kfp.local prints the steps' logs on stdout
-            run_local(arguments, args.yaml, pipeline_root=out / "kfp")
+        done = run_demo(args)
     except JetlibError as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return e.exit_code
-    report = store / "runs" / args.run_name / "report"
+    report = done["report"]
     summary = json.loads((report / "summary.json").read_text())
     for line in headline(summary, args.fractions):
         print(f"demo: {line}", file=sys.stderr)
-    print(f"demo: finished in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr)
+    for h in done["headline"]:
+        print(f"demo: fine-tune - scratch at {h['fraction']:g} labels: {h['difference']:+.3f} AUC, standard error "
+              f"{h['se']:.3f} ({h['sigmas']} sigma)", file=sys.stderr)
+    for line in table(done["times"]):
+        print(f"demo: {line}", file=sys.stderr)
     print(report / "report.html")
     print(report.parent / "export")  # the best model of each task as ONNX with its card (the export step)
     return 0

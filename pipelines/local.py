@@ -11,6 +11,7 @@ image) or, with ``docker=True``, in the project's image (``DockerRunner``). Kube
 import contextlib
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -22,8 +23,10 @@ CPU_YAML = HERE / "jet_ssl_cpu.yaml"
 
 
 def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline_root: str | os.PathLike = "kfp-local",
-              docker: bool | dict = False) -> float:
+              docker: bool | dict = False, steps: list | None = None) -> float:
     """Run the compiled pipeline at ``yaml_path`` with ``arguments``; returns the wall time in seconds.
+
+    ``steps``: a list that receives one ``(task, seconds)`` per task run, in order (see :class:`StepTimes`).
 
     ``docker``: run each step in its image with ``kfp.local.DockerRunner``; a dict is passed on as
     ``docker run`` options (e.g. ``{"environment": {...}, "network_mode": "host"}`` to reach an S3
@@ -42,7 +45,8 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
     local.init(runner=runner, pipeline_root=str(Path(pipeline_root).resolve()), raise_on_error=True)
     pipeline = components.load_component_from_file(str(yaml_path))
     t0 = time.perf_counter()
-    with warnings.catch_warnings(), _quiet_kfp_info():
+    timer = StepTimes(steps if steps is not None else [])
+    with warnings.catch_warnings(), _quiet_kfp_info(), _listening(timer):
         # The subprocess runner warns for every step that "jetlib:<version>" is not a Python image:
         # here the .venv stands in for the image.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
@@ -51,6 +55,46 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
         except RuntimeError as e:
             raise TrainingError(f"the pipeline failed: {_plain(str(e))}") from None
     return time.perf_counter() - t0
+
+
+class StepTimes(logging.Handler):
+    """Each task's wall time, read from kfp.local's own log records: ``Executing task 'X'`` and
+    ``Task 'X' finished with status ...`` (kfp 2.17.3, ``kfp/local/task_dispatcher.py``,
+    ``run_single_task_implementation``). Only listened to: nothing of kfp.local is changed. kfp.local
+    runs one task at a time, so each interval is one step's own time; a nested DAG's interval
+    (which encloses its tasks') is left out."""
+
+    _EVENT = re.compile(r"^(?:Executing task '([^']+)'|Task '([^']+)' finished with status)")
+
+    def __init__(self, steps: list):
+        super().__init__(logging.INFO)
+        self.steps, self._open = steps, []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = self._EVENT.match(_plain(record.getMessage()))
+        if m is None:
+            return
+        started, finished = m.groups()
+        if started:
+            self._open.append((started, record.created, len(self.steps)))
+            return
+        for i in range(len(self._open) - 1, -1, -1):
+            name, t0, seen = self._open[i]
+            if name == finished:
+                del self._open[i]
+                if seen == len(self.steps):  # no task finished inside it: a step, not a DAG
+                    self.steps.append((name, record.created - t0))
+                return
+
+
+@contextlib.contextmanager
+def _listening(handler: logging.Handler):
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 @contextlib.contextmanager
@@ -67,6 +111,4 @@ def _quiet_kfp_info():
 
 def _plain(text: str) -> str:
     """kfp.local colours task names with ANSI codes; a one-line error should not carry them."""
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
