@@ -53,7 +53,10 @@ def override(cfg, values: dict[str, object], prefix: str = ""):
         else:
             changes[head] = _text(value, hints[head]) if isinstance(value, str) else value
     for head, sub in nested.items():
-        changes[head] = override(changes.get(head, getattr(cfg, head)), sub, f"{prefix}{head}.")
+        base = changes.get(head, getattr(cfg, head))
+        if not dataclasses.is_dataclass(base):
+            raise ConfigError(f"{prefix}{head}: set it whole or field by field ({head}.NAME=VALUE), not both")
+        changes[head] = override(base, sub, f"{prefix}{head}.")
     valid = schemas.validate_fields(type(cfg), {n: changes.get(n, getattr(cfg, n)) for n in hints}, prefix)
     try:
         return dataclasses.replace(cfg, **{n: valid[n] for n in changes})
