@@ -30,6 +30,7 @@ CRDS = {
     ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"):
         "trainer.kubeflow.org_clustertrainingruntimes.v2.3.0.yaml",
     ("kubeflow.org/v1", "PyTorchJob"): "kubeflow.org_pytorchjobs.v1.9.4.yaml",
+    ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.v0.20.0.yaml",
 }
 MODELS = {"TrainJob": "TrainerV1alpha1TrainJob", "TrainingRuntime": "TrainerV1alpha1TrainingRuntime",
           "ClusterTrainingRuntime": "TrainerV1alpha1ClusterTrainingRuntime"}

@@ -90,6 +90,7 @@ def sparse(x: np.ndarray) -> list[dict]:
 def test_the_endpoints_kserve_provides(served):
     base = served[0]
     assert requests.get(f"{base}/v2/health/ready", timeout=10).json() == {"ready": True}
+    assert requests.get(f"{base}/v2/health/live", timeout=10).status_code == 200  # the manifest's liveness probe
     assert requests.get(f"{base}/v1/models", timeout=10).json() == {"models": [NAME]}
     meta = requests.get(f"{base}/v2/models/{NAME}", timeout=10).json()
     assert meta["name"] == NAME
