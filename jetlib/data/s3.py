@@ -189,8 +189,20 @@ class S3Store(Store):
         if self._bucket_checked:
             return
         if not self._call(f"s3://{self.bucket}", lambda: self.client.bucket_exists(self.bucket)):
-            self._call(f"creating bucket {self.bucket}", lambda: self.client.make_bucket(self.bucket))
+            self._call(f"creating bucket {self.bucket}", self._make_bucket)
         self._bucket_checked = True
+
+    def _make_bucket(self):
+        from minio.error import S3Error
+
+        try:
+            self.client.make_bucket(self.bucket)
+        except S3Error as e:
+            # Steps started together (DDP ranks, a loop's trainings) all find the bucket missing; every one
+            # but the first is told the bucket is already its own (SeaweedFS, MinIO and AWS S3 alike): it
+            # is there, which is all the caller asked. Another owner's bucket (BucketAlreadyExists) is not.
+            if e.code != "BucketAlreadyOwnedByYou":
+                raise
 
     def put_bytes(self, key, data, *, sha256=None):
         self._ensure_bucket()

@@ -8,11 +8,19 @@ Real behaviour relied on, read at the pinned versions:
   to one line.
 * minio 7.2.20 ``minio/helpers.py`` ``normalize_headers``: ``put_object`` turns an ``If-None-Match`` header into
   ``x-amz-meta-if-none-match`` user metadata, so the conditional PUT goes through ``presigned_put_object``.
-* moto 5.2.5 ``moto/s3/responses.py`` ``S3Response.put_object``: ``If-None-Match: *`` on an existing key raises
-  ``PreconditionFailed`` (412); MinIO RELEASE.2025-10-15T17-29-55Z ``cmd/object-handlers.go``
-  ``PutObjectHandler`` -> ``checkPreconditionsPUT`` (``cmd/object-handlers-common.go``, ``isETagEqual`` treats
-  ``*`` as any ETag) does the same under the object's namespace lock (``cmd/erasure-object.go`` ``putObject``);
-  AWS S3 documents the same 412 for conditional writes. So the test against moto holds against both.
+* SeaweedFS, the server the S3 cases run against (``tests/s3_server.py``; the 4.48 binary, its source read at
+  tag 4.44): ``weed/s3api/s3api_object_handlers_put.go`` ``putToFiler`` checks ``If-None-Match: *`` through
+  ``checkConditionalHeaders`` -> ``validateConditionalHeaders`` (an existing object: ``ErrPreconditionFailed``,
+  412) inside ``withObjectWriteLock`` (or in the owner filer's transaction, ``routedPut``), so of two racing
+  conditional PUTs one wins. ``weed/s3api/s3api_path_validation.go`` ``validateRequestPath`` refuses a key
+  that ``s3_constants.IsValidObjectKey`` (``weed/s3api/s3_constants/header.go``) rejects, one with a ``.`` or
+  ``..`` segment once backslashes are slashes, with 400 ``InvalidRequest``; ``NormalizeObjectKey`` collapses
+  ``//`` and drops a leading ``/``. ``test_seaweedfs_answers_as_the_store_relies_on`` checks both.
+* MinIO RELEASE.2025-10-15T17-29-55Z ``cmd/object-handlers.go`` ``PutObjectHandler`` -> ``checkPreconditionsPUT``
+  (``cmd/object-handlers-common.go``, ``isETagEqual`` treats ``*`` as any ETag) answers the same 412 under the
+  object's namespace lock (``cmd/erasure-object.go`` ``putObject``); AWS S3 documents the same 412 for
+  conditional writes, and stores any key literally, ``..`` included: jetlib's own key checks are what keep a
+  name read back inside its prefix.
 * urllib3 2.8.0 ``Timeout(connect=, read=)``: ``read`` bounds each wait for the server's bytes, so a server that
   accepts and never answers fails an attempt after the read timeout.
 """
@@ -68,22 +76,63 @@ def test_s3_uris_with_dot_segments_are_one_line():
             S3Store(uri)
 
 
+def _raw_client():
+    """A boto3 client of the test endpoint, writing around jetlib as another client of the bucket would (the
+    minio client refuses a ``.`` or ``..`` segment itself, so it could not send one)."""
+    import os
+
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ["JETLIB_S3_ENDPOINT"], region_name="us-east-1",
+                        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+
+
 @pytest.mark.s3
-def test_listing_skips_objects_whose_names_are_not_safe_keys(s3_env):
-    """Another S3 client can create ``run/../x`` literally; no jetlib call may use such a name."""
+@pytest.mark.parametrize("name", ["a\x01b.bin", "folder/", "a/../b.bin", "./c.bin"])
+def test_listing_skips_objects_whose_names_are_not_safe_keys(s3_env, name):
+    """Another S3 client can write names no jetlib call may use. SeaweedFS stores a control character and a
+    folder marker (``folder/``) as written, and refuses a ``.`` or ``..`` segment (400); AWS S3 stores all four.
+    Either way the listing holds the safe key only."""
+    from botocore.exceptions import ClientError
+
     store = open_store(s3_env)
     store.put_bytes("good.bin", b"1")
-    import io
-    import os
-    from urllib.parse import urlsplit
-
-    from minio import Minio  # written around jetlib, as another client of the bucket would
-
-    ep = urlsplit(os.environ["JETLIB_S3_ENDPOINT"])
-    raw = Minio(ep.netloc, os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
-                secure=ep.scheme == "https")
-    raw.put_object(store.bucket, f"{store.prefix}/a//b.bin", io.BytesIO(b"2"), 1)
+    try:
+        _raw_client().put_object(Bucket=store.bucket, Key=f"{store.prefix}/{name}", Body=b"2")
+    except ClientError as e:  # refused by the server: nothing hostile can be listed
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 400, e.response
     assert store.list() == ["good.bin"]
+
+
+@pytest.mark.s3
+def test_seaweedfs_answers_as_the_store_relies_on(seaweedfs, monkeypatch):
+    """The tests' SeaweedFS (always, whatever JETLIB_TEST_S3_ENDPOINT says): a second ``If-None-Match: *`` PUT
+    is 412 ``PreconditionFailed``; a ``.`` or ``..`` segment is 400 ``InvalidRequest`` and nothing is stored;
+    ``a//b`` is stored as ``a/b``. The functions are named in this module's docstring."""
+    from datetime import timedelta
+
+    import urllib3
+    from botocore.exceptions import ClientError
+    from minio import Minio
+
+    monkeypatch.setenv("JETLIB_S3_ENDPOINT", seaweedfs.url)
+    for name, value in seaweedfs.admin.env().items():
+        monkeypatch.setenv(name, value)
+    raw, bucket = _raw_client(), "jetlib-rules"
+    raw.create_bucket(Bucket=bucket)
+    client = Minio(seaweedfs.url.removeprefix("http://"), seaweedfs.admin.access_key, seaweedfs.admin.secret_key,
+                   secure=False)
+    url = client.presigned_put_object(bucket, "claim", expires=timedelta(minutes=5))
+    answers = [urllib3.request("PUT", url, body=body, headers={"If-None-Match": "*"}) for body in (b"1", b"2")]
+    assert [a.status for a in answers] == [200, 412] and b"<Code>PreconditionFailed</Code>" in answers[1].data
+    for key in ("x/../claim", "../claim", "x/./y", "x\\..\\y"):
+        with pytest.raises(ClientError) as e:
+            raw.put_object(Bucket=bucket, Key=key, Body=b"3")
+        assert e.value.response["Error"]["Code"] == "InvalidRequest", key
+    raw.put_object(Bucket=bucket, Key="a//b", Body=b"4")
+    assert sorted(o["Key"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]) == ["a/b", "claim"]
+    assert raw.get_object(Bucket=bucket, Key="claim")["Body"].read() == b"1"
 
 
 def test_put_new_creates_once(any_store):

@@ -1,10 +1,6 @@
 import json
 import os
 import stat
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -184,43 +180,22 @@ def test_read_only_store_is_one_line_and_exit_3(make_h5, tmp_path):
 
 
 @pytest.fixture
-def read_only_s3():
-    """A moto server of its own that enforces IAM, a bucket, and credentials of a user who may only read it.
+def read_only_s3(seaweedfs):
+    """(URL, key, secret, bucket): a bucket on the tests' SeaweedFS holding one object, and the credentials of
+    its ``reader`` identity, whose actions are ``Read`` and ``List`` only (``tests/s3_server.py``). SeaweedFS
+    checks every request's action against the identity's: ``weed/s3api/auth_credentials.go``
+    ``authRequest`` -> ``Identity.CanDo``, so a PUT or a bucket creation is ``AccessDenied``."""
+    import io
+    import uuid
 
-    moto checks no credentials for its first INITIAL_NO_AUTH_ACTION_COUNT requests (the four set-up calls
-    below) and enforces IAM policies on every request after them.
-    """
-    import boto3
+    from minio import Minio
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.1)
-        setup = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup",
-                 "aws_secret_access_key": "setup"}
-        boto3.client("s3", **setup).create_bucket(Bucket="readonly")
-        iam = boto3.client("iam", **setup)
-        iam.create_user(UserName="reader")
-        # AWS's AmazonS3ReadOnlyAccess; moto asks for s3:HeadBucket where AWS accepts s3:ListBucket
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*",
-                                                          "Action": ["s3:Get*", "s3:List*", "s3:HeadBucket"]}]}
-        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName="reader")["AccessKey"]
-        yield url, key["AccessKeyId"], key["SecretAccessKey"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    bucket = f"readonly-{uuid.uuid4().hex[:12]}"
+    admin = Minio(seaweedfs.url.removeprefix("http://"), seaweedfs.admin.access_key, seaweedfs.admin.secret_key,
+                  secure=False)
+    admin.make_bucket(bucket)
+    admin.put_object(bucket, "present.bin", io.BytesIO(b"1"), 1)
+    return seaweedfs.url, seaweedfs.reader.access_key, seaweedfs.reader.secret_key, bucket
 
 
 @pytest.mark.s3
@@ -228,14 +203,15 @@ def test_read_only_s3_credentials_are_one_line_and_exit_3(make_h5, read_only_s3)
     from minio import Minio
 
     path, _ = make_h5(n=20)
-    url, key, secret = read_only_s3
+    url, key, secret, bucket = read_only_s3
     env = {"JETLIB_S3_ENDPOINT": url, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-    r = run_cli("ingest", path, "--store", "s3://readonly/datasets", env=env)
+    r = run_cli("ingest", path, "--store", f"s3://{bucket}/datasets", env=env)
     assert r.returncode == 3, r.stderr
-    assert r.stderr.strip().count("\n") == 0 and "access denied to s3://readonly/datasets" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and f"access denied to s3://{bucket}/datasets" in r.stderr
     assert secret not in r.stderr and key not in r.stderr
     client = Minio(url.removeprefix("http://"), access_key=key, secret_key=secret, secure=False)
-    assert list(client.list_objects("readonly", recursive=True)) == []  # readable, and nothing half-written
+    names = [o.object_name for o in client.list_objects(bucket, recursive=True)]
+    assert names == ["present.bin"]  # readable with these credentials, and nothing half-written
 
 
 def test_store_that_is_a_file(make_h5, tmp_path, capsys):
@@ -246,7 +222,6 @@ def test_store_that_is_a_file(make_h5, tmp_path, capsys):
 
 
 def test_unreachable_s3_store_is_one_line(make_h5, tmp_path, monkeypatch, capsys):
-    from tests.conftest import free_port
 
     path, _ = make_h5(n=20)
     monkeypatch.setenv("JETLIB_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")

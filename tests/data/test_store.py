@@ -1,4 +1,6 @@
-"""One contract for both stores: a local folder and S3 (moto server, or a real MinIO when configured)."""
+"""One contract for both stores: a local folder and S3 (the tests' SeaweedFS server, or the endpoint
+JETLIB_TEST_S3_ENDPOINT names). The failures a real server will not produce on demand (a 503, a dropped
+connection) and the count of calls a retry policy makes come from a stand-in client, ``_Flaky``."""
 
 import pytest
 
@@ -166,8 +168,35 @@ def test_missing_endpoint(monkeypatch):
 
 
 @pytest.mark.s3
-def test_missing_bucket_is_created(s3_env):
-    s = open_store(s3_env)
+def test_missing_bucket_is_created(s3_new_bucket):
+    s = open_store(s3_new_bucket)
     assert s.list() == []  # no bucket yet: an empty listing, not an error
     s.put_bytes("k", b"v")
     assert s.list() == ["k"]
+
+
+@pytest.mark.s3
+def test_writers_racing_to_create_a_missing_bucket_all_succeed(s3_new_bucket):
+    """Steps started together (DDP ranks, a loop's trainings) each find the bucket missing and create it: the
+    losers' ``BucketAlreadyOwnedByYou`` (SeaweedFS, MinIO and AWS S3 alike) means the bucket is there."""
+    import threading
+
+    stores = [open_store(s3_new_bucket).child(f"w{i}") for i in range(4)]
+    for s in stores:
+        assert s.list() == []  # each one has seen the bucket missing
+    barrier, errors = threading.Barrier(len(stores)), []
+
+    def write(store):
+        barrier.wait()
+        try:
+            store.put_bytes("k", store.uri.encode())
+        except StoreError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert open_store(s3_new_bucket).list() == [f"w{i}/k" for i in range(4)]
