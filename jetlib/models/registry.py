@@ -80,7 +80,7 @@ def check_weights(blob: dict, what: str = "the model file", config: dict | None 
         raise DataError(f"{what} does not describe a {arch} network jetlib can rebuild: {_first_line(e)}") from None
     got = {k: tuple(v.shape) for k, v in state.items()}
     if shapes != got:
-        name = next(k for k in sorted(shapes.keys() | got.keys()) if shapes.get(k) != got.get(k))
+        name = next(k for k in [*shapes, *got] if shapes.get(k) != got.get(k))  # the network's order: the first
         raise DataError(f"{what}: its config implies {name} of shape {shapes.get(name, 'absent')} but its weights "
                         f"hold {got.get(name, 'none')}: refused before building the network")
     return arch
