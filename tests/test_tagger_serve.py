@@ -45,28 +45,33 @@ def served(tmp_path_factory):
     folder = root / "export"
     export(training, str(folder))
     port = free_port()
-    log = open(root / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "jetlib", "serve", "--model", str(folder), "--http-port",
-                             str(port), "--max-batch", "64"], stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    with open(root / "serve.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "jetlib", "serve", "--model", str(folder), "--http-port",
+                                 str(port), "--max-batch", "64"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(base, proc, root / "serve.log")
+            yield base, folder, training, root
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_ready(base: str, proc, log_path) -> None:
+    """Poll /v2/health/ready until 200, at most READY_S seconds; the server's log if it never comes."""
     deadline = time.monotonic() + READY_S
     while True:
         try:
             if requests.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                break
+                return
         except requests.ConnectionError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"the server did not become ready: {(root / 'serve.log').read_text()[-2000:]}")
+            raise AssertionError(f"the server did not become ready: {log_path.read_text()[-2000:]}")
         time.sleep(0.5)
-    yield base, folder, training, root
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 def infer(base: str, inputs: list[dict]):
