@@ -1,9 +1,11 @@
-"""Convert a value and check its range, the one set of validators every entry point uses.
+"""The flags' validators: a flag's text checked by the same schemas as every config (:mod:`jetlib.schemas`).
 
-A flag (``jetlib`` and ``pipelines.demo``), a pipeline parameter (``jetlib.study.plan``) and a
-component input are read by these functions: each returns the converted value or raises
-:class:`~jetlib.errors.ConfigError` with one line naming the setting, what was expected and what
-was given. The CLI turns that into argparse's ``argument --flag: ...`` line (:func:`argtype`).
+A flag (``jetlib`` and ``pipelines.demo``) is read by these functions: each returns the converted
+value or raises :class:`~jetlib.errors.ConfigError` with one line naming the setting, what was
+expected and what was given. Whether a value fits is decided by the schema
+(:func:`jetlib.schemas.whole`, :func:`jetlib.schemas.real`: no bool, no nan or inf, the bounds);
+the line keeps the flags' short wording. The CLI turns it into argparse's ``argument --flag: ...``
+line (:func:`argtype`).
 
 Example:
     >>> whole("3", minimum=1), number("0.5", "lr", low=0, low_open=True)
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from jetlib import schemas
 from jetlib.errors import ConfigError
 
 
@@ -31,17 +34,26 @@ def number(value, name: str = "", *, low: float = -math.inf, high: float = math.
     Raises:
         ConfigError: not a number (a bool is not one) or outside the interval.
     """
+    bounds = {"gt" if low_open else "ge": None if low == -math.inf else low,
+              "lt" if high_open else "le": None if high == math.inf else high}
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        f = float(value)
+        return float(schemas.parse(schemas.real(**bounds), value))
+    except ConfigError:
+        pass
+    try:
+        schemas.parse(schemas.real(), value)
+    except ConfigError:
+        if not _is_number_text(value):
+            _fail(name, f"expected a number, got {value!r}")
+    _fail(name, f"must be {_interval(low, high, low_open, high_open)}, got {value}")
+
+
+def _is_number_text(value) -> bool:
+    """nan and inf are numbers that are out of every range, not text that is no number."""
+    try:
+        return not isinstance(value, bool) and isinstance(float(value), float)
     except (TypeError, ValueError):
-        _fail(name, f"expected a number, got {value!r}")
-    above = f > low if low_open else f >= low
-    below = f < high if high_open else f <= high
-    if not (math.isfinite(f) and above and below):
-        _fail(name, f"must be {_interval(low, high, low_open, high_open)}, got {value}")
-    return f
+        return False
 
 
 def _interval(low, high, low_open, high_open) -> str:
@@ -57,16 +69,13 @@ def whole(value, name: str = "", *, minimum: int | None = None) -> int:
         ConfigError: not a whole number (a bool, ``"2.5"``, 0.5) or below ``minimum``.
     """
     try:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise TypeError
-        n = int(value)
-        if n != value and not isinstance(value, str):
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
+        n = schemas.parse(schemas.whole(), value.strip() if isinstance(value, str) else value)
+    except ConfigError:
         _fail(name, f"expected a whole number, got {value!r}")
-    if minimum is not None and n < minimum:
+    try:
+        return schemas.parse(schemas.whole(ge=minimum), n)
+    except ConfigError:
         _fail(name, f"must be at least {minimum}, got {n}")
-    return n
 
 
 def fraction(value, name: str = "") -> float:

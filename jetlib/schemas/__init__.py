@@ -50,6 +50,15 @@ def _not_bool(value):
     return value
 
 
+_DECIMAL = re.compile(r"\s*[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)\s*")
+
+
+def _int_text(value):
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):  # "2.0", "1e3": text that is not written as a count
+        raise ValueError("must be a valid integer, written without a decimal point or exponent")
+    return _not_bool(value)
+
+
 def _name(value: str) -> str:
     if not NAME.fullmatch(value):
         raise ValueError("must be a name of lowercase letters, digits and '_' (at most 64), starting with a "
@@ -59,7 +68,7 @@ def _name(value: str) -> str:
 
 def whole(ge: int | None = None, le: int | None = None):
     """A whole number from ``ge`` to ``le`` (a bool, 2.5 or "2.5" is refused)."""
-    return Annotated[int, BeforeValidator(_not_bool), Field(ge=ge, le=le)]
+    return Annotated[int, BeforeValidator(_int_text), Field(ge=ge, le=le)]
 
 
 def real(*, gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None):
