@@ -32,7 +32,7 @@ COLORS = {"finetune": "#1f77b4", "linear": "#2ca02c", "scratch": "#d62728", "vgg
 CLASS_STYLE = {1: ("quark", "#1f77b4"), 0: ("gluon", "#d62728"), -1: ("all jets", "#555555")}
 DPI = 80
 MAX_COLS, MAX_ROWS = 24, 40  # panels: a real study has ~6 label fractions and ~10 (task, mode) rows
-LABEL_CHARS = 60  # a longer line of a label is cut with "…": the figure's width is fixed
+LABEL_CHARS = 80  # a longer line of a label is cut with "…": the figure's width is fixed
 log = logging.getLogger(__name__)
 
 
