@@ -135,7 +135,9 @@ class FinetuneConfig:
 PRESETS = {
     "tiny": {"epochs": 3, "patience": 2, "batch_size": 16, "model": VARIANTS["tiny"], "head_hidden": 16,
              "reg_depth": 2, "eval_batch_size": 64},
-    "cpu": {"epochs": 30, "patience": 6, "batch_size": 64, "model": VARIANTS["cpu"], "head_hidden": 128},
+    # 20 epochs, patience 4, bf16 autocast (--set amp=off on a CPU without native bf16): docs/speed.md
+    "cpu": {"epochs": 20, "patience": 4, "batch_size": 64, "model": VARIANTS["cpu"], "head_hidden": 128,
+            "amp": "bf16"},
     "gpu": {},
 }
 

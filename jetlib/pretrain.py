@@ -106,7 +106,9 @@ PRESETS = {
              "method_params": {"proj_hidden": 16, "proj_dim": 8},
              "monitor_bank": 64, "monitor_val": 32, "knn_k": 5, "log_interval": 1},
     # a laptop run in minutes: a narrower ResNet-15 (405k parameters)
-    "cpu": {"epochs": 10, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL,
+    # 5 epochs and bf16 autocast (half the CPU per step where the CPU has native bf16; elsewhere
+    # --set amp=off): docs/speed.md
+    "cpu": {"epochs": 5, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL, "amp": "bf16",
             "method_params": {"proj_hidden": 256}, "monitor_bank": 1000, "monitor_val": 500},
     # the full study
     "gpu": {},

@@ -129,6 +129,13 @@ def gloo_ranks(tmp_path_factory):
     return gloo.run(tmp_path_factory.mktemp("gloo"), free_port())
 
 
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """One :func:`ingest_small` dataset (80 labelled 24x24 jets) for the modules that only read it; a test
+    that changes a store ingests its own."""
+    return ingest_small(tmp_path_factory.mktemp("small-dataset"))
+
+
 S3_BUCKET = f"jetlib-test-{uuid.uuid4().hex[:12]}"
 """The session's bucket: each test gets its own prefix in it (``s3_env``); one bucket, not one per test, as
 a shared bucket is in a cluster (and a bucket is a SeaweedFS collection, with volumes of its own)."""

@@ -13,12 +13,11 @@ from jetlib.data.manifest import open_dataset
 from jetlib.data.store import open_store
 from jetlib.errors import ConfigError, DataError
 from jetlib.trainer import FitResult, write_outputs
-from tests.conftest import ingest_small
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return ingest_small(tmp_path_factory.mktemp("evaluate"))
+def data(small_dataset):
+    return small_dataset
 
 
 def saved(data, out, task: str, seed: int = 0, arch: str | None = None, **head):

@@ -17,7 +17,6 @@ from jetlib.evaluate import evaluate
 from jetlib.models import Encoder, register_model, unregister_model
 from jetlib.report import build_report
 from jetlib.tasks import Classification, register_task, unregister_task
-from tests.conftest import ingest_small
 
 
 @pytest.fixture
@@ -59,8 +58,8 @@ def toy_task():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return ingest_small(tmp_path_factory.mktemp("extend"))
+def data(small_dataset):
+    return small_dataset
 
 
 def one_step(data, out, **kw):
