@@ -43,6 +43,7 @@ from jetlib.data.store import open_store
 from jetlib.device import autocast_for, setup_device
 from jetlib.errors import ConfigError, DataError
 from jetlib.provenance import provenance
+from jetlib.schemas.records import Result, check_record
 
 log = logging.getLogger(__name__)
 SCALAR_KEYS = tasks.scalar_keys()  # those of the built-in tasks; a result holds every registered task's
@@ -96,11 +97,11 @@ def write_result(out: str, result: dict) -> str:
                        origin.get("encoder_sha256"), origin.get("method"))
     store = open_store(out)
     if store.exists(name):
-        try:
-            old = json.loads(store.get_bytes(name))
+        try:  # a result that fails its schema is not this model's either: refused, never overwritten
+            old = check_record(Result, json.loads(store.get_bytes(name)), store.key_uri(name))
             same = (old["model"]["sha256"], old["dataset"]["id"]) == (result["model"]["sha256"],
                                                                        result["dataset"]["id"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, DataError):
             same = False
         if not same:
             raise ConfigError(f"{store.key_uri(name)} already holds the result of another model or dataset: "

@@ -25,6 +25,7 @@ from jetlib.data.manifest import open_dataset
 from jetlib.data.store import open_store
 from jetlib.errors import ConfigError, DataError, ResourceError
 from jetlib.models.resnet import VARIANTS
+from jetlib.schemas.records import Result, check_record
 from jetlib.steps import step_errors, train_step
 from jetlib.study import training_dir
 from tests.conftest import ingest_small
@@ -132,7 +133,8 @@ def test_evaluate_scores_the_untampered_record(ds, tmp_path, capsys):
     model = _model_run(tmp_path / "model", ds)
     code, err = _cli(["evaluate", "--data", ds, "--model", model, "--out", tmp_path / "results"], capsys)
     assert code == 0, err
-    assert len(list((tmp_path / "results").glob("cls-scratch-f1-s0.json"))) == 1
+    result = json.loads((tmp_path / "results" / "cls-scratch-f1-s0.json").read_text())
+    assert check_record(Result, result, "result") is result  # what evaluate writes passes what readers check
 
 
 @pytest.mark.parametrize("blob,config,line", [

@@ -18,7 +18,7 @@ from jetlib.errors import ConfigError, DataError
 from jetlib.models.resnet import VARIANTS, ResNetConfig
 from jetlib.models.vgg import VGGConfig
 from jetlib.schemas.env import check_environment, dist_env
-from jetlib.schemas.records import EncoderBlob, ModelBlob, ModelRun, PretrainRun, check_record
+from jetlib.schemas.records import EncoderBlob, Metrics, ModelBlob, ModelRun, PretrainRun, Result, check_record
 from jetlib.trainer import Stopping
 
 # --- configs: flags, --set, presets, method parameters ----------------------------------------
@@ -180,6 +180,15 @@ GOOD = {
                "training": {"best_epoch": 0, "best_value": None, "epochs_run": 1, "stopped_early": False,
                             "train_seconds": 1.0, "train_jets_per_s": 10.0}},
     EncoderBlob: {"arch": "resnet", "config": {}, "state_dict": _state(), "normalize": "scale", "dataset": "ab12"},
+    Result: {"format": "jetlib.result/2", "task": "cls", "mode": "finetune", "label_fraction": 0.5, "seed": 1,
+             "model": {"uri": "runs/x/cls", "sha256": "c" * 64, "arch": "resnet"},
+             "dataset": {"uri": "s/d", "id": "0123456789ab", "split": "test", "jets": 10},
+             "scalars": {"auc": 0.7, "mae": None}, "resources": {}, "config": {}, "origin": None,
+             "training": {"best_epoch": 2, "best_value": 0.6, "epochs_run": 3, "stopped_early": True,
+                          "train_seconds": 2.0, "train_jets_per_s": 5.0}},
+    Metrics: {"config": {}, "dataset": {"uri": "s/d", "id": "0123456789ab"}, "epochs": [{"epoch": 0, "loss": 1.0}],
+              "training": {"best_epoch": 0, "best_value": None, "epochs_run": 1, "stopped_early": False,
+                           "train_seconds": None, "train_jets_per_s": None}},
     ModelBlob: {"arch": "resnet", "config": {}, "state_dict": _state(), "task": "reg", "head": {}, "mode": "scratch",
                 "label_fraction": 1.0, "seed": 0, "normalize": "none", "dataset": "ab12",
                 "target": {"mean": 1.0, "std": 2.0}},
@@ -219,6 +228,12 @@ def _with(record: dict, path: str, value):
     (ModelBlob, "seed", "abc", "seed: must be a valid integer"),
     (ModelBlob, "task", "../x", "task: must be a name"),
     (ModelBlob, "origin", {"encoder_sha256": "zz"}, "origin.encoder_sha256: String should match pattern"),
+    (Result, "seed", "3", "seed: must be a valid integer"),
+    (Result, "mode", "../../x", "mode: must be a name"),
+    (Result, "scalars", {"auc": "high"}, "scalars.auc: must be a valid number"),
+    (Result, "model.sha256", _with, "model.sha256: is missing"),
+    (Metrics, "epochs", [{"loss": 1.0}], "epochs[0].epoch: is missing"),
+    (Metrics, "epochs", "all", "epochs: must be a valid list"),
 ])
 def test_a_malformed_record_is_one_data_error_line(schema, path, value, line):
     assert check_record(schema, GOOD[schema], "f") is GOOD[schema]  # the reference passes as it is

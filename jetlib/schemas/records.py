@@ -1,4 +1,5 @@
-"""The schemas of the records jetlib reads back: ``run.json`` of each format, ``encoder.pt``, ``model.pt``.
+"""The schemas of the records jetlib reads back: ``run.json`` of each format, ``encoder.pt``, ``model.pt``,
+an evaluation's result and the ``metrics.json`` files.
 
 A record is trusted for nothing before it passes its schema here: a method or a seed that names
 a folder, a label fraction or a task that names a result file, a config that sizes a network.
@@ -29,6 +30,7 @@ Normalize = one_of(("scale", "none"), "loader normalisations")  # jetlib.data.lo
 Seconds = real(ge=0, le=1e9)
 # an artifact's key: a file in the run's own folder (jetlib.data.keys.confine checks it again)
 ArtifactKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+ScalarKey = Annotated[str, Field(pattern=r"^[a-z0-9_.]{1,64}$")]  # e.g. rejection_at_eps_s_0.5
 _KEY = re.compile(r"[A-Za-z0-9_.]{1,256}")
 
 
@@ -129,6 +131,51 @@ class ModelBlob(_Record):
     dataset: DatasetId
     target: dict[str, float | None] | None = None  # the regression target's mean and std
     origin: Origin | None = None
+
+
+class ResultModel(_Record):
+    uri: Text  # the training step's folder
+    sha256: Sha256  # its model.pt
+    arch: Name
+
+
+class Result(_Record):
+    """An evaluation's result file (``jetlib.result/2``): its name parts and what the report plots."""
+
+    format: str
+    task: Name
+    mode: Name
+    label_fraction: Fraction
+    seed: Seed
+    model: ResultModel
+    dataset: DatasetRef
+    scalars: dict[ScalarKey, float | None]  # every task's scalar keys (null: not this task's, or not finite)
+    resources: dict[str, Any]
+    training: Training
+    config: dict[str, Any]
+    origin: Origin | None = None
+
+
+class Epoch(_Record):
+    epoch: NonNegCount
+
+
+class Metrics(_Record):
+    """``metrics.json`` of a training: the per-epoch history beside the run record."""
+
+    config: dict[str, Any]
+    dataset: DatasetRef
+    training: Training
+    epochs: list[Epoch]
+
+
+class PretrainMetrics(_Record):
+    """``metrics.json`` of a pretraining: the per-epoch history (loss, lr, the monitors)."""
+
+    step: str
+    config: dict[str, Any]
+    dataset: DatasetRef
+    epochs: list[Epoch]
 
 
 def check_record(schema: type[BaseModel], record, where: str):
