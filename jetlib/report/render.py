@@ -3,7 +3,9 @@
 The page is plain HTML with inline CSS and ``data:`` images: nothing is fetched, no
 script runs, so it displays the same in a sandboxed Kubeflow iframe, a browser opened on
 the file, or an e-mail attachment. The Markdown has tables and text only (no raw HTML),
-as the Kubeflow UI's Markdown viewer requires.
+as the Kubeflow UI's Markdown viewer requires. Both escape every string the same way,
+since any of them may come from a record: :func:`html.escape` for the page, :func:`md_text`
+and :func:`md_fence` for the Markdown, so that no string becomes a tag, a link or an image.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ def md_fence(text: str) -> str:
 
 def md_block(b) -> str:
     if isinstance(b, Para):
-        return f"**{md_text(b.text)}**" if b.strong else md_text(b.text)
+        text = md_text(b.text)
+        return f"**{text}**" if b.strong and text else text  # "****" alone would be a thematic break
     if isinstance(b, Table):
         def row(cells):
             return "| " + " | ".join(md_text(c) for c in cells) + " |"
