@@ -4,7 +4,8 @@ Paper: a ResNet-50's 2048-d embedding feeds a 3-layer projector 8192-8192-8192 (
 ReLU twice, then Linear); the off-diagonal weight is lambda = 0.0051 at D = 8192. Here, scaled to
 the ResNet-15's 512-d embedding by the same factor of four: 512 -> 2048 -> 2048 -> 2048
 (``proj_dim``, every layer), and lambda scaled as 1/D (0.0204 at D = 2048:
-:func:`jetlib.losses.barlowtwins.default_lambda`) unless ``lambd`` is set. The cross-correlation
+:func:`jetlib.losses.barlowtwins.default_lambda`) unless ``lambd`` is set; any lambda >= 0 is taken
+as given, 0 included (the on-diagonal term alone), ``none`` meaning the scaled default. The cross-correlation
 is that of the global batch under DDP.
 """
 
@@ -23,7 +24,7 @@ from jetlib.schemas import NonNegative, Width, check
 @dataclass(frozen=True)
 class BarlowTwinsParams:
     proj_dim: Width = 2048  # every layer's width (equal, as the paper's 8192s); the loss sees the last
-    lambd: NonNegative = 0.0  # off-diagonal weight; 0: the paper's 0.0051 scaled as 1/D to proj_dim
+    lambd: NonNegative | None = None  # off-diagonal weight, 0 allowed; None: the paper's 0.0051 scaled as 1/D
 
     def __post_init__(self):
         check(self)
@@ -38,7 +39,7 @@ class BarlowTwins(Method):
     def __init__(self, encoder, params: BarlowTwinsParams):
         super().__init__(encoder, params)
         self.projector = mlp([encoder.num_features, params.proj_dim, params.proj_dim, params.proj_dim])
-        self.loss = BarlowTwinsLoss(params.lambd or None)
+        self.loss = BarlowTwinsLoss(params.lambd)
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         h1, h2 = self.features(v1, v2)  # the projector per view, as the authors' code

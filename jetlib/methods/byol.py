@@ -12,6 +12,11 @@ rank, so the same weights), takes no gradient and is left out of the optimiser; 
 :meth:`BYOL.after_step` from the online weights that DDP has just made identical on every rank,
 so it stays identical across ranks. It is part of the module's state, so every checkpoint holds
 it and a resume continues bit-for-bit.
+
+The projector and predictor (online and target) see each view as its own batch: their BatchNorm
+statistics are those of one view's B jets, as DeepMind's ``byol_experiment.py`` (one network call
+per view) and lightly's BYOL example do; pooling the two views would normalise each view with the
+other's statistics too. The encoder still takes both views in one pass: its GroupNorm is per jet.
 """
 
 from __future__ import annotations
@@ -56,11 +61,12 @@ class BYOL(Method):
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         b = v1.shape[0]
-        x = torch.cat([v1, v2])
-        p = self.predictor(self.projector(self.encoder.forward_features(x)))
+        h1, h2 = self.features(v1, v2)  # (B, F) each
+        p1, p2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))  # per view: BN per view
         with torch.no_grad():
-            z = self.target_projector(self.target_encoder.forward_features(x))
-        return byol_loss(p[:b], z[b:]) + byol_loss(p[b:], z[:b])  # symmetrised: L + L~ (Sec. 3.1)
+            t = self.target_encoder.forward_features(torch.cat([v1, v2]))  # (2B, F)
+            z1, z2 = self.target_projector(t[:b]), self.target_projector(t[b:])
+        return byol_loss(p1, z2) + byol_loss(p2, z1)  # symmetrised: L + L~ (Sec. 3.1)
 
     def after_step(self, step: int, total_steps: int) -> None:
         self.momentum = byol_momentum(min(step, total_steps), total_steps, self.params.base_momentum)

@@ -3,6 +3,12 @@
 Projector Linear(512, ``proj_hidden``) - ReLU - Linear(``proj_dim``), the paper's 2-layer MLP on the
 ResNet-15's 512-d embedding; the loss is InfoNCE over the global batch (negatives gathered from
 every rank), its temperature learned in log space from ``temperature`` (the study's 0.07).
+
+Learned, the temperature drifts towards its clamp at 0.01 (measured on fixed embeddings: a lower
+temperature always sharpens the already-matched positives); each epoch's value is in
+``metrics.json``. ``learn_temperature=false`` runs the paper's fixed temperature instead
+(Chen et al. 2020, Appendix B.9: 0.5 for CIFAR-10; 0.1 at ImageNet's batch 4096, Table 5;
+solo-learn's CIFAR recipe uses 0.2): a buffer, out of the optimiser, never moved.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ Temperature = real(gt=0, le=100)  # InfoNCE divides by it: 0 or inf leaves no gr
 class SimCLRParams:
     proj_hidden: Width = 512  # projector hidden width
     proj_dim: Width = 128  # projector output: where the loss is computed
-    temperature: Temperature = 0.07  # initial InfoNCE temperature (learned)
+    temperature: Temperature = 0.07  # InfoNCE temperature: the initial value when learned, else the fixed one
+    learn_temperature: bool = True  # False: the paper's fixed temperature (a buffer, not trained)
 
     def __post_init__(self):
         check(self)
@@ -39,7 +46,7 @@ class SimCLR(Method):
     def __init__(self, encoder, params: SimCLRParams):
         super().__init__(encoder, params)
         self.projector = ProjectionHead(encoder.num_features, params.proj_hidden, params.proj_dim)
-        self.loss = InfoNCELoss(params.temperature)
+        self.loss = InfoNCELoss(params.temperature, learnable=params.learn_temperature)
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         b = v1.shape[0]
