@@ -20,25 +20,24 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], run: str, metrics: Ou
             relative_resolution) plus label_fraction, seed, test_jets, trainable_parameters,
             train_seconds. A score undefined on the test split is left out, never faked.
             ``display_name`` (e.g. ``cls-finetune f0.1 s2``, with ``(pretrain-vicreg-s0)`` for a
-            model started from that pretraining) names the training in the UI.
+            model started from that pretraining) names the training in the UI, and so does the
+            string ``training``: the Compare page shows no display_name, only rows of properties.
         confusion: classification only: the confusion matrix (rows: true gluon, quark), named
             like ``metrics``. The ROC curves are the report's (one per mode and fraction).
     """
     import posixpath
 
     from jetlib.evaluate import evaluate as score
-    from jetlib.kfp_outputs import display_name, flat_metadata, result_metrics
+    from jetlib.kfp_outputs import TRAINING_KEY, flat_metadata, result_metrics, training_name
     from jetlib.steps import step_errors
 
     with step_errors():
         result = score(dataset.metadata["uri"], model.metadata["uri"], posixpath.join(run, "results"))
-    name = display_name(result["task"], result["mode"], result["label_fraction"], result["seed"])
-    init = (result.get("origin") or {}).get("init")
-    if init:  # one training per (method, pretraining seed): the encoder's folder tells them apart, as train's does
-        name = f"{name} ({posixpath.basename(init.rstrip('/'))})"
+    name = training_name(result)  # one per (method, pretraining seed) too: the encoder's folder, as train's
     for key, value in flat_metadata(result_metrics(result)).items():
         metrics.log_metric(key, value)
-    metrics.metadata["display_name"] = name
+    # the Compare page skips display_name and labels every column "evaluate > metrics": a row names it
+    metrics.metadata.update({"display_name": name, TRAINING_KEY: name})
     if result.get("classification"):
         confusion.log_confusion_matrix(["gluon", "quark"], result["classification"]["confusion_matrix"])
         confusion.metadata["display_name"] = f"{name} confusion"

@@ -10,6 +10,13 @@ goes through. The UI labels a Metrics or ClassificationMetrics artifact by its `
 custom property (``frontend/src/components/viewers/MetricsVisualizations.tsx``) and overlays at
 most 10 ROC curves, so each evaluation names itself (:func:`display_name`) and the report logs
 one seed-averaged curve per mode and label fraction (:func:`report_curves`).
+
+The Compare page is another matter (``frontend/src/lib/v2/CompareUtils.ts``, ``getScalarTableData``):
+a column is ``<execution display name> > <output name>``, the execution's name being the task's
+(``backend/src/v2/driver/container.go``: ``taskInfo.name``, ``evaluate`` for every iteration of the
+loop), and each row is one custom property, ``display_name`` skipped. So the training an
+evaluation scored is a row of its own, :data:`TRAINING_KEY` (:func:`training_name`), and a run's
+headline is the one ``report > summary`` column.
 """
 
 from __future__ import annotations
@@ -49,6 +56,20 @@ def flat_metadata(values: dict) -> dict:
 def display_name(problem: str, mode: str, fraction: float, seed: int) -> str:
     """How the UI names one training's artifacts, e.g. ``cls-finetune f0.1 s2``."""
     return f"{problem}-{mode} f{float(fraction):g} s{int(seed)}"
+
+
+TRAINING_KEY = "training"  # the Compare table's row that names the training an evaluation scored
+
+
+def training_name(result: dict) -> str:
+    """The one name of the training a result scored: task, mode, label fraction, seed, and for a
+    pretrained mode the encoder's folder (its method and pretraining seed), e.g.
+    ``cls-finetune f0.1 s2 (pretrain-vicreg-s0)``; train's and evaluate's artifacts carry it."""
+    import posixpath
+
+    name = display_name(result["task"], result["mode"], result["label_fraction"], result["seed"])
+    init = (result.get("origin") or {}).get("init")
+    return f"{name} ({posixpath.basename(init.rstrip('/'))})" if init else name
 
 
 def result_metrics(result: dict) -> dict[str, float]:

@@ -25,6 +25,14 @@ def check_counts(nodes: int, gpus_per_node: int) -> None:
         raise ConfigError(f"need nodes >= 1 and gpus_per_node >= 0, got {nodes} and {gpus_per_node}")
 
 
+def pretrain_requests(nodes: int, training: tuple[str, str], waiting: tuple[str, str]) -> tuple[str, str]:
+    """``(cpu, memory)`` the pretraining pod requests: ``training``'s on one node, where it trains, and
+    ``waiting``'s (a plan step's) when ``nodes > 1``, where it only submits and watches the job: the
+    scheduler must not hold a GPU node's CPUs and memory for a pod that waits on the job's workers."""
+    check_counts(nodes, 0)
+    return waiting if nodes > 1 else training
+
+
 def pretrain_placement(preset: str, nodes: int, gpus_per_node: int, visible_gpus: int | None = None) -> tuple[str, str]:
     """``(preset, device)`` for a pretraining asked to run on ``nodes`` x ``gpus_per_node``.
 

