@@ -262,3 +262,23 @@ def test_export_refuses_a_tampered_graph(study, exported, tmp_path):
     (copy / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(Exception, match="does not match the sha256"):
         ex.load_export(str(copy))
+
+
+@pytest.mark.slow
+def test_the_docs_ten_lines_of_onnxruntime_score_a_file_as_predict_does(study, exported, tmp_path, monkeypatch,
+                                                                         capsys):
+    """docs/tagger.md's snippet, run as written: plain onnxruntime and h5py, no jetlib."""
+    import re
+    import shutil
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "tagger.md").read_text()
+    section = text[text.index("### Without jetlib"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "jetlib" not in code and len(code.strip().splitlines()) <= 12
+    shutil.copytree(exported["cls"][1], tmp_path / "tagger")
+    shutil.copy(study["h5"], tmp_path / "new_jets.h5")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "docs/tagger.md", "exec"), scope)  # noqa: S102 - the documentation's own code
+    predict(study["cls"], str(study["h5"]), str(tmp_path / "p.parquet"))
+    np.testing.assert_allclose(scope["p_quark"], table(tmp_path / "p.parquet")["cols"]["p_quark"], atol=1e-5)
