@@ -131,7 +131,7 @@ def _finite(cfg) -> bool:
 
 
 @pytest.mark.parametrize("default", SWEPT, ids=lambda c: type(c).__name__)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_value_for_any_field_is_a_valid_config_or_one_clean_line(default, data):
     names = [f.name for f in dataclasses.fields(default)]
@@ -148,7 +148,7 @@ def test_any_value_for_any_field_is_a_valid_config_or_one_clean_line(default, da
     assert cfg == dataclasses.replace(cfg)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, database=None)  # nothing written into the checkout
 @given(seed=st.one_of(st.integers(-2**40, 2**40), st.text(max_size=6), st.floats()))
 def test_the_plan_accepts_a_seed_exactly_when_every_training_does(seed):
     from jetlib.study import plan
