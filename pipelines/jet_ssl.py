@@ -1,6 +1,6 @@
 """The study as one KFP v2 pipeline: ingest -> one loop over every pretraining (method x pretraining
 seed) -> one loop over every training (label fraction x seed x mode, x pretraining for the pretrained
-modes) -> evaluate each -> report.
+modes) -> evaluate each -> report -> export the best model of each task (ONNX, by validation).
 
 ``python -m pipelines.jet_ssl`` (``make compile``) writes ``pipelines/jet_ssl.yaml`` (GPU nodes) and
 ``pipelines/jet_ssl_cpu.yaml`` (no accelerators, node selectors or tolerations: a GPU-less kind
@@ -67,6 +67,7 @@ from kfp import compiler, dsl, kubernetes
 
 from components._image import CUDA_IMAGE, IMAGE
 from components.evaluate import evaluate
+from components.export import export
 from components.ingest import ingest
 from components.plan import match_encoders, plan, plan_pretraining, pretrain_gpus, run_folder
 from components.pod_size import pretrain_size
@@ -82,9 +83,9 @@ GPU = "nvidia.com/gpu"
 # (cpu, memory) requests per step: GPU nodes, then a small kind cluster.
 REQUESTS = {
     True: {"plan": ("100m", "256Mi"), "ingest": ("2", "4Gi"), "pretrain": ("8", "32Gi"), "train": ("4", "16Gi"),
-           "evaluate": ("2", "8Gi"), "report": ("1", "4Gi")},
+           "evaluate": ("2", "8Gi"), "report": ("1", "4Gi"), "export": ("2", "8Gi")},
     False: {"plan": ("100m", "256Mi"), "ingest": ("1", "2Gi"), "pretrain": ("2", "4Gi"), "train": ("1", "2Gi"),
-            "evaluate": ("1", "2Gi"), "report": ("500m", "2Gi")},
+            "evaluate": ("1", "2Gi"), "report": ("500m", "2Gi"), "export": ("1", "2Gi")},
 }
 # /dev/shm size limits of the training steps (a quarter of the step's memory request).
 SHM = {True: {"pretrain": "8Gi", "train": "4Gi"}, False: {"pretrain": "1Gi", "train": "512Mi"}}
@@ -95,7 +96,8 @@ GPUS_PER_NODE = {True: 1, False: 0}  # the default of the gpus_per_node paramete
 NAMES = {"plan": "plan the study", "plan-pretraining": "plan the pretrainings", "run-folder": "run folder",
          "pretrain-gpus": "pretraining GPUs", "pretrain-size": "pretraining pod size",
          "ingest": "ingest", "pretrain": "pretrain", "train": "train", "evaluate": "evaluate",
-         "report": "report", "match-encoders": "match encoders to trainings",
+         "report": "report", "export": "export the best taggers (ONNX)",
+         "match-encoders": "match encoders to trainings",
          "pretrain-loop": "every pretraining (method x seed)", "loop": "every training (mode x fraction x seed)"}
 
 
@@ -210,8 +212,10 @@ def build(gpu: bool = True):
                                  "train", store_secret, gpu)
             scored = _configure(evaluate(dataset=ds, model=trained.outputs["model"], run=item.folder),
                                 "evaluate", store_secret, gpu)
-        _configure(report(run=run, results=dsl.Collected(scored.outputs["metrics"])),
-                   "report", store_secret, gpu, cache=False)
+        reported = _configure(report(run=run, results=dsl.Collected(scored.outputs["metrics"])),
+                              "report", store_secret, gpu, cache=False)
+        # after the report: the best model of each task by its validation metric, as ONNX with its card
+        _configure(export(run=run), "export", store_secret, gpu, cache=False).after(reported)
 
     return jet_ssl
 

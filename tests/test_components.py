@@ -386,9 +386,9 @@ def test_match_encoders_reads_the_pretraining_artifacts(tmp_path, capsys):
 @pytest.mark.parametrize("fractions,seeds,modes,match", [
     ([0.1], [0], ["cls-bogus"], "unknown 'cls-bogus'"),
     ([0.1], [0], [], "none given"),
-    ([1.5], [0], ["cls-finetune"], r"\(0, 1\]"),
-    (["a"], [0], ["cls-finetune"], "expected a number"),
-    ([0.1], [0.5], ["cls-finetune"], "expected a whole number"),
+    ([1.5], [0], ["cls-finetune"], r"label_fractions\[0\]: must be less than or equal to 1, got 1.5"),
+    (["a"], [0], ["cls-finetune"], "label_fractions\\[0\\]: must be a valid number"),
+    ([0.1], [0.5], ["cls-finetune"], "seeds\\[0\\]: must be a valid integer, got a number with a fractional part"),
     ([], [0], ["cls-finetune"], "at least one"),
     ([0.1], [], ["cls-finetune"], "at least one"),
 ])
@@ -450,7 +450,8 @@ def test_report_curves_average_seeds_per_mode_and_fraction():
 
 
 def _fake_pretrain_run(out: str) -> None:
-    run = {"format": "jetlib.pretrain/2", "encoder": {"sha256": "x"}}
+    run = {"format": "jetlib.pretrain/2", "encoder": {"key": "encoder.pt", "sha256": "f" * 64},  # passes its schema
+           "config": {"seed": 4, "method": "simclr"}, "dataset": {"uri": "DATA", "id": "abc"}}
     open_store(out).put_bytes("run.json", json.dumps(run).encode())
 
 
@@ -465,7 +466,7 @@ def test_pretrain_step_runs_torchrun_for_several_gpus(tmp_path, monkeypatch):
     monkeypatch.setattr("jetlib.placement.subprocess.run", fake_run)
     run = pretrain_step("DATA", str(tmp_path / "out"), preset="auto", augment="physics", seed=4, gpus_per_node=4,
                         visible_gpus=4)
-    assert run["encoder"]["sha256"] == "x"
+    assert run["encoder"]["sha256"] == "f" * 64
     assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m",
                       "jetlib", "pretrain", "--data", "DATA", "--out", str(tmp_path / "out"), "--preset", "gpu",
                       "--augment", "physics", "--seed", "4", "--method", "simclr"]]

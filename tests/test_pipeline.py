@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GPU_STEPS = {"pretrain", "train"}
 STEPS = {"run-folder", "plan", "plan-pretraining", "ingest", "pretrain-size", "pretrain", "match-encoders", "train",
          "evaluate",
-         "report"}  # the CPU pipeline's
+         "report", "export"}  # the CPU pipeline's
 GPU_ONLY = {"pretrain-gpus"}  # what the GPU pipeline adds: the pretraining pod's GPU limit as a string
 NO_STORE = {"plan", "plan-pretraining", "run-folder", "pretrain-gpus", "pretrain-size", "match-encoders"}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JETLIB_S3_ENDPOINT"}
@@ -139,7 +139,7 @@ def test_caching_and_retries(compiled, name):
     every = tasks(spec)
     cache = {t: every[t].get("cachingOptions", {}).get("enableCache", False) for t in STEPS}
     assert cache["ingest"] and cache["pretrain"] and cache["train"]
-    assert not any(cache[t] for t in ("report", "plan", "plan-pretraining", "run-folder", "match-encoders"))
+    assert not any(cache[t] for t in ("report", "plan", "plan-pretraining", "run-folder", "match-encoders", "export"))
     retried = {t for t in STEPS if every[t].get("retryPolicy", {}).get("maxRetryCount", 0) > 0}
     assert retried == {"ingest"}  # a 2.17.0 backend drops retries inside a loop (tests/test_backend.py)
 
@@ -203,22 +203,45 @@ def executor_output(kfp_root: Path, task: str) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.slow
-def test_dag_runs_locally_with_the_same_metric_keys_for_different_parameters(toy):
+@pytest.fixture(scope="module")
+def two_runs(toy):
+    """The module's only two full DAG runs, which every DAG test below reads (each run starts ~20 step
+    processes): ``a`` with the defaults (SimCLR, pretraining seed 0) and three modes at seeds 0, 1; ``b``
+    with other values of every run parameter a study varies: seeds 2, 3, physics augmentations, two
+    methods (SimCLR and VICReg) at pretraining seed 1, so fine-tuning runs once per pretraining."""
     first = run_dag(toy, "a", seeds=[0, 1])
-    second = run_dag(toy, "b", seeds=[2, 3], augment="physics", finetune_augment="seed", pretrain_seeds=[1])
+    second = run_dag(toy, "b", seeds=[2, 3], augment="physics", finetune_augment="seed", pretrain_seeds=[1],
+                     methods=["simclr", "vicreg"])
+    return first, second
+
+
+@pytest.mark.slow
+def test_dag_runs_locally_with_the_same_metric_keys_for_different_parameters(toy, two_runs):
+    first, second = two_runs
     runs = toy / "store" / "runs"
-    for name in ("a", "b"):
-        assert len(list((runs / name / "results").glob("*.json"))) == 6  # 3 modes x 2 seeds
+    # a: 3 modes x 2 seeds; b: the same plus cls-finetune once more (a second method)
+    for name, n in (("a", 6), ("b", 8)):
+        assert len(list((runs / name / "results").glob("*.json"))) == n
         assert (runs / name / "report" / "report.html").stat().st_size > 0
-    check_same_metric_keys(first, second)
-    (summary,) = metrics_keys(first)["report"]
+    keys_a, keys_b = metrics_keys(first), metrics_keys(second)
+    assert keys_a.keys() == keys_b.keys() == {"evaluate", "report"}
+    cls = {"accuracy", "f1", "roc_auc", "label_fraction", "seed", "test_jets", "trainable_parameters", "train_seconds"}
+    reg = cls - {"accuracy", "f1", "roc_auc"} | {"mse", "rmse", "mae", "r2", "relative_resolution"}
+    assert sorted(map(stable, keys_a["evaluate"])) == sorted([stable(cls)] * 4 + [stable(reg)] * 2)
+    assert sorted(map(stable, keys_b["evaluate"])) == sorted([stable(cls)] * 6 + [stable(reg)] * 2)
+    # the same report keys for the same trainings; the second method adds only keys of its own
+    (report_a,), (report_b,) = map(stable, keys_a["report"]), map(stable, keys_b["report"])
+    assert set(report_a) <= set(report_b)
+    assert set(report_b) - set(report_a) and all("vicreg" in k for k in set(report_b) - set(report_a))
+    (summary,) = keys_a["report"]
     assert json.loads((runs / "a" / "report" / "summary.json").read_text()).keys() == summary
     # the report's ROC slots: cls-finetune and cls-vgg at the one fraction, averaged over both seeds
     rocs = executor_output(first, "report")["artifacts"]
     names = [rocs[f"roc_{i}"]["artifacts"][0]["metadata"].get("display_name") for i in range(1, 9)]
     assert names[:2] == ["cls-finetune f0.5 (mean of 2)", "cls-vgg f0.5 (mean of 2)"]
     assert all(n in (None, f"roc_{i}") for i, n in enumerate(names[2:], 3))  # unused slots stay empty
+    html = executor_output(second, "report")["artifacts"]["html"]["artifacts"][0]["metadata"]
+    assert html["evaluations"] == 8 and html["uri"].endswith("runs/b/report")
 
 
 def test_a_failing_step_fails_the_run_with_its_error(toy, capfd):
@@ -229,19 +252,6 @@ def test_a_failing_step_fails_the_run_with_its_error(toy, capfd):
     # the plan runs first: nothing was simulated, ingested or trained for it
     assert not (toy / "store" / "runs" / "bad").exists()
     assert "Executing task 'ingest'" not in re.sub(r"\x1b\[[0-9;]*m", "", captured.out + captured.err)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("modes", [["cls-scratch"], ["cls-vgg"]])
-def test_dag_with_any_one_mode_collects_a_non_empty_loop(toy, modes):
-    """No VGG, or only VGG: the one loop still has iterations and the report runs on them, with no
-    patch of kfp.local (``pipelines/local.py``) and no empty fan-in (tests/test_backend.py)."""
-    name = modes[0]
-    kfp_root = run_dag(toy, name, seeds=[0], modes=modes)
-    results = list((toy / "store" / "runs" / name / "results").glob("*.json"))
-    assert [json.loads(r.read_text())["mode"] for r in results] == [name.split("-")[1]]
-    html = executor_output(kfp_root, "report")["artifacts"]["html"]["artifacts"][0]["metadata"]
-    assert html["evaluations"] == 1 and html["uri"].endswith(f"runs/{name}/report")
 
 
 def test_the_run_folder_defaults_to_the_run_id_under_kfp_local(tmp_path):
@@ -277,26 +287,31 @@ def test_the_demo_headline_shows_a_mean_without_spread_for_one_seed():
 
 
 @pytest.mark.slow
-def test_pretrained_trainings_run_once_per_method_and_pretraining_seed(toy):
-    """Two methods at a pretraining seed other than the default under kfp.local: two pretrainings in
-    the first loop, the fine-tuning once per pretraining and scratch once in the second, each
-    fine-tuning started from the encoder its folder names (its run.json's ``init``). The full
-    method x seed product is planned in tests/test_components.py; this proves the wiring."""
+def test_pretrained_trainings_run_once_per_method_and_pretraining_seed(toy, two_runs):
+    """Two methods at a pretraining seed other than the default under kfp.local (run ``b``): two
+    pretrainings in the first loop, the fine-tuning once per pretraining and scratch and VGG once in the
+    second, each fine-tuning started from the encoder its folder names (its run.json's ``init``). The
+    full method x seed product is planned in tests/test_components.py; this proves the wiring. That
+    the loop is never empty, whatever the modes (only VGG, no VGG), is ``plan``'s rule
+    (test_components.py: ``test_plan_expands_the_grid_into_one_loop_and_names_the_folder``,
+    ``test_plan_refuses_bad_values_so_the_loop_is_never_empty``)."""
     from jetlib.study import pretrain_dir, training_dir
 
-    run_dag(toy, "methods", seeds=[0], modes=["cls-finetune", "cls-scratch"], methods=["simclr", "vicreg"],
-            pretrain_seeds=[1])
-    run = str(toy / "store" / "runs" / "methods")
+    run = str(toy / "store" / "runs" / "b")
     pairs = [("simclr", 1), ("vicreg", 1)]
     for method, pseed in pairs:
         pre = json.loads(Path(pretrain_dir(run, pseed, method), "run.json").read_text())
         assert (pre["config"]["method"], pre["config"]["seed"]) == (method, pseed)
-        tuned = json.loads(Path(training_dir(run, "cls", "finetune", 0.5, 0, pseed, method), "run.json").read_text())
-        assert tuned["config"]["init"] == pretrain_dir(run, pseed, method)
+        for seed in (2, 3):
+            tuned = json.loads(Path(training_dir(run, "cls", "finetune", 0.5, seed, pseed, method),
+                                    "run.json").read_text())
+            assert tuned["config"]["init"] == pretrain_dir(run, pseed, method)
     trainings = sorted(p.parent.name for p in Path(run).glob("cls-*/run.json"))
-    assert trainings == sorted([Path(training_dir(run, "cls", "finetune", 0.5, 0, s, m)).name for m, s in pairs]
-                               + ["cls-scratch-f0.5-s0"])
-    assert len(list(Path(run, "results").glob("*.json"))) == 3
+    assert trainings == sorted([Path(training_dir(run, "cls", "finetune", 0.5, s, ps, m)).name
+                                for m, ps in pairs for s in (2, 3)] + ["cls-vgg-f0.5-s2", "cls-vgg-f0.5-s3"])
+    results = [json.loads(r.read_text()) for r in Path(run, "results").glob("*.json")]
+    assert sorted(r["mode"] for r in results) == ["finetune"] * 4 + ["scratch"] * 2 + ["vgg"] * 2
+
 
 @pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
 def test_the_default_run_pretrains_once_as_before_methods_were_a_choice(compiled, name):
@@ -311,3 +326,58 @@ def test_the_default_run_pretrains_once_as_before_methods_were_a_choice(compiled
     args = parse_args([])
     assert (args.methods, args.pretrain_seeds) == (["simclr"], [0])
     assert parse_args(["--methods", "vicreg,simclr", "--pretrain-seeds", "1,0"]).methods == ["vicreg", "simclr"]
+
+
+def test_the_demo_table_splits_simulation_from_ingest_and_accounts_for_the_total():
+    from pipelines.demo import step_times, table
+
+    steps = [("run-folder", 0.1), ("plan", 0.2), ("plan-pretraining", 0.1), ("ingest", 110.0), ("pretrain", 300.0),
+             ("match-encoders", 0.1), ("train", 50.0), ("evaluate", 5.0), ("train", 40.0), ("evaluate", 6.0),
+             ("report", 10.0)]
+    log = "    [KFP Executor ...]: simulated 3000 jets from 24064 events in 105.8 s: 28.4 jets/s on 2 workers\n"
+    times = step_times(steps, log, total=540.0)
+    assert times == {"simulate": 105.8, "ingest": 4.2, "pretrain": [300.0], "train": [50.0, 40.0],
+                     "evaluate": [5.0, 6.0], "report": 10.0, "plan": 0.5, "orchestration": 18.5, "total": 540.0}
+    assert sum(sum(v) if isinstance(v, list) else v for k, v in times.items() if k != "total") == pytest.approx(540)
+    lines = table(times)
+    assert [line.split()[0] for line in lines] == ["step", "simulate", "ingest", "pretrain", "train", "evaluate",
+                                                   "report", "plan", "orchestration", "total"]
+    assert "pretrain #1" in lines[3] and lines[4].split()[:3] == ["train", "(x2)", "90.0"]
+    # a cached simulation logs no Pythia time: the whole step is ingest
+    assert step_times([("ingest", 3.0)], "simulation taken from the cache", 3.0)["simulate"] == 0.0
+
+
+def test_the_demo_headline_difference_and_its_standard_error():
+    import statistics
+
+    from pipelines.demo import difference
+
+    auc = {"finetune": [0.74, 0.73, 0.76], "scratch": [0.67, 0.65, 0.70]}
+    results = [{"task": "cls", "mode": m, "label_fraction": 0.1, "scalars": {"roc_auc": v}}
+               for m, vs in auc.items() for v in vs]
+    results += [{"task": "cls", "mode": "scratch", "label_fraction": 0.5, "scalars": {"roc_auc": 0.1}},
+                {"task": "reg", "mode": "scratch", "label_fraction": 0.1, "scalars": {"mae": 3.0}}]
+    got = difference(results, 0.1)
+    se = (statistics.variance(auc["finetune"]) / 3 + statistics.variance(auc["scratch"]) / 3) ** 0.5
+    diff = statistics.mean(auc["finetune"]) - statistics.mean(auc["scratch"])
+    assert got["difference"] == pytest.approx(diff, abs=1e-4) and got["se"] == pytest.approx(se, abs=1e-4)
+    assert got["n"] == {"finetune": 3, "scratch": 3} and got["sigmas"] == round(diff / se, 1)
+    assert difference(results, 0.5) is None  # one result a side has no spread
+
+
+def test_step_times_are_read_from_kfp_locals_task_log_lines():
+    """kfp 2.17.3, ``kfp/local/task_dispatcher.py`` (``run_single_task_implementation``) logs
+    ``Executing task '<name>'`` and ``Task '<name>' finished with status ...`` (names in ANSI colour)
+    on the root logger; a nested DAG's lines enclose its tasks' and are left out."""
+    import logging
+
+    from pipelines.local import StepTimes
+
+    steps: list = []
+    handler = StepTimes(steps)
+    for t, msg in [(0.0, "Executing task \x1b[96m'ingest'\x1b[0m"), (4.0, "Task \x1b[96m'ingest'\x1b[0m finished "
+                   "with status \x1b[92mSUCCESS\x1b[0m"), (4.5, "Executing task 'for-loop-2'"),
+                   (5.0, "Executing task 'train'"), (7.5, "Task 'train' finished with status SUCCESS"),
+                   (8.0, "Task 'for-loop-2' finished with status SUCCESS"), (9.0, "Streamed logs:")]:
+        handler.emit(logging.makeLogRecord({"msg": msg, "created": t, "levelno": logging.INFO}))
+    assert steps == [("ingest", 4.0), ("train", 2.5)]
