@@ -282,3 +282,26 @@ def test_the_docs_ten_lines_of_onnxruntime_score_a_file_as_predict_does(study, e
     exec(compile(code, "docs/tagger.md", "exec"), scope)  # noqa: S102 - the documentation's own code
     predict(study["cls"], str(study["h5"]), str(tmp_path / "p.parquet"))
     np.testing.assert_allclose(scope["p_quark"], table(tmp_path / "p.parquet")["cols"]["p_quark"], atol=1e-5)
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_predict_export_and_the_server_model_read_and_write_the_store(study, s3_env, tmp_path):
+    """``s3://`` everywhere: the model (its model.pt named), the scores, the export, and what serve loads."""
+    from jetlib.data.store import open_store
+
+    store = open_store(f"{s3_env}/cls")
+    for name in ("model.pt", "run.json"):  # a training folder in the bucket
+        store.put_file(name, Path(study["cls"]) / name)
+    remote = predict(f"{s3_env}/cls/model.pt", str(study["h5"]), f"{s3_env}/scores.parquet")
+    local = predict(study["cls"], str(study["h5"]), str(tmp_path / "local.parquet"))
+    open_store(s3_env).get_file("scores.parquet", tmp_path / "remote.parquet")
+    a, b = table(tmp_path / "remote.parquet"), table(tmp_path / "local.parquet")
+    assert a["cols"] == b["cols"] and remote["roc_auc"] == local["roc_auc"]
+    assert a["meta"]["jetlib.model_sha256"] == b["meta"]["jetlib.model_sha256"]
+    card = ex.export(f"{s3_env}/cls", f"{s3_env}/export")
+    loaded = ex.load_export(f"{s3_env}/export")  # what jetlib serve loads, checked against the card's sha256
+    assert loaded.sha256 == card["onnx"]["sha256"] and loaded.column == "p_quark"
+    x = torch.from_numpy(jet_images(8, 3, 125, seed=2))
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded.runner()(x), load(study["cls"]).tagger(x).numpy(), atol=1e-5)
