@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
 
-test: $(STAMP) ## run the whole test suite (tiny generated data, Docker included; 828 tests, 16 min 19 s on 2 cores)
+test: $(STAMP) ## run the whole test suite (tiny generated data, Docker included; one gloo run, two kfp.local DAG runs: docs/speed.md; was 16 min 19 s on 2 cores, goal 10)
 	$(BIN)/pytest
 
-test-fast: $(STAMP) ## run the tests not marked slow (754 tests: 2.8 CPU-min; 4 min 47 s under load 4-5)
+test-fast: $(STAMP) ## run the tests not marked slow (1,052 of 1,134 tests collected; goal under 3 min on 2 cores)
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP) ## ruff over the package, tests and benchmarks
@@ -52,7 +52,7 @@ study-methods: $(STAMP) ## SimCLR, VICReg, Barlow Twins and BYOL vs scratch and 
 	b=$$?; wait $$!; a=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
 	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods simclr,vicreg,barlowtwins,byol --modes finetune,scratch,vgg --from-results
 
-demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets, pretrain, fine-tune vs scratch x 3 seeds, report (17 min on an idle 2-core machine, measured 2026-12-01)
+demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets (kept in JETLIB_CACHE by their settings), pretrain, fine-tune vs scratch x 3 seeds, report, then each step's time (goal 5 min idle on 2 cores; benchmarks/demo.py measures it, docs/speed.md)
 	$(BIN)/python -m pipelines.demo --out $(DEMO_DIR) --n-jets $(DEMO_JETS)
 
 compile: $(STAMP) ## compile pipelines/jet_ssl.yaml (GPU) and jet_ssl_cpu.yaml (images from JETLIB_IMAGE, JETLIB_CUDA_IMAGE)
