@@ -51,7 +51,10 @@ def build_card(m, result: dict, parity: dict, onnx_sha256: str, opset: int, inpu
                  "normalisation_inside": {"multiply_by": [float(v) for v in m.scale],
                                           "what": "1 / train-split std of each channel (zeros included)"
                                           if m.blob.get("normalize") == "scale" else "none"},
-                 "parity_with_torch": parity},
+                 "parity_with_torch": parity,
+                 # the graph computes in float32; jetlib predict and evaluate follow the training's autocast
+                 # (bf16 on CUDA, and on the CPU where the preset asks for it), which rounds more
+                 "precision": {"graph": "float32", "training_autocast": (m.run.get("config") or {}).get("amp")}},
         "data": {"dataset": ds["name"], "dataset_id": ds["id"], "dataset_uri": m.dataset.uri,
                  "source_file": source.get("path"), "source_sha256": source.get("sha256"),
                  "layout": source.get("layout"), "jets": source.get("n_jets"),
@@ -108,7 +111,8 @@ def card_markdown(card: dict) -> str:
         f"- output `{o['output']['name']}`: float32 `(batch,)`, {o['output']['meaning']}",
         f"- normalisation inside the graph: multiply by {[round(v, 6) for v in norm['multiply_by']]} ({norm['what']})",
         f"- ONNX opset {o['opset']}, sha256 `{o['sha256']}`; ONNX Runtime vs torch on "
-        f"{o['parity_with_torch']['jets']} test jets: max difference {o['parity_with_torch']['max_abs_diff']:.2g}",
+        f"{o['parity_with_torch']['jets']} test jets: max difference {o['parity_with_torch']['max_abs_diff']:.2g}"
+        f" (float32; the training's autocast: {o['precision']['training_autocast']})",
         "", "## Data", "",
         f"- dataset `{d['dataset']}` (id {d['dataset_id']}), from `{d['source_file']}` "
         f"(sha256 `{d['source_sha256']}`), {d['layout']} layout, {d['jets']:,} jets",
