@@ -95,44 +95,63 @@ def difference(results: list[dict], fraction: float, a: str = "finetune", b: str
             "sigmas": round(diff / se, 1) if se > 0 else None}
 
 
-def step_times(steps: list[tuple[str, float]], log: str, total: float) -> dict:
-    """Seconds per row of the table, in the order the steps ran: ``simulate`` and ``ingest`` (split by
-    the simulation's own log line), ``pretrain``, ``train`` and ``evaluate`` (lists, one per loop
-    iteration), ``report``, any other step, ``plan`` (the planning steps together), ``orchestration``
-    (kfp.local between the steps) and ``total``."""
-    rows: dict = {}
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """Seconds during which at least one of the intervals was running."""
+    busy, reach = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        busy += max(0.0, b - max(a, reach))
+        reach = max(reach, b)
+    return busy
+
+
+def step_times(steps: list[tuple[str, float, float]], log: str, total: float) -> dict:
+    """Wall seconds per row of the table, in the order the steps started: ``simulate`` and ``ingest``
+    (split by the simulation's own log line), ``pretrain`` (a list: one per pretraining), ``train`` and
+    ``evaluate`` (while at least one ran: the loop runs two at once), ``report``, any other step,
+    ``plan`` (the planning steps together), ``orchestration`` (no step running: kfp.local's own time)
+    and ``total``; ``each`` holds every train's and evaluate's own seconds."""
     simulated = sum(float(t) for t in SIMULATED.findall(log))
-    for name, t in steps:
-        if name in PLAN_TASKS:
-            rows["plan"] = rows.get("plan", 0.0) + t
-        elif name == "ingest":
-            rows["simulate"] = rows.get("simulate", 0.0) + min(simulated, t)
-            rows["ingest"] = rows.get("ingest", 0.0) + max(t - simulated, 0.0)
-        elif name in REPEATED:
-            rows.setdefault(name, []).append(t)
+    by_row: dict[str, list] = {}
+    for name, a, b in sorted(steps, key=lambda s: s[1]):
+        by_row.setdefault("plan" if name in PLAN_TASKS else name, []).append((a, b))
+    rows: dict = {}
+    for name, spans in by_row.items():
+        if name == "plan":
+            continue
+        wall = _union(spans)
+        if name == "ingest":
+            rows["simulate"] = min(simulated, wall)
+            rows["ingest"] = max(wall - simulated, 0.0)
+        elif name == "pretrain":
+            rows[name] = [b - a for a, b in spans]
         else:
-            rows[name] = rows.get(name, 0.0) + t
-    rows["plan"] = rows.pop("plan", 0.0)  # the small rows at the bottom
-    rows["orchestration"] = max(total - sum(t for _, t in steps), 0.0)
+            rows[name] = wall
+    rows["plan"] = _union(by_row.get("plan", []))
+    rows["orchestration"] = max(total - _union([(a, b) for _, a, b in steps]), 0.0)
     rows["total"] = total
-    return {k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 1) for k, v in rows.items()}
+    out = {k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 1) for k, v in rows.items()}
+    out["each"] = {n: [round(b - a, 1) for a, b in by_row[n]] for n in REPEATED if n in by_row and n != "pretrain"}
+    return out
 
 
 def table(times: dict) -> list[str]:
-    """The table's lines: one per step (each pretraining on its own), its seconds and share of the total."""
+    """The table's lines: one per step (each pretraining on its own), wall seconds and share of the total."""
     lines, total = [f"{'step':<18}{'wall s':>8}{'share':>7}"], times["total"] or 1.0
+    each = times.get("each", {})
 
     def line(label: str, t: float) -> str:
         return f"{label:<18}{t:>8.1f}{100 * t / total:>6.0f}%"
 
     for name, v in times.items():
-        if name == "total":
+        if name in ("total", "each"):
             continue
         if name == "pretrain":
             lines += [line(f"pretrain #{i}", t) for i, t in enumerate(v, 1)]
         else:
-            lines.append(line(f"{name} (x{len(v)})", sum(v)) if isinstance(v, list) else line(name, v))
+            lines.append(line(f"{name} (x{len(each[name])})" if name in each else name, v))
     lines.append(f"{'total':<18}{times['total']:>8.1f}  ({times['total'] / 60:.1f} min)")
+    if each:
+        lines.append("(train and evaluate: wall time while at least one ran; the loop runs two at once)")
     return lines
 
 

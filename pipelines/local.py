@@ -26,7 +26,8 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
               docker: bool | dict = False, steps: list | None = None) -> float:
     """Run the compiled pipeline at ``yaml_path`` with ``arguments``; returns the wall time in seconds.
 
-    ``steps``: a list that receives one ``(task, seconds)`` per task run, in order (see :class:`StepTimes`).
+    ``steps``: a list that receives ``(task, start, end)`` (epoch seconds) of each task as it finishes
+    (:class:`StepTimes`).
 
     ``docker``: run each step in its image with ``kfp.local.DockerRunner``; a dict is passed on as
     ``docker run`` options (e.g. ``{"environment": {...}, "network_mode": "host"}`` to reach an S3
@@ -58,17 +59,19 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
 
 
 class StepTimes(logging.Handler):
-    """Each task's wall time, read from kfp.local's own log records: ``Executing task 'X'`` and
+    """Each task's start and end, read from kfp.local's own log records: ``Executing task 'X'`` and
     ``Task 'X' finished with status ...`` (kfp 2.17.3, ``kfp/local/task_dispatcher.py``,
-    ``run_single_task_implementation``). Only listened to: nothing of kfp.local is changed. kfp.local
-    runs one task at a time, so each interval is one step's own time; a nested DAG's interval
-    (which encloses its tasks') is left out."""
+    ``run_single_task_implementation``; only single tasks log them, never a loop or sub-DAG). Only
+    listened to: nothing of kfp.local is changed. A ParallelFor's iterations run in threads
+    (``kfp/local/orchestrator/enhanced_dag_orchestrator.py``, ``ParallelExecutor``: the loop's
+    ``parallelism``, at most 2), so tasks of one name may overlap; a finish is paired with the
+    earliest open start of its name."""
 
     _EVENT = re.compile(r"^(?:Executing task '([^']+)'|Task '([^']+)' finished with status)")
 
     def __init__(self, steps: list):
         super().__init__(logging.INFO)
-        self.steps, self._open = steps, []
+        self.steps, self._open = steps, {}
 
     def emit(self, record: logging.LogRecord) -> None:
         m = self._EVENT.match(_plain(record.getMessage()))
@@ -76,15 +79,9 @@ class StepTimes(logging.Handler):
             return
         started, finished = m.groups()
         if started:
-            self._open.append((started, record.created, len(self.steps)))
-            return
-        for i in range(len(self._open) - 1, -1, -1):
-            name, t0, seen = self._open[i]
-            if name == finished:
-                del self._open[i]
-                if seen == len(self.steps):  # no task finished inside it: a step, not a DAG
-                    self.steps.append((name, record.created - t0))
-                return
+            self._open.setdefault(started, []).append(record.created)
+        elif self._open.get(finished):
+            self.steps.append((finished, self._open[finished].pop(0), record.created))
 
 
 @contextlib.contextmanager
