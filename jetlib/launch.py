@@ -46,7 +46,7 @@ UID = 1000  # the images' non-root user (images/Dockerfile)
 # autoscaler adding a GPU node takes minutes); an image pull or container start that keeps failing.
 TIMEOUT_S = 24 * 3600.0
 PENDING_S = 900.0
-GRACE_S = 60.0
+GRACE_S = 45.0  # with a 10 s poll: failed within a minute of the first failed pull
 # What a GPU worker asks for per GPU besides the GPU: the runtime's 2 CPUs / 4 GiB (CPU pods) would
 # otherwise stay, since Trainer merges resourcesPerNode into them key by key. /dev/shm counts here.
 CPU_PER_GPU = 4
@@ -279,7 +279,7 @@ def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, imag
             (``{}`` and ``[]`` ask for none).
         poll_s: seconds between status polls.
         grace_s: how long a pod may stay in ErrImagePull / ImagePullBackOff /
-            CreateContainerConfigError before the launch fails with that reason (default 60 s;
+            CreateContainerConfigError before the launch fails with that reason (default 45 s;
             CrashLoopBackOff, and a pod creation the API server refuses, fail it at the next poll).
         pending_s: how long a pod may stay Unschedulable, or its creation be refused for a reason
             that can clear (a quota), before the launch fails (default 15 min).

@@ -326,7 +326,7 @@ def creation_problem(event, pending_s: float) -> tuple[str, str, float]:
     return f"{obj.uid}/{message}", line, (0.0 if any(r in message for r in REFUSED) else pending_s)
 
 
-def pod_problem(pod, grace_s: float = 60.0, pending_s: float = 900.0) -> tuple[str, float | None] | None:
+def pod_problem(pod, grace_s: float = 45.0, pending_s: float = 900.0) -> tuple[str, float | None] | None:
     """(one line saying why a pod is not making progress, seconds before that fails the launch), or None.
 
     The seconds are None for what clears by itself (OOM-killed and retried), 0 for a crash loop (its

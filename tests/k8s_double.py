@@ -394,12 +394,16 @@ class FakeKubernetes:
                         return self._send(201, fake.pods[-1])
                     return self._pods(m, query)
                 if m := BATCH_JOBS.match(url.path):
+                    if ("GET", "jobs") in fake.forbid:
+                        return self._rbac("GET", {"plural": "jobs", "group": "batch", "name": None}, m["ns"])
                     with fake.lock:
                         items = [copy.deepcopy(j) for j in fake.batch_jobs if j["metadata"]["namespace"] == m["ns"]
                                  and _labelled(j, query)]
                     return self._send(200, {"apiVersion": "batch/v1", "kind": "JobList", "metadata": {},
                                             "items": items})
                 if m := EVENTS.match(url.path):
+                    if ("GET", "events") in fake.forbid:
+                        return self._rbac("GET", {"plural": "events", "group": "", "name": None}, m["ns"])
                     selector = (query.get("fieldSelector") or [""])[0]
                     unknown = [f for f in (s.split("=")[0].rstrip("!") for s in selector.split(",") if s)
                                if f not in EVENT_FIELDS]

@@ -117,11 +117,23 @@ def test_an_image_pull_failure_fails_within_the_grace(k8s, finished):
     assert deleting_or_gone(k8s, name)
 
 
-def test_the_defaults_are_a_day_fifteen_minutes_and_a_minute():
+def test_the_defaults_are_a_day_fifteen_minutes_and_under_a_minute():
     import inspect
 
     from jetlib.launch import GRACE_S, PENDING_S, TIMEOUT_S
 
     params = inspect.signature(launch_pretrain).parameters
     assert (params["timeout_s"].default, params["pending_s"].default, params["grace_s"].default) == \
-        (TIMEOUT_S, PENDING_S, GRACE_S) == (86400.0, 900.0, 60.0)
+        (TIMEOUT_S, PENDING_S, GRACE_S) == (86400.0, 900.0, 45.0)
+
+
+def test_a_role_without_events_watches_the_pods_and_says_so(k8s, finished, capsys):
+    """A launcher Role from before Jobs and Events were read: the authorizer's 403 on the list (as the
+    double answers it, k8s.io/apiserver responsewriters/errors.go forbiddenMessage) is said once, and the
+    launch goes on watching the pods."""
+    data, out, run = finished
+    k8s.forbid.add(("GET", "jobs"))
+    k8s.script = complete_after(4)
+    assert launch_pretrain(**kwargs(data, out)) == run
+    err = capsys.readouterr().err
+    assert err.count("cannot list jobs.batch or events in namespace ml") == 1
