@@ -70,7 +70,7 @@ def test_from_blob_rebuilds_the_same_network_with_its_head():
     ({"arch": "resnet", "config": {"widths": "many"}, "state_dict": {}}, "does not describe a resnet network"),
     ({"arch": "resnet", "config": {}, "task": "nope", "state_dict": {}}, "unknown task 'nope'"),
     ({"arch": "vgg", "config": {}, "state_dict": {"x": torch.zeros(1)}},
-     "its config implies features.0.weight of shape (32, 3, 3, 3) but its weights hold none"),
+     "its config implies head.members.0.0.weight of shape (128, 256) but its weights hold none"),
 ])
 def test_from_blob_refuses_what_it_cannot_rebuild_in_one_line(blob, problem):
     from jetlib import models
