@@ -166,9 +166,11 @@ def _inspect(args) -> None:
 
 def _pretrain(args) -> None:
     from jetlib.pretrain import make_config, pretrain
+    from jetlib.tune.recipe import read_recipe
 
-    cfg = make_config(resolve_preset(args.preset), **_overrides(args, augment=args.augment, lr=args.lr,
-                                                           compile=args.compile or None, method=args.method))
+    recipe = read_recipe(args.recipe) if args.recipe else None
+    cfg = make_config(resolve_preset(args.preset), recipe, **_overrides(args, augment=args.augment, lr=args.lr,
+                                                                   compile=args.compile or None, method=args.method))
     final = pretrain(args.data, args.out, cfg, device=args.device)
     if _rank() == 0:  # the process group is gone by now: ask torchrun's environment
         print(json.dumps({"out": args.out, **final}))
@@ -251,6 +253,9 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--method", choices=METHODS, metavar="METHOD",
                    help="%(choices)s: self-supervised method (not given: the preset's); its settings: "
                         "--set method_params.NAME=VALUE")
+    p.add_argument("--recipe", metavar="FILE", help="a tuned recipe (jetlib tune's recipe.json): its method's "
+                   "learning rate, weight decay and parameters over the method's own recipe and the preset; "
+                   "flags and --set still win")
     _add_training_flags(p, "pretrain")
     p.set_defaults(func=_pretrain)
 

@@ -87,6 +87,18 @@ def autocast_for(device: torch.device, amp: str):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def cpu_amp(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The cpu presets' ``amp``: ``bf16`` where the CPU computes bf16 natively (AVX-512 BF16 or AMX, read
+    from Linux's CPU flags), where bf16 autocast halves a step's CPU time (docs/speed.md); ``off``
+    elsewhere, where bf16 is emulated and slower."""
+    try:
+        with open(cpuinfo) as f:
+            flags = set(f.read().split())
+    except OSError:
+        return "off"
+    return "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "off"
+
+
 def _writable(path: Path) -> bool:
     """True when a file can be created in ``path`` (made if missing): tried, since ``os.access`` says yes
     to root on a read-only mount's permission bits."""

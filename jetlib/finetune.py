@@ -45,7 +45,7 @@ from jetlib.claim import claim
 from jetlib.config import resolve
 from jetlib.data.loader import NORMALIZE
 from jetlib.data.manifest import VALIDATION, Dataset
-from jetlib.device import as_input, autocast_for
+from jetlib.device import as_input, autocast_for, cpu_amp
 from jetlib.errors import ConfigError, DataError
 from jetlib.models.registry import check_weights
 from jetlib.models.resnet import VARIANTS, ResNetConfig
@@ -135,9 +135,9 @@ class FinetuneConfig:
 PRESETS = {
     "tiny": {"epochs": 3, "patience": 2, "batch_size": 16, "model": VARIANTS["tiny"], "head_hidden": 16,
              "reg_depth": 2, "eval_batch_size": 64},
-    # 20 epochs, patience 4, bf16 autocast (--set amp=off on a CPU without native bf16): docs/speed.md
+    # 20 epochs, patience 4; bf16 autocast where the CPU has native bf16: docs/speed.md
     "cpu": {"epochs": 20, "patience": 4, "batch_size": 64, "model": VARIANTS["cpu"], "head_hidden": 128,
-            "amp": "bf16"},
+            "amp": cpu_amp()},
     "gpu": {},
 }
 

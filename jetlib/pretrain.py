@@ -44,13 +44,14 @@ from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, two_views
 from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
 from jetlib.claim import claim
-from jetlib.config import resolve
+from jetlib.config import override, resolve
 from jetlib.data.loader import MODES as LOADER_MODES
 from jetlib.data.loader import NORMALIZE, JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
-from jetlib.device import as_input, autocast_for, channels_last_for, prepare_compile, setup_device
+from jetlib.device import as_input, autocast_for, channels_last_for, cpu_amp, prepare_compile, setup_device
 from jetlib.errors import ConfigError, ResourceError, TrainingError, out_of_memory_line
+from jetlib.methods.base import make_optimizer
 from jetlib.models.resnet import VARIANTS, ResNet, ResNetConfig
 from jetlib.monitor import embedding_stats, knn_accuracy
 from jetlib.progress import progress
@@ -68,8 +69,11 @@ class PretrainConfig:
     preset: Name = "gpu"  # the named preset these values started from
     epochs: Count = 100
     batch_size: BatchSize = 256  # global batch: split evenly over the ranks (at least 2: a contrastive pair)
-    lr: LearningRate = 1e-3  # AdamW peak learning rate
-    weight_decay: WeightDecay = 1e-4  # AdamW, on weights only (not norms, biases, temperature)
+    lr: LearningRate = 1e-3  # peak learning rate (per lr_batch jets of the global batch when lr_batch is set)
+    weight_decay: WeightDecay = 1e-4  # on weights only (not norms, biases, temperature)
+    # These defaults are SimCLR's recipe; another method's own (its class's ``recipe``) replaces them.
+    optimizer: Literal["adamw", "lars"] = "adamw"  # jetlib.methods.base.make_optimizer
+    lr_batch: NonNegCount = 0  # 0: lr as given; N: lr per N jets, scaled linearly to batch_size (peak_lr)
     warmup_epochs: NonNegCount = 10  # linear warmup, then cosine decay to zero (per step)
     method: Name = methods.DEFAULT_METHOD  # the pretraining method: a name in jetlib.methods.METHODS
     # the method's hyperparameters over its own defaults (its Params dataclass, in its file), checked by it
@@ -106,26 +110,37 @@ PRESETS = {
              "method_params": {"proj_hidden": 16, "proj_dim": 8},
              "monitor_bank": 64, "monitor_val": 32, "knn_k": 5, "log_interval": 1},
     # a laptop run in minutes: a narrower ResNet-15 (405k parameters)
-    # 5 epochs and bf16 autocast (half the CPU per step where the CPU has native bf16; elsewhere
-    # --set amp=off): docs/speed.md
-    "cpu": {"epochs": 5, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL, "amp": "bf16",
+    # 5 epochs; bf16 autocast where the CPU has native bf16 (half the CPU per step): docs/speed.md
+    "cpu": {"epochs": 5, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL, "amp": cpu_amp(),
             "method_params": {"proj_hidden": 256}, "monitor_bank": 1000, "monitor_val": 500},
     # the full study
     "gpu": {},
 }
 
 
-def make_config(preset: str = "gpu", **values) -> PretrainConfig:
-    """Defaults, the preset, then ``values``; the method's hyperparameters are gathered into ``method_params``.
+def make_config(preset: str = "gpu", recipe: dict | None = None, **values) -> PretrainConfig:
+    """Defaults, the method's recipe, the preset, a tuned ``recipe``, then ``values``; the method's
+    hyperparameters are gathered into ``method_params``.
+
+    The method's recipe (its class's ``recipe``: optimiser, learning rate and its batch scaling,
+    weight decay, warmup) replaces the defaults, which are SimCLR's; whatever the preset, a
+    ``recipe`` (:func:`jetlib.tune.recipe.read_recipe`: ``{"method": ..., "values": {...}}``) or the
+    user sets wins over it, in that order.
 
     A method parameter may be given as ``method_params.NAME`` or, when no config field has that
     name, as ``NAME`` (``--set temperature=0.1``). A preset's ``method_params`` apply to the methods
     that have them (the tiny preset's small projector); what the user sets must exist.
     """
-    method = values.get("method") or PRESETS.get(preset, {}).get("method") or PretrainConfig.method
+    tuned = dict((recipe or {}).get("values", {}))
+    method = (values.get("method") or (recipe or {}).get("method") or PRESETS.get(preset, {}).get("method")
+              or PretrainConfig.method)
+    if recipe and recipe.get("method", method) != method:
+        raise ConfigError(f"the recipe is {str(recipe['method'])[:40]}'s, not {str(method)[:40]}'s: tune {method}")
     known = {f.name for f in fields(methods.get(method).Params)}
     mine = {f.name for f in fields(PretrainConfig)}
     merged = {k: v for k, v in PRESETS.get(preset, {}).get("method_params", {}).items() if k in known}
+    merged.update(tuned.pop("method_params", None) or {})
+    values = {**tuned, "method": method, **values}
     given = values.pop("method_params", None) or {}
     if not isinstance(given, dict):
         raise ConfigError(f"method_params {given!r}: set each one as --set method_params.NAME=VALUE")
@@ -136,7 +151,14 @@ def make_config(preset: str = "gpu", **values) -> PretrainConfig:
             merged[name] = values.pop(key)
     checked = methods.params(method, merged)  # typed: "0.1" from --set is recorded as 0.1
     values["method_params"] = {k: getattr(checked, k) for k in merged}
-    return resolve(PretrainConfig(), PRESETS, preset, values)
+    base = override(PretrainConfig(), dict(methods.get(method).recipe))
+    return resolve(base, PRESETS, preset, values)
+
+
+def peak_lr(cfg: PretrainConfig) -> float:
+    """The schedule's peak: ``lr``, or ``lr * batch_size / lr_batch`` (the linear scaling rule of Goyal et al.
+    2017 that the LARS recipes state their rates in, per 256 jets)."""
+    return cfg.lr * cfg.batch_size / cfg.lr_batch if cfg.lr_batch else cfg.lr
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -241,13 +263,13 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # fused: one kernel for the whole update on CUDA (nanoGPT); the CPU path stays the reference
-    optimizer = torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, fused=device.type == "cuda")
+    optimizer = make_optimizer(model, cfg.optimizer, peak_lr(cfg), cfg.weight_decay, fused=device.type == "cuda")
     loader = JetLoader(ds, "train", batch_size=cfg.batch_size // world, device=device, seed=cfg.seed,
                        normalize=cfg.normalize, mode=cfg.loader)
     steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
     if steps == 0:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the train split ({loader.rows} jets)")
-    schedule = lr_schedule(cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.lr)
+    schedule = lr_schedule(cfg.epochs * steps, cfg.warmup_epochs * steps, peak_lr(cfg))
 
     history, start, step = [], 0, 0
     if dist.is_main():  # before the first write, after every check of the input (issue 19, item 4)

@@ -106,7 +106,7 @@ def test_byol_target_starts_as_the_online_network_and_follows_it_by_the_cosine_e
         for p in m.encoder.parameters():
             p.add_(1.0)
     m.after_step(3, 10)
-    tau = byol_momentum(3, 10, 0.996)
+    tau = byol_momentum(3, 10, m.params.base_momentum)
     assert m.stats() == {"ema_momentum": tau}
     for (k, t), o in zip(m.target_encoder.named_parameters(), m.encoder.parameters(), strict=True):
         torch.testing.assert_close(t, tau * before[k] + (1 - tau) * o, rtol=0, atol=1e-6)

@@ -7,6 +7,14 @@ the ResNet-15's 512-d embedding by the same factor of four: 512 -> 2048 -> 2048 
 :func:`jetlib.losses.barlowtwins.default_lambda`) unless ``lambd`` is set; any lambda >= 0 is taken
 as given, 0 included (the on-diagonal term alone), ``none`` meaning the scaled default. The cross-correlation
 is that of the global batch under DDP.
+
+Recipe (:attr:`BarlowTwins.recipe`, under a preset, a tuned recipe and the user's settings): LARS
+(:mod:`jetlib.methods.lars`; the paper's optimiser, Sec. 4 and Appendix) at a base learning rate of
+0.3 per 256 jets scaled linearly with the batch, weight decay 1e-4 (solo-learn
+``scripts/pretrain/cifar/barlow.yaml``, its small-dataset recipe; the paper's 0.2 per 256 and 1.5e-6
+are ImageNet's at batch 2048), 10 warmup epochs then a cosine to zero (the paper, and solo-learn's
+``warmup_cosine``). solo-learn also multiplies the loss by ``scale_loss: 0.1``; under LARS a constant
+factor on the loss cancels in the trust ratio except against the weight decay, so it is left out.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class BarlowTwins(Method):
     """Encoder + projector + Barlow Twins loss."""
 
     Params = BarlowTwinsParams
+    recipe = {"optimizer": "lars", "lr": 0.3, "lr_batch": 256, "weight_decay": 1e-4, "warmup_epochs": 10}
 
     def __init__(self, encoder, params: BarlowTwinsParams):
         super().__init__(encoder, params)

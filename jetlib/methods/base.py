@@ -23,6 +23,10 @@ class Method(nn.Module):
 
     Params: type = NoParams
     name: str = ""
+    # The method's training recipe: PretrainConfig values (optimizer, lr, lr_batch, weight_decay,
+    # warmup_epochs) applied over the config's defaults and under a preset, a recipe file and the
+    # user's flags (jetlib.pretrain.make_config). Empty: the defaults, which are SimCLR's recipe.
+    recipe: dict = {}
 
     def __init__(self, encoder: nn.Module, params):
         super().__init__()
@@ -55,6 +59,18 @@ class Method(nn.Module):
     def stats(self) -> dict:
         """Extra numbers for this epoch's record (e.g. SimCLR's learned temperature)."""
         return {}
+
+
+def make_optimizer(method: Method, name: str, lr: float, weight_decay: float,
+                   fused: bool = False) -> torch.optim.Optimizer:
+    """The optimiser a recipe names over ``method``'s :meth:`~Method.param_groups`: ``adamw`` (``fused``: one
+    CUDA kernel for the whole update, as nanoGPT) or ``lars`` (:class:`jetlib.methods.lars.LARS`)."""
+    groups = method.param_groups(weight_decay)
+    if name == "lars":
+        from jetlib.methods.lars import LARS
+
+        return LARS(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
 def mlp(dims: list[int], *, last_norm: bool = False) -> nn.Sequential:

@@ -13,6 +13,14 @@ rank, so the same weights), takes no gradient and is left out of the optimiser; 
 so it stays identical across ranks. It is part of the module's state, so every checkpoint holds
 it and a resume continues bit-for-bit.
 
+Recipe (:attr:`BYOL.recipe`, under a preset, a tuned recipe and the user's settings): LARS
+(:mod:`jetlib.methods.lars`; the paper's optimiser, Sec. 3.2) at a base learning rate of 1.0 per 256
+jets scaled linearly with the batch, weight decay 1e-5 (solo-learn ``scripts/pretrain/cifar/byol.yaml``,
+its small-dataset recipe; the paper's 0.2 per 256 and 1.5e-6 are ImageNet's at batch 4096), 10 warmup
+epochs then a cosine to zero (the paper's Appendix C, solo-learn's ``warmup_cosine``); the EMA momentum
+from 0.99 to 1 on a cosine (``base_momentum``: solo-learn's CIFAR ``base_tau: 0.99``, the paper's value
+for its shorter 300-epoch runs; 0.996 is its 1000-epoch ImageNet one).
+
 The projector and predictor (online and target) see each view as its own batch: their BatchNorm
 statistics are those of one view's B jets, as DeepMind's ``byol_experiment.py`` (one network call
 per view) and lightly's BYOL example do; pooling the two views would normalise each view with the
@@ -39,7 +47,7 @@ class BYOLParams:
     proj_hidden: Width = 1024  # projector hidden width
     proj_dim: Width = 256  # projector (and predictor) output: where the loss is computed
     pred_hidden: PredHidden = 0  # predictor hidden width; 0: proj_hidden
-    base_momentum: Momentum = 0.996  # the target's EMA momentum at step 0 (1 at the last step)
+    base_momentum: Momentum = 0.99  # the target's EMA momentum at step 0 (1 at the last step)
 
     def __post_init__(self):
         check(self)
@@ -50,6 +58,7 @@ class BYOL(Method):
     """Online encoder + projector + predictor; target encoder + projector (EMA, no gradient)."""
 
     Params = BYOLParams
+    recipe = {"optimizer": "lars", "lr": 1.0, "lr_batch": 256, "weight_decay": 1e-5, "warmup_epochs": 10}
 
     def __init__(self, encoder, params: BYOLParams):
         super().__init__(encoder, params)

@@ -4,6 +4,13 @@ Projector Linear(512, ``proj_hidden``) - ReLU - Linear(``proj_dim``), the paper'
 ResNet-15's 512-d embedding; the loss is InfoNCE over the global batch (negatives gathered from
 every rank), its temperature learned in log space from ``temperature`` (the study's 0.07).
 
+Recipe: the pretraining config's defaults are SimCLR's, the seed study's tuned ones (AdamW at a
+peak learning rate of 1e-3 for the global batch of 256, weight decay 1e-4 on weights only, 10
+warmup epochs then a cosine to zero), so :attr:`SimCLR.recipe` is empty. The paper's LARS recipe
+(Chen et al. 2020, Sec. 3, "default setting": 0.3 per 256, weight decay 1e-6; solo-learn's
+``scripts/pretrain/cifar/simclr.yaml``: 0.4 per 256, 1e-4, temperature 0.2) is
+``--set optimizer=lars --set lr_batch=256 --lr 0.4 --set weight_decay=1e-4``.
+
 Learned, the temperature drifts towards its clamp at 0.01 (measured on fixed embeddings: a lower
 temperature always sharpens the already-matched positives); each epoch's value is in
 ``metrics.json``. ``learn_temperature=false`` runs the paper's fixed temperature instead

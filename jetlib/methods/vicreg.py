@@ -6,6 +6,13 @@ nu = 1 (Sec. 4.1). Here, scaled to the ResNet-15's 512-d embedding by the same f
 512 -> 2048 -> 2048 -> 2048 (``proj_dim``, every layer), the paper's weights unchanged (the
 loss does not depend on the expander's width: :mod:`jetlib.losses.vicreg`). The loss is computed
 on the global batch under DDP.
+
+Recipe (:attr:`VICReg.recipe`, under a preset, a tuned recipe and the user's settings): LARS
+(:mod:`jetlib.methods.lars`; the paper's optimiser, Sec. 4.1 and Appendix C.1) at a base learning
+rate of 0.3 per 256 jets scaled linearly with the batch, weight decay 1e-4 (solo-learn
+``scripts/pretrain/cifar/vicreg.yaml``, its small-dataset recipe; the paper's 0.2 per 256 and 1e-6
+are ImageNet's at batch 2048), 10 warmup epochs then a cosine to zero (the paper, and solo-learn's
+``warmup_cosine``); the loss weights 25, 25, 1 are the paper's and solo-learn's alike.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class VICReg(Method):
     """Encoder + expander + VICReg loss."""
 
     Params = VICRegParams
+    recipe = {"optimizer": "lars", "lr": 0.3, "lr_batch": 256, "weight_decay": 1e-4, "warmup_epochs": 10}
 
     def __init__(self, encoder, params: VICRegParams):
         super().__init__(encoder, params)
