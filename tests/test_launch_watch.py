@@ -15,8 +15,11 @@ import yaml
 
 from jetlib.errors import TrainingError
 from jetlib.launch import job_name, launch_pretrain
+from tests import test_launch
 from tests.k8s_double import JETLIB_RUNTIME_FILE, pod
-from tests.test_launch import complete_after, deleting_or_gone, finished, k8s, kwargs, trainjob_pods  # noqa: F401
+from tests.test_launch import complete_after, deleting_or_gone, kwargs, trainjob_pods
+
+k8s, finished = test_launch.k8s, test_launch.finished  # the same fixtures: the double, a finished run
 
 NAME_KEY = "jobset.sigs.k8s.io/jobset-name"
 

@@ -239,7 +239,8 @@ def test_kind_e2e_workflow_is_set_up_as_kfps_own_ci():
     assert job["env"]["KIND_VERSION"] == KIND_VERSION  # the release whose node image digest cluster.yaml pins
     # the node image's archive is cached between runs, keyed by the pinned image (create-cluster's cache step)
     (cache,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
-    assert cache["with"]["path"] == "${{ env.KIND_NODE_CACHE }}" and NODE_IMAGE.split("@")[1] in str(cache["with"]["key"])
+    assert cache["with"]["path"] == "${{ env.KIND_NODE_CACHE }}"
+    assert NODE_IMAGE.split("@")[1] in str(cache["with"]["key"])
     assert job["env"]["KIND_NODE_CACHE"] and order[0] < job["steps"].index(cache) < order[3]
     assert wf["permissions"] == {"contents": "read"}
     for step in job["steps"]:
@@ -273,8 +274,9 @@ def kind_up(tmp_path, env: dict | None = None, fail_node_pulls: str = "") -> tup
                   'pull) case "$2" in "$FAIL_PULLS"*) exit 1;; esac;; esac',
         "kind": f'case "$1 $2" in "version ") echo "kind {KIND_VERSION} go1.24 linux/amd64";; '
                 '"get clusters") ;; "get nodes") printf "jetlib-worker2\\njetlib-control-plane\\njetlib-worker\\n";; '
-                '"create cluster") cp "$6" "$STUB_DIR/config.yaml"; n=$(cat "$STUB_DIR/creates" 2>/dev/null || echo 0); '
-                'echo $((n+1)) > "$STUB_DIR/creates"; [ "$n" -ge 1 ];; esac',
+                '"create cluster") cp "$6" "$STUB_DIR/config.yaml"; '
+                'n=$(cat "$STUB_DIR/creates" 2>/dev/null || echo 0); echo $((n+1)) > "$STUB_DIR/creates"; '
+                '[ "$n" -ge 1 ];; esac',
         "kubectl": "exit 0",
     }
     for name, body in stubs.items():
