@@ -20,6 +20,7 @@ from tests.k8s_double import JETLIB_RUNTIME_FILE, pod
 from tests.test_launch import complete_after, deleting_or_gone, kwargs, trainjob_pods
 
 k8s, finished = test_launch.k8s, test_launch.finished  # the same fixtures: the double, a finished run
+pytestmark = pytest.mark.s3  # the finished run lives in the test store, as in tests/test_launch.py
 
 NAME_KEY = "jobset.sigs.k8s.io/jobset-name"
 
