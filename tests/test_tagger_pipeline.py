@@ -90,3 +90,23 @@ def test_the_component_exports_into_the_run_folder_and_describes_the_model_artif
             {k: v for k, v in result["scalars"].items() if k in card["test_metrics"]}
     assert all(isinstance(v, str | int | float | bool) and not (isinstance(v, float) and np.isnan(v))
                for v in meta.values())  # flat, as the UI shows it
+
+
+def test_the_compiled_pipeline_exports_after_the_report_under_kfp_local(tmp_path):
+    """The committed CPU pipeline under kfp.local (pipelines/local.py, no patch of kfp.local): its last
+    step writes RUN/export/cls and hands over a Model artifact whose metadata says onnx."""
+    from pipelines.local import CPU_YAML, run_local
+
+    write_toy_h5(tmp_path / "toy.h5", n=120, size=125)
+    kfp_root = tmp_path / "kfp"
+    run_local({"store": str(tmp_path / "store"), "source": str(tmp_path / "toy.h5"), "run_name": "r",
+               "preset": "tiny", "label_fractions": [0.5], "seeds": [0], "modes": ["cls-vgg"]}, CPU_YAML,
+              pipeline_root=kfp_root)
+    out = tmp_path / "store" / "runs" / "r" / "export" / "cls"
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["model"]["mode"] == "vgg" and (out / "model.onnx").stat().st_size > 0
+    (executor,) = kfp_root.rglob("export/executor_output.json")
+    (artifact,) = json.loads(executor.read_text())["artifacts"]["model"]["artifacts"]
+    meta = artifact["metadata"]
+    assert meta["framework"] == "onnx" and meta["cls_training"] == card["model"]["training_run"]
+    assert meta["cls_onnx_sha256"] == card["onnx"]["sha256"]
