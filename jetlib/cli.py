@@ -27,6 +27,7 @@ from jetlib.config import resolve_preset
 from jetlib.errors import JetlibError, ResourceError, one_line, out_of_memory, out_of_memory_line
 from jetlib.progress import end_line
 from jetlib.tagger.cli import ADDERS as TAGGER_STEPS  # predict, export, serve
+from jetlib.tune.cli import add_tune  # tune: the hyperparameter search
 
 DEFAULT_STORE = "jetstore"  # the embedded default: a folder in the working directory
 
@@ -123,6 +124,7 @@ VALIDATIONS = Choices("jetlib.data.manifest", "VALIDATION")
 TASKS = Choices("jetlib.tasks", "TASKS")
 FINETUNE_MODES = Choices("jetlib.finetune", "MODES")
 METHODS = Choices("jetlib.methods", "METHODS")  # read on use: a method registered later is listed too
+ENCODERS = Choices("jetlib.models", "ARCHS")  # the networks registered, a later one included
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -170,7 +172,8 @@ def _pretrain(args) -> None:
 
     recipe = read_recipe(args.recipe) if args.recipe else None
     cfg = make_config(resolve_preset(args.preset), recipe, **_overrides(args, augment=args.augment, lr=args.lr,
-                                                                   compile=args.compile or None, method=args.method))
+                                                                   compile=args.compile or None, method=args.method,
+                                                                   encoder=args.encoder))
     final = pretrain(args.data, args.out, cfg, device=args.device)
     if _rank() == 0:  # the process group is gone by now: ask torchrun's environment
         print(json.dumps({"out": args.out, **final}))
@@ -241,8 +244,9 @@ def _add_training_flags(p, step: str) -> None:
 
 
 def _add_pretrain(sub) -> None:
-    p = sub.add_parser("pretrain", help="self-supervised pretraining of the ResNet-15 encoder (1 CPU to N GPUs)",
-                       description="Pretrain a ResNet-15 jet encoder (SimCLR unless --method) on the train split "
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of an encoder (1 CPU to N GPUs)",
+                       description="Pretrain a jet encoder (the ResNet-15 unless --encoder, SimCLR unless --method) "
+                       "on the train split "
                        "(labels ignored). Runs alone or under torchrun --nproc_per_node N -m jetlib pretrain. "
                        "Re-running the same command resumes from the newest checkpoint in --out.")
     p.add_argument("--data", required=True, help="dataset URI (from jetlib ingest)")
@@ -253,6 +257,8 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--method", choices=METHODS, metavar="METHOD",
                    help="%(choices)s: self-supervised method (not given: the preset's); its settings: "
                         "--set method_params.NAME=VALUE")
+    p.add_argument("--encoder", choices=ENCODERS, metavar="ENCODER",
+                   help="%(choices)s: the network pretrained (not given: resnet, the ResNet-15), sized for the preset")
     p.add_argument("--recipe", metavar="FILE", help="a tuned recipe (jetlib tune's recipe.json): its method's "
                    "learning rate, weight decay and parameters over the method's own recipe and the preset; "
                    "flags and --set still win")
@@ -476,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="<step>", parser_class=_Parser, required=True)
     for add in (_add_simulate, _add_ingest, _add_inspect, _add_pretrain, _add_finetune, _add_baseline, _add_evaluate,
-                _add_report, *TAGGER_STEPS):
+                _add_report, *TAGGER_STEPS, add_tune):
         add(sub)
     for p in sub.choices.values():  # --debug works after the step name too
         # SUPPRESS: absent after the step, it must not reset a `jetlib --debug <step>` to False
