@@ -29,7 +29,7 @@ from pipelines.local import CPU_YAML, run_local
 
 DEFAULT_MODES = "cls-finetune,cls-scratch"
 # the steps that only plan and name (no data touched): one row of the table
-PLAN_TASKS = ("run-folder", "plan", "plan-pretraining", "match-encoders", "pretrain-gpus")
+PLAN_TASKS = ("run-folder", "plan", "plan-pretraining", "match-encoders", "pretrain-gpus", "pretrain-size")
 REPEATED = ("pretrain", "train", "evaluate")  # a list each, one per iteration of their loop
 # the simulation's own log line, printed by the ingest step (jetlib.data.simulate.simulate); a cached
 # file logs "simulation taken from the cache" instead and takes no Pythia time
