@@ -40,7 +40,7 @@ def pretrain_placement(preset: str, nodes: int, gpus_per_node: int, visible_gpus
     0 is a CPU run (``auto`` means ``cpu``, the device is the CPU even where a GPU is visible); at
     least 1 on one node must find that many CUDA devices here, or the step refuses rather than
     train the CPU preset for hours on a pod that silently got no GPU (a KFP 2.17 backend sets no
-    GPU limit for a count it cannot read, README "The workflow"). With ``nodes > 1`` this pod only
+    GPU limit for a count it cannot read, docs/workflow.md). With ``nodes > 1`` this pod only
     waits (it asks for no GPU) and the workers run ``preset``, ``auto`` meaning ``gpu`` for GPU workers.
 
     Raises:

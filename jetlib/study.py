@@ -48,7 +48,7 @@ def pretrainings(methods: list = DEFAULT_METHODS, pretrain_seeds: list = DEFAULT
     """Every pretraining of the study, one ``{"method", "seed"}`` per method x pretraining seed.
 
     Never empty (checked here), so the pipeline's pretraining loop always runs and the step that
-    collects its encoders has something to collect (README, "The workflow").
+    collects its encoders has something to collect (docs/workflow.md).
 
     Raises:
         ConfigError: no method or seed, a method :mod:`jetlib.methods` does not know, a seed that
@@ -79,7 +79,7 @@ def plan(fractions: list, seeds: list, modes: list, methods: list = DEFAULT_METH
 
     One list, so the pipeline has one training loop and one fan-in: with ``modes`` non-empty and
     at least one fraction and seed (checked here) the loop never has zero iterations, which a KFP
-    backend cannot collect (README, "The workflow"). A pretrained mode runs once per pretraining
+    backend cannot collect (docs/workflow.md). A pretrained mode runs once per pretraining
     (:func:`pretrainings`: method x pretraining seed); scratch and VGG do not multiply.
 
     Args:

@@ -4,7 +4,7 @@ Runs ``pipelines/jet_ssl_cpu.yaml`` (the DAG a GPU-less cluster runs) with a loc
 ``cpu`` preset: simulate jets, ingest, pretrain, then fine-tuning and scratch on the same labelled
 subset over several seeds, evaluate each, and the report. The defaults are sized for about
 10-15 minutes on 2 cores: 3,000 jets, 10% labels (216 labelled jets) and 3 seeds, where
-fine-tuning beats scratch by several times the seed spread (README, "The workflow").
+fine-tuning beats scratch by several times the seed spread (docs/workflow.md).
 
 stdout holds one line, the report's path; everything else (what the demo chose, kfp.local's task
 log with each step's progress, the headline, and a table of each step's wall time) goes to stderr.

@@ -5,7 +5,7 @@ modes) -> evaluate each -> report -> export the best model of each task (ONNX, b
 ``python -m pipelines.jet_ssl`` (``make compile``) writes ``pipelines/jet_ssl.yaml`` (GPU nodes) and
 ``pipelines/jet_ssl_cpu.yaml`` (no accelerators, node selectors or tolerations: a GPU-less kind
 cluster, and what ``make demo`` runs under ``kfp.local``). Everything Kubernetes-specific is set
-here, never in a component, each for a reason a KFP 2.17.0 backend gives (README, "The workflow"):
+here, never in a component, each for a reason a KFP 2.17.0 backend gives (docs/workflow.md):
 
 * **Two flat loops, one fan-in each.** A backend's driver collects a ``dsl.Collected`` only from a
   loop that ran (``backend/src/v2/driver/resolve.go``, ``resolveUpstreamArtifacts``:
