@@ -1,4 +1,4 @@
-"""jetlib: self-supervised (SimCLR) learning on particle-physics jet images.
+"""jetlib: self-supervised learning (SimCLR, VICReg, Barlow Twins, BYOL) on particle-physics jet images.
 
 The package is organised by pipeline step (see ``docs/design.md``):
 ``jetlib.data`` (simulate, validate, ingest, stream back), and the training,
