@@ -16,9 +16,10 @@ monitor and optimiser recipe (hyperparameters of the study):
          CosineAnnealingWarmRestarts (T0 = 10, T_mult = 2), gradient clipping at 1.0; the best
          epoch has the lowest validation MAE in GeV
 
-The network is the pretrained encoder's ``arch`` (``--init``), else ``arch`` (``resnet``, with the
-preset's widths ``model``), built by :func:`jetlib.models.create`; the task puts its head on it
-(``reset_head``) and a linear probe freezes its features (``freeze_features``).
+The network is the pretrained encoder's ``arch`` (``--init``), else ``arch`` (any registered network,
+sized for the preset by :func:`jetlib.models.step_args`: ResNet-15's widths are ``model``), built by
+:func:`jetlib.models.create`; the task puts its head on it (``reset_head``) and a linear probe
+freezes its features (``freeze_features``).
 
 Up to ``epochs`` (50) with early stopping after ``patience`` (10) epochs without
 improvement. The best epoch and the learning-rate steps are chosen on the validation
@@ -156,8 +157,8 @@ def _network(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[mode
     if cfg.mode in ("finetune", "linear") and not init:
         raise ConfigError(f"--mode {cfg.mode} needs --init, the output of jetlib pretrain")
     if not init:
-        args = cfg.model.to_dict() if cfg.arch == "resnet" else {}  # the presets' widths are ResNet-15's
-        return models.create(cfg.arch, **{**args, "in_channels": channels}), [], cfg.normalize, {"init": None}
+        args = {**models.step_args(cfg.arch, cfg.preset, cfg.model), "in_channels": channels}
+        return models.create(cfg.arch, **args), [], cfg.normalize, {"init": None}
     blob, run = load_pretrained(init)  # both passed their schemas (jetlib.schemas.records)
     what = f"--init {init}: encoder.pt"
     arch = check_weights(blob, what)  # the recorded widths against the weights, before anything is allocated

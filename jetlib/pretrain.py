@@ -1,4 +1,9 @@
-"""``jetlib pretrain``: self-supervised pretraining of the ResNet-15 encoder, one CPU process to many GPUs.
+"""``jetlib pretrain``: self-supervised pretraining of an encoder, one CPU process to many GPUs.
+
+The encoder (``--encoder``, ``encoder`` in the config: the ResNet-15 by default) is any network in
+the models registry (:data:`jetlib.models.ARCHS`), built by :func:`jetlib.models.create` for the
+dataset's channels and sized for the preset (:func:`jetlib.models.step_args`); ``encoder.pt``
+records its ``arch`` and ``config``, so fine-tuning, evaluation and the report rebuild it by name.
 
 The method (``--method``, ``method`` in the config: SimCLR by default) is an object from
 :mod:`jetlib.methods`: the loop below feeds it two views per batch and steps the optimiser on the
@@ -32,14 +37,14 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from jetlib import dist, methods, records
+from jetlib import dist, methods, models, records
 from jetlib.augment import PRESETS as AUGMENT_PRESETS
 from jetlib.augment import AugmentConfig, two_views
 from jetlib.checkpoint import Checkpoints, resume, rng_states, save_object, seed_everything
@@ -51,8 +56,8 @@ from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
 from jetlib.device import as_input, autocast_for, channels_last_for, cpu_amp, prepare_compile, setup_device
 from jetlib.errors import ConfigError, ResourceError, TrainingError, out_of_memory_line
-from jetlib.methods.base import make_optimizer
-from jetlib.models.resnet import VARIANTS, ResNet, ResNetConfig
+from jetlib.methods.base import Method, make_optimizer
+from jetlib.models.resnet import VARIANTS, ResNetConfig
 from jetlib.monitor import embedding_stats, knn_accuracy
 from jetlib.progress import progress
 from jetlib.schemas import BatchSize, Count, LearningRate, Name, NonNegCount, Seed, WeightDecay, check, one_of
@@ -61,6 +66,7 @@ log = logging.getLogger(__name__)
 Augment = one_of(AUGMENT_PRESETS, "augmentation presets")
 Normalize = one_of(NORMALIZE, "loader normalisations")
 LoaderMode = one_of(LOADER_MODES, "loader modes")
+Arch = one_of(lambda: models.ARCHS, "registered networks")
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,8 @@ class PretrainConfig:
     # the method's hyperparameters over its own defaults (its Params dataclass, in its file), checked by it
     method_params: dict = field(default_factory=dict)
     augment: Augment = "seed"  # augmentation preset: seed | physics
-    model: ResNetConfig = field(default_factory=ResNetConfig)
+    encoder: Arch = "resnet"  # the network pretrained: a name in jetlib.models.ARCHS
+    model: ResNetConfig = field(default_factory=ResNetConfig)  # the ResNet's widths (another encoder: its variant)
     seed: Seed = 0  # seeds init, augmentations (offset per rank) and the data order
     normalize: Normalize = "scale"  # loader normalisation
     max_steps_per_epoch: NonNegCount = 0  # 0 = the whole train split each epoch
@@ -180,7 +187,7 @@ def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: Pretrai
     """One pass of the method ``model`` (maybe DDP-wrapped or compiled); returns (averaged stats, next step).
 
     ``schedule`` holds every step's learning rate (:func:`lr_schedule`). After each optimiser step
-    the method's :meth:`~jetlib.methods.Method.after_step` runs (BYOL's target update). The loss is
+    the method's :meth:`~jetlib.methods.base.Method.after_step` runs (BYOL's target update). The loss is
     read back to the host (a device sync) only every ``cfg.log_interval`` steps and at the last
     step, as nanoGPT does; the finiteness check rides on the same read. A non-finite loss seen
     there stops the run before this epoch's checkpoint is written.
@@ -226,7 +233,7 @@ def train_one_epoch(model: nn.Module, loader: JetLoader, optimizer, cfg: Pretrai
             "jets_per_s": n * loader.batch_size * dist.world_size() / seconds, "step_losses": step_losses}, step
 
 
-def _unwrap(model: nn.Module) -> methods.Method:
+def _unwrap(model: nn.Module) -> Method:
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
 
@@ -249,14 +256,14 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
     world, rank = dist.world_size(), dist.rank()
     if cfg.batch_size % world:
         raise ConfigError(f"global batch {cfg.batch_size} does not split evenly over {world} ranks")
-    model_cfg = replace(cfg.model, in_channels=ds.image_shape[0])
+    encoder_args = {**models.step_args(cfg.encoder, cfg.preset, cfg.model), "in_channels": ds.image_shape[0]}
     store = open_store(out)
     if dist.is_main():
         store.check_writable()
     ckpts = Checkpoints(store.child("checkpoints"), cfg.keep_every)
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    model = methods.create(cfg.method, ResNet(model_cfg), cfg.method_params).to(device)
+    model = methods.create(cfg.method, models.create(cfg.encoder, **encoder_args), cfg.method_params).to(device)
     # Off unless asked for: GroupNorm on CUDA returns NCHW (see jetlib.device), and on CPU oneDNN's AVX2 1x1
     # weight-gradient kernel (the stride-2 shortcuts) can spin forever in channels_last with torch 2.14.1.
     channels_last = channels_last_for(cfg.channels_last)
@@ -282,8 +289,8 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
         torch.manual_seed(cfg.seed + 1_000_003 * rank)  # augmentations differ across ranks
     if dist.is_main():
         n_params = sum(p.numel() for p in _unwrap(model).encoder.parameters())
-        log.info("pretraining %s with %s (%d encoder parameters) on %s x %d, %d jets, %d steps/epoch, augment=%s",
-                 cfg.preset, cfg.method, n_params, device, world, loader.rows, steps, cfg.augment)
+        log.info("pretraining %s %s with %s (%d encoder parameters) on %s x %d, %d jets, %d steps/epoch, augment=%s",
+                 cfg.preset, cfg.encoder, cfg.method, n_params, device, world, loader.rows, steps, cfg.augment)
 
     net = model
     if world > 1:
@@ -327,7 +334,7 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
 
     final = _summary(history[-1]) if history else {}
     if dist.is_main():
-        _finish(store, cfg, ds, model_cfg, _unwrap(model), history, device)
+        _finish(store, cfg, ds, _unwrap(model), history, device)
     dist.barrier()
     return final
 
@@ -366,8 +373,8 @@ def _summary(stats: dict) -> dict:
     return {k: v for k, v in stats.items() if k != "step_losses"}
 
 
-def _finish(store, cfg, ds, model_cfg, model: methods.Method, history, device) -> None:
-    encoder = {"arch": "resnet", "config": model_cfg.to_dict(), "state_dict": model.encoder.state_dict(),
+def _finish(store, cfg, ds, model: Method, history, device) -> None:
+    encoder = {"arch": cfg.encoder, "config": model.encoder.config(), "state_dict": model.encoder.state_dict(),
                "normalize": cfg.normalize, "channel_names": ds.manifest["image"]["channel_names"],
                "dataset": ds.manifest["id"], "pretrain": asdict(cfg)}
     record = save_object(store, "encoder.pt", encoder)

@@ -1,9 +1,12 @@
+import math
 import re
 
 import pytest
 import torch
 from torch import nn
 
+from jetlib import models
+from jetlib.errors import ConfigError
 from jetlib.models import ResNetConfig, resnet15
 from jetlib.models.heads import ProjectionHead
 
@@ -108,3 +111,27 @@ def test_freeze_features_trains_only_the_head_and_keeps_the_encoder_in_eval():
     net(x).sum().backward()
     assert all(p.grad is None for n, p in net.named_parameters() if not n.startswith("head."))
     assert all(p.grad is not None for p in net.head.parameters())
+
+
+def test_vit_shapes_positions_and_any_grid():
+    from jetlib.models.vit import ViTConfig, sincos_positions
+
+    net = models.create("vit", **models.variant("vit", "tiny"))
+    assert net.arch == "vit" and net.num_features == 16 and net.config() == ViTConfig(dim=16, depth=1, heads=2,
+                                                                                      mlp_ratio=2).to_dict()
+    x = torch.randn(2, 3, 125, 125)
+    tokens = net.patch_embed(x)
+    assert tokens.shape == (2, 16, 25, 25)  # 125 = 25 patches of 5
+    assert net.forward_features(x).shape == (2, 16) and net.forward_features(x[..., :30, :40]).shape == (2, 16)
+    pos = sincos_positions(3, 4, 8)
+    assert pos.shape == (12, 8)
+    # row then column, sines then cosines: token (r, c) = [sin r, sin r w, cos r, cos r w, sin c, ...]
+    w = 1 / 10000 ** 0.5
+    r, c = 2, 3
+    expected = torch.tensor([math.sin(r), math.sin(r * w), math.cos(r), math.cos(r * w),
+                             math.sin(c), math.sin(c * w), math.cos(c), math.cos(c * w)])
+    assert torch.allclose(pos[r * 4 + c], expected, atol=1e-6)
+    net.reset_head("cls", hidden=8)
+    assert net(x).shape == (2, 2)
+    with pytest.raises(ConfigError, match="divisible"):
+        ViTConfig(dim=18, heads=2)

@@ -19,7 +19,8 @@ is the base class)::
         def __init__(self, encoder, params): ...
         def forward(self, v1, v2): ...   # two views -> scalar loss
 
-and its name in :data:`_BUILTIN` below (so ``--method`` lists it without an import). Its
+and its name -> module line in :data:`BUILTIN` below (so ``--method`` lists it without an import;
+the networks and the tasks register the same way). Its
 hyperparameters reach it from the config's ``method_params`` dict (``--set
 method_params.proj_dim=64``), checked against ``Params``: an unknown name or a bad value is
 one :class:`~jetlib.errors.ConfigError` line.
@@ -28,7 +29,6 @@ one :class:`~jetlib.errors.ConfigError` line.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import TYPE_CHECKING
 
 from jetlib.config import override
@@ -37,12 +37,13 @@ from jetlib.registry import Registry
 
 DEFAULT_METHOD = "simclr"  # the default, and what a record written before methods were a choice means
 
-# the built-in methods' modules, imported on first use; a test or plugin registers its own directly
-_BUILTIN = {
-    "simclr": "jetlib.methods.simclr",
-    "vicreg": "jetlib.methods.vicreg",
+# the built-in methods: name -> the module that registers it (imported on first use); a test or
+# plugin registers its own directly
+BUILTIN = {
     "barlowtwins": "jetlib.methods.barlowtwins",
     "byol": "jetlib.methods.byol",
+    "simclr": "jetlib.methods.simclr",
+    "vicreg": "jetlib.methods.vicreg",
 }
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ def _checked(name: str, cls):
     return cls
 
 
-_REGISTRY = Registry("pretraining method", _checked)
+_REGISTRY = Registry("pretraining method", _checked, BUILTIN)
+METHODS = _REGISTRY.names  # a live view for argparse choices: the built-ins and any registered since
 unregister_method = _REGISTRY.unregister  # for tests that register a toy method
 
 
@@ -71,15 +73,15 @@ def register_method(name: str):
 
 def available() -> list[str]:
     """Every method name: the built-in ones and any registered since."""
-    return sorted(set(_BUILTIN) | set(_REGISTRY.names))
+    return list(METHODS)
 
 
 def get(name: str) -> type[Method]:
-    """The method class registered as ``name`` (a built-in one is imported on first use)."""
-    if isinstance(name, str) and name not in _REGISTRY.names and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    if name not in _REGISTRY.names:
-        raise ConfigError(f"unknown pretraining method {str(name)[:40]!r}: choose one of {', '.join(available())}")
+    """The method class registered as ``name`` (a built-in one is imported on first use).
+
+    Raises:
+        ConfigError: no method is registered as ``name``.
+    """
     return _REGISTRY.get(name)
 
 
@@ -101,15 +103,3 @@ def create(name: str, encoder: nn.Module, cfg=None) -> Method:
     cls = get(name)
     return cls(encoder, cfg if isinstance(cfg, cls.Params) else params(name, cfg))
 
-
-def __getattr__(attr: str):
-    """``METHODS``: every method name, for argparse choices (computed on use: tests may register more);
-    ``Method``: the base class, from :mod:`jetlib.methods.base` (imported on use, so that the CLI's
-    parser, which lists the names, does not import torch)."""
-    if attr == "METHODS":
-        return tuple(available())
-    if attr == "Method":
-        from jetlib.methods.base import Method
-
-        return Method
-    raise AttributeError(attr)

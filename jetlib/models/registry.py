@@ -1,4 +1,9 @@
-"""The registry of networks: ``register_model``, ``create``, ``from_blob`` (re-exported by jetlib.models)."""
+"""The registry of networks: ``register_model``, ``create``, ``from_blob`` (re-exported by jetlib.models).
+
+The built-in networks are named in :data:`BUILTIN` (name -> the module that registers it), imported
+the first time the name is asked for, as the tasks' and the methods' are: a step's ``--help``
+lists them without building anything.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,52 @@ from jetlib.errors import DataError, JetlibError
 from jetlib.models.base import Encoder
 from jetlib.registry import Registry
 
-_NETWORKS = Registry("network")
+# the built-in networks: name -> the module that registers it (imported on first use)
+BUILTIN = {
+    "resnet": "jetlib.models.resnet",
+    "vgg": "jetlib.models.vgg",
+    "vit": "jetlib.models.vit",
+}
+
+_NETWORKS = Registry("network", builtin=BUILTIN)
 ARCHS = _NETWORKS.names  # a live view: argparse choices and messages see every registered network
 unregister_model = _NETWORKS.unregister
+_VARIANTS: dict[str, dict] = {}  # arch -> preset name -> the factory's keyword arguments
 
 
-def register_model(name: str):
+def register_model(name: str, variants: dict | None = None):
     """Register ``factory(**cfg) -> Encoder`` (a function or an :class:`Encoder` subclass) as ``name``.
 
     Every factory accepts ``in_channels``: fine-tuning builds the network for the dataset's channels.
+    ``variants`` maps a preset name (``tiny``, ``cpu``, ``gpu``) to the keyword arguments (a dict or a
+    config dataclass with ``to_dict``) that size the network for that preset; a preset it does not
+    name builds the factory's defaults.
     """
-    return _NETWORKS.register(name)
+    def add(factory):
+        _NETWORKS.register(name)(factory)
+        _VARIANTS[name] = {k: v.to_dict() if hasattr(v, "to_dict") else dict(v) for k, v in (variants or {}).items()}
+        return factory
+    return add
+
+
+def variant(arch: str, preset: str) -> dict:
+    """The keyword arguments that size ``arch`` for ``preset`` (``{}``: its defaults).
+
+    Raises:
+        ConfigError: ``arch`` is not registered.
+    """
+    _NETWORKS.get(arch)  # a built-in registers its variants on import
+    return dict(_VARIANTS.get(arch, {}).get(preset, {}))
+
+
+def step_args(arch: str, preset: str, model) -> dict:
+    """The keyword arguments a step (pretraining, fine-tuning from scratch) builds ``arch`` with.
+
+    ResNet-15 is sized by the step config's typed ``model`` field (its preset's widths, then ``--set
+    model.widths=...``, each value checked when the config is made); any other network by its
+    registered :func:`variant` for the preset.
+    """
+    return model.to_dict() if arch == "resnet" else variant(arch, preset)
 
 
 def available() -> tuple[str, ...]:

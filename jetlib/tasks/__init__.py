@@ -4,7 +4,8 @@
 (:mod:`~jetlib.tasks.regression`, jet mass). Fine-tuning, evaluation, the report and the KFP
 outputs loop over :func:`all_tasks` or take :func:`get` (``blob["task"]``), never a name.
 
-A new task is one file with a registered subclass, plus its import below::
+A new task is one file with a registered subclass, plus its name -> module line in
+:data:`~jetlib.tasks.registry.BUILTIN` (the networks and the methods register the same way)::
 
     @register_task("pt_high")
     class PtAboveMedian(Classification):
@@ -15,7 +16,10 @@ A new task is one file with a registered subclass, plus its import below::
 
 from __future__ import annotations
 
+# the two built-in tasks' classes, for subclassing (importing them registers both)
+from jetlib.tasks.classification import Classification
 from jetlib.tasks.registry import (
+    BUILTIN,
     HEADLINE,
     METRICS,
     TASKS,
@@ -26,12 +30,8 @@ from jetlib.tasks.registry import (
     sections,
     unregister_task,
 )
+from jetlib.tasks.regression import MassRegression
 from jetlib.tasks.task import FINETUNE_MODES, Metric, Recipe, Task
 
-# isort: split
-# the built-in tasks register themselves on import: one line each
-from jetlib.tasks.classification import Classification
-from jetlib.tasks.regression import MassRegression
-
-__all__ = ["FINETUNE_MODES", "HEADLINE", "METRICS", "TASKS", "Classification", "MassRegression", "Metric", "Recipe",
-           "Task", "all_tasks", "get", "register_task", "scalar_keys", "sections", "unregister_task"]
+__all__ = ["BUILTIN", "FINETUNE_MODES", "HEADLINE", "METRICS", "TASKS", "Classification", "MassRegression", "Metric",
+           "Recipe", "Task", "all_tasks", "get", "register_task", "scalar_keys", "sections", "unregister_task"]

@@ -14,7 +14,13 @@ def _instance(name: str, cls) -> Task:
     return task
 
 
-_REGISTRY = Registry("task", _instance)
+# the built-in tasks: name -> the module that registers it (imported on first use)
+BUILTIN = {
+    "cls": "jetlib.tasks.classification",
+    "reg": "jetlib.tasks.regression",
+}
+
+_REGISTRY = Registry("task", _instance, BUILTIN)
 TASKS = _REGISTRY.names  # a live view: argparse choices and messages see every registered task
 get = _REGISTRY.get
 unregister_task = _REGISTRY.unregister
