@@ -6,7 +6,7 @@ One JSON line on stdout:
 
 * ``naive_jets_per_s``: the baseline, measured in the same run: each jet read alone from the HDF5
   file (``f["X_jets"][i]``), made a torch tensor and scored by the same model at batch 1, in eager
-  torch, what a first script does;
+  torch at the precision predict's torch path uses (the training's autocast), what a first script does;
 * ``predict_torch_jets_per_s`` / ``predict_onnx_jets_per_s``: ``jetlib predict`` end to end over
   the whole file (validation, sha256, blocks of ~64 MB, batches of ``--batch-size``, Parquet out),
   with the training folder (torch eager) and with the exported folder (ONNX Runtime);
@@ -44,21 +44,23 @@ from common import simulated_file  # noqa: E402
 from jetlib import finetune as ft  # noqa: E402
 from jetlib.data.ingest import IngestConfig, ingest  # noqa: E402
 from jetlib.data.splits import SplitConfig  # noqa: E402
+from jetlib.device import autocast_for  # noqa: E402
 from jetlib.tagger.export import export  # noqa: E402
 from jetlib.tagger.load import load  # noqa: E402
 from jetlib.tagger.predict import predict  # noqa: E402
 
 
 def naive(model: str, source: Path, jets: int) -> float:
-    """Jets/s of the one-by-one loop over the first ``jets`` jets."""
-    tagger = load(model).tagger.eval()
-    with h5py.File(source, "r") as f, torch.no_grad():
+    """Jets/s of the one-by-one loop over the first ``jets`` jets, at the precision predict uses (the
+    training's autocast: bf16 for the cpu preset), so the ratio is the pipeline's, not the precision's."""
+    m = load(model)
+    run = m.runner(torch.device("cpu"), autocast_for(torch.device("cpu"), m.run["config"].get("amp", "auto")))
+    with h5py.File(source, "r") as f:
         ds = f["X_jets"]
-        tagger(torch.from_numpy(np.ascontiguousarray(ds[0].transpose(2, 0, 1)))[None])  # warm-up
+        run(torch.from_numpy(np.ascontiguousarray(ds[0].transpose(2, 0, 1), dtype=np.float32))[None])  # warm-up
         t0 = time.perf_counter()
         for i in range(jets):
-            x = torch.from_numpy(np.ascontiguousarray(ds[i].transpose(2, 0, 1), dtype=np.float32))[None]
-            tagger(x)
+            run(torch.from_numpy(np.ascontiguousarray(ds[i].transpose(2, 0, 1), dtype=np.float32))[None])
         return jets / (time.perf_counter() - t0)
 
 
@@ -159,8 +161,10 @@ def main() -> None:
             rates["onnx"].append(end_to_end(str(tmp / "export"), source, tmp / "onnx.parquet", args.batch_size))
         base, eager, onnx = (float(np.median(rates[k])) for k in ("naive", "torch", "onnx"))
         latency = served(tmp / "export", images, args.requests, args.threads)
+        amp = load(model).run["config"].get("amp")
     print(json.dumps({"benchmark": "predict", "jets": n, "preset": args.preset, "threads": args.threads,
                       "batch_size": args.batch_size, "rounds": args.rounds,
+                      "training_autocast": amp,
                       "load_avg_1min": os.getloadavg()[0], "naive_jets_per_s": base, "predict_torch_jets_per_s": eager,
                       "predict_onnx_jets_per_s": onnx, "torch_vs_naive": eager / base, "onnx_vs_naive": onnx / base,
                       **latency}))
