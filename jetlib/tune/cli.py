@@ -7,10 +7,22 @@ import json
 
 def _tune(args) -> None:
     from jetlib.config import parse_sets, resolve_preset
+    from jetlib.errors import ConfigError
+
+    preset, sets = resolve_preset(args.preset), parse_sets(args.set)
+    if args.backend == "katib":
+        from jetlib.tune.katib import submit
+
+        if not args.image:
+            raise ConfigError("--backend katib needs --image: the jetlib image every trial's pod runs")
+        name = submit(args.data, args.out, args.method, args.trials, image=args.image, preset=preset, sets=sets,
+                      parallel=args.parallel, seed=args.seed, namespace=args.namespace)
+        print(json.dumps({"experiment": name, "out": args.out, "method": args.method, "trials": args.trials}))
+        return
     from jetlib.tune.study import tune
 
-    result = tune(args.data, args.out, args.method, args.trials, preset=resolve_preset(args.preset),
-                  sets=parse_sets(args.set), seed=args.seed, device=args.device)
+    result = tune(args.data, args.out, args.method, args.trials, preset=preset, sets=sets, seed=args.seed,
+                  device=args.device)
     print(json.dumps(result))
 
 
@@ -29,7 +41,8 @@ def add_tune(sub) -> None:
     p.add_argument("--method", required=True, choices=METHODS, metavar="METHOD", help="%(choices)s")
     p.add_argument("--trials", required=True, type=positive_int, help="trials to finish (a re-run counts the "
                                                                       "finished ones)")
-    p.add_argument("--out", required=True, help="local folder for the study, its trials and recipe.json")
+    p.add_argument("--out", required=True, help="optuna: a local folder for the study, its trials and recipe.json; "
+                                                "katib: an s3:// URI for the trials' runs")
     p.add_argument("--preset", default="auto", choices=Choices("jetlib.pretrain", "PRESETS", before=("auto",)),
                    metavar="PRESET", help="%(choices)s: the pretraining preset every trial runs (auto: gpu when "
                                           "CUDA is visible, else cpu)")
@@ -37,4 +50,10 @@ def add_tune(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N: every trial's device")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="a pretraining config value every trial runs with, e.g. --set epochs=3 (repeatable)")
+    p.add_argument("--backend", choices=("optuna", "katib"), default="optuna",
+                   help="optuna: the trials here, one after another; katib: a Katib Experiment on the cluster "
+                        "(kubeconfig or in-cluster), its trials TrainJobs writing to --out (s3://)")
+    p.add_argument("--image", help="katib: the jetlib image the trials run")
+    p.add_argument("--parallel", type=positive_int, default=1, help="katib: trials running at once")
+    p.add_argument("--namespace", help="katib: the namespace (default: the kubeconfig context's)")
     p.set_defaults(func=_tune)

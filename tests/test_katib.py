@@ -1,0 +1,221 @@
+"""The search on a cluster: a Katib Experiment built by the kubeflow SDK 0.5.0's OptimizerClient, admitted by the
+API-server double as Katib v0.19.0's webhooks admit it (tests/katib_rules.py), and its trial's own script run
+here, its output read as Katib's StdOut metrics collector reads it."""
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from jetlib.errors import ConfigError
+from jetlib.tune import katib
+from tests import katib_rules
+from tests.k8s_double import FakeKubernetes
+from tests.test_methods import dataset  # noqa: F401  (the module-scoped 24x24 labelled dataset)
+
+ROOT = Path(__file__).resolve().parents[1]
+# pkg/metricscollector/v1beta1/common/const.go (v0.19.0), DefaultFilter
+DEFAULT_FILTER = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
+
+
+class KatibKubernetes(FakeKubernetes):
+    """The double with Katib's Experiment webhooks: defaults, then the validator (tests/katib_rules.py)."""
+
+    def _admit(self, plural, ns, body):
+        if plural != "experiments":
+            return super()._admit(plural, ns, body)
+        exp, errors = katib_rules.admit_experiment(body)
+        body.clear()
+        body.update(exp)  # what the API server stores is the mutated object
+        return (katib_rules.EXPERIMENT_WEBHOOK, katib_rules.aggregate(errors)) if errors else None
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with KatibKubernetes() as fake:
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=fake.kubeconfig(tmp_path / "kubeconfig"), client_configuration=cfg)
+        yield fake, cfg
+
+
+def collect(log: str, metrics: list[str]) -> list[tuple[str, str]]:
+    """pkg/metricscollector/v1beta1/file-metricscollector/file-metricscollector.go (v0.19.0),
+    parseLogsInTextFormat: lines naming a metric, every DefaultFilter match whose name is one."""
+    found = []
+    for line in log.split("\n"):
+        if not any(m in line for m in metrics):
+            continue
+        for name, value, *_ in DEFAULT_FILTER.findall(line):
+            if name.strip() in metrics:
+                found.append((name.strip(), value.strip()))
+    return found
+
+
+def _submit(cfg, **kw):
+    args = {"image": "jetlib:0.1.0", "preset": "tiny", "sets": {"epochs": 2, "max_steps_per_epoch": 2},
+            "namespace": "ml", "configuration": cfg, **kw}
+    return katib.submit("s3://bucket/data", "s3://bucket/tune", "vicreg", 4, **args)
+
+
+def test_submit_creates_an_experiment_katib_admits_with_trainjob_trials(cluster):
+    """validator.go ValidateExperiment admits it after experiment_defaults.go SetDefault: a TrainJob trial on
+    jetlib's runtime, every searched parameter substituted into its command, the objective maximised."""
+    fake, cfg = cluster
+    name = _submit(cfg, parallel=2, seed=7)
+    assert fake.denied == []
+    exp = fake.jobs("experiments")[name]
+    spec = exp["spec"]
+    assert (spec["maxTrialCount"], spec["parallelTrialCount"], spec["maxFailedTrialCount"]) == (4, 2, 4)
+    assert spec["objective"]["objectiveMetricName"] == "knn_accuracy" and spec["objective"]["type"] == "maximize"
+    assert spec["algorithm"] == {"algorithmName": "random", "algorithmSettings": [{"name": "random_state",
+                                                                                   "value": "7"}]}
+    assert {p["name"] for p in spec["parameters"]} == {"lr", "weight_decay", "sim_weight", "var_weight"}
+    lr = next(p for p in spec["parameters"] if p["name"] == "lr")
+    assert lr["feasibleSpace"]["distribution"] == "logUniform" and float(lr["feasibleSpace"]["max"]) == 3.0
+    trial = spec["trialTemplate"]["trialSpec"]
+    assert (trial["kind"], trial["spec"]["runtimeRef"]) == ("TrainJob", {"kind": "TrainingRuntime",
+                                                                         "name": "jetlib-torch"})
+    script = trial["spec"]["trainer"]["command"][-1]
+    for p in spec["parameters"]:
+        assert f"'{p['name']}': '${{trialParameters.{p['name']}}}'" in script
+    # defaulted by Katib's mutating webhook: the StdOut collector and TrainJob's conditions
+    assert spec["metricsCollectorSpec"] == {"collector": {"kind": "StdOut"}}
+    assert spec["trialTemplate"]["successCondition"] == katib_rules.TRAINJOB_SUCCESS
+
+
+def _trial_script(exp: dict, values: dict, data: str, out: Path) -> str:
+    """The Python the trial's pod runs: the command's heredoc, with Katib's substitution of the trial's values
+    (pkg/controller.v1beta1/experiment/manifest/generator.go, applyParameters: strings.Replace of
+    ${trialParameters.NAME}) and the store URIs pointed at local folders."""
+    command = exp["spec"]["trialTemplate"]["trialSpec"]["spec"]["trainer"]["command"][-1]
+    script = command.split("<< EOM\n", 1)[1].split("\nEOM\n", 1)[0]
+    for name, value in values.items():
+        script = script.replace(f"${{trialParameters.{name}}}", str(value))
+    assert "${" not in script
+    return script.replace("s3://bucket/data", data).replace("s3://bucket/tune", str(out))
+
+
+def test_the_trials_script_runs_jetlib_pretrain_and_prints_what_the_collector_reads(cluster, dataset, tmp_path):  # noqa: F811
+    fake, cfg = cluster
+    name = _submit(cfg)
+    exp = fake.jobs("experiments")[name]
+    values = {"lr": 0.25, "weight_decay": 2e-4, "sim_weight": 20.0, "var_weight": 30.0}
+    (tmp_path / "katib.py").write_text(_trial_script(exp, values, dataset, tmp_path / "tune"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RANK": "0", "WORLD_SIZE": "1", "MASTER_PORT": "1"}
+    r = subprocess.run([sys.executable, "katib.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    runs = list((tmp_path / "tune" / "trials").glob("*/run.json"))
+    assert len(runs) == 1
+    run = json.loads(runs[0].read_text())
+    assert (run["config"]["lr"], run["config"]["weight_decay"]) == (0.25, 2e-4)
+    assert run["method"]["params"]["sim_weight"] == 20.0 and run["world_size"] == 1
+    # Katib reads one value, the final encoder's validation k-NN accuracy (max of one = it)
+    seen = collect(r.stdout + r.stderr, ["knn_accuracy"])
+    assert seen == [("knn_accuracy", f"{run['final']['knn_accuracy']:.6g}")]
+    # a second rank of torchrun has nothing to do
+    other = subprocess.run([sys.executable, "katib.py"], cwd=tmp_path, env={**env, "RANK": "1"},
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0 and collect(other.stdout, ["knn_accuracy"]) == []
+
+
+def _denied(fn) -> str:
+    with pytest.raises(RuntimeError) as err:
+        fn()
+    cause = err.value.__cause__
+    assert cause.status == 403, cause
+    return json.loads(cause.body)["message"]
+
+
+def test_the_double_refuses_what_katibs_validator_refuses(cluster):
+    """validator.go (v0.19.0) ValidateExperiment: parallelTrialCount above maxTrialCount; validateAlgorithm: an
+    algorithm katib-config.yaml has no suggestion for; validateTrialTemplate: a ${trialParameters.x} in the
+    template with no trialParameters entry. The 403 names the webhook, as the API server does."""
+    from kubeflow.common.types import KubernetesBackendConfig
+    from kubeflow.optimizer import OptimizerClient, Search, TrialConfig
+    from kubeflow.optimizer.types.algorithm_types import BaseAlgorithm, algorithm_to_katib_spec
+
+    fake, cfg = cluster
+    sdk = OptimizerClient(KubernetesBackendConfig(namespace="ml", client_configuration=cfg))
+    template = katib.experiment_template("s3://b/d", "s3://b/t", "byol", "tiny", {}, "jetlib:0.1.0")
+    space = {"lr": Search.loguniform(0.1, 1.0)}
+    msg = _denied(lambda: sdk.optimize(template, search_space=space,
+                                       trial_config=TrialConfig(num_trials=2, parallel_trials=3)))
+    assert msg == (f'admission webhook "{katib_rules.EXPERIMENT_WEBHOOK}" denied the request: '
+                   "spec.parallelTrialCount: Invalid value: 3: should be less than or equal to spec.maxTrialCount")
+
+    @dataclasses.dataclass
+    class Hyper(BaseAlgorithm):  # an algorithm name no Katib suggestion serves
+        algorithm_name = "hyperopt"
+
+        def _to_katib_spec(self):
+            return algorithm_to_katib_spec(self)
+
+    msg = _denied(lambda: sdk.optimize(template, search_space=space, algorithm=Hyper()))
+    assert "spec.algorithm.algorithmName: Invalid value: \"hyperopt\": unable to get Suggestion config" in msg
+    template.trainer.func_args["extra"] = "${trialParameters.momentum}"
+    msg = _denied(lambda: sdk.optimize(template, search_space=space))
+    assert "parameters: [${trialParameters.momentum}] in spec.trialTemplate not found in spec.trialParameters" in msg
+    assert len(fake.jobs("experiments")) == 0
+
+
+def test_katib_rules_defaults_and_name_rule():
+    """experiment_defaults.go SetDefault: parallelTrialCount 3 when unset, which the validator then holds
+    against maxTrialCount; validator.go: a name over 40 characters."""
+    base = {"metadata": {"name": "a" * 41}, "spec": {
+        "maxTrialCount": 2, "objective": {"type": "maximize", "objectiveMetricName": "m"},
+        "algorithm": {"algorithmName": "random"},
+        "parameters": [{"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "1"}}],
+        "trialTemplate": {"primaryContainerName": "node", "trialParameters": [{"name": "lr", "reference": "lr"}],
+                          "trialSpec": {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+                                        "spec": {"x": "${trialParameters.lr}"}}}}}
+    exp, errors = katib_rules.admit_experiment(base)
+    assert exp["spec"]["parallelTrialCount"] == 3 and exp["spec"]["resumePolicy"] == "Never"
+    assert exp["spec"]["objective"]["metricStrategies"] == [{"name": "m", "value": "max"}]
+    assert [e.split(":")[0] for e in errors] == ["metadata.name", "spec.parallelTrialCount"]
+
+
+def test_submit_refuses_a_local_out_and_too_many_parallel_trials(cluster):
+    _, cfg = cluster
+    with pytest.raises(ConfigError, match="s3://"):
+        katib.submit("s3://b/d", "runs/tune", "byol", 2, image="jetlib:0.1.0", configuration=cfg)
+    with pytest.raises(ConfigError, match="1..2"):
+        katib.submit("s3://b/d", "s3://b/t", "byol", 2, image="jetlib:0.1.0", parallel=3, configuration=cfg)
+
+
+def test_jetlib_tune_backend_katib_submits_through_the_cli(cluster, tmp_path):
+    from tests.conftest import run_cli
+
+    fake, _ = cluster
+    kubeconfig = fake.kubeconfig(tmp_path / "kc")
+    r = run_cli("tune", "--backend", "katib", "--image", "jetlib:0.1.0", "--data", "s3://b/d", "--out", "s3://b/t",
+                "--method", "simclr", "--trials", "3", "--parallel", "3", "--preset", "tiny",
+                env={"KUBECONFIG": kubeconfig})
+    assert r.returncode == 0, r.stderr
+    name = json.loads(r.stdout)["experiment"]
+    spec = fake.jobs("experiments")[name]["spec"]
+    assert spec["parallelTrialCount"] == 3 and {p["name"] for p in spec["parameters"]} == {
+        "lr", "weight_decay", "temperature"}
+    r = run_cli("tune", "--backend", "katib", "--data", "s3://b/d", "--out", "s3://b/t", "--method", "simclr",
+                "--trials", "3", env={"KUBECONFIG": kubeconfig})
+    assert r.returncode == 2 and "--image" in r.stderr
+
+
+def test_a_refused_experiment_is_one_line_naming_katibs_reason(cluster, tmp_path):
+    """The SDK's RuntimeError over the API server's 403: said in one line with the webhook's message, exit 2."""
+    from tests.conftest import run_cli
+
+    fake, _ = cluster
+    fake.forbid.add(("POST", "experiments"))  # RBAC: no create on experiments.kubeflow.org
+    kubeconfig = fake.kubeconfig(tmp_path / "k")
+    r = run_cli("tune", "--backend", "katib", "--image", "jetlib:0.1.0", "--data", "s3://b/d", "--out", "s3://b/t",
+                "--method", "byol", "--trials", "2", "--preset", "tiny", env={"KUBECONFIG": kubeconfig})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "Failed to create OptimizationJob" in r.stderr and "(403)" in r.stderr and "forbidden" in r.stderr.lower()
