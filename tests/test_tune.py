@@ -52,6 +52,10 @@ def test_a_two_trial_tune_writes_the_best_trials_recipe(dataset, tmp_path):  # n
     assert (cfg.method, cfg.lr, cfg.weight_decay) == ("vicreg", best.params["lr"], best.params["weight_decay"])
     assert cfg.method_params["sim_weight"] == best.params["sim_weight"]
     assert asdict_config(cfg) == run["config"]  # exactly the config the best trial ran
+    rows = ts.history(str(out))  # what a plot of the search reads
+    assert [(r["number"], r["state"], r["value"]) for r in rows] == [(t.number, "complete", t.value)
+                                                                     for t in study.trials]
+    assert rows[best.number]["epochs"] == {0: best.intermediate_values[0], 1: best.intermediate_values[1]}
     # a finished search re-run adds nothing
     again = ts.tune(dataset, str(out), "vicreg", 2, preset="tiny", sets=FAST, device="cpu")
     assert len(_study(out).trials) == 2 and again["best_trial"] == best.number

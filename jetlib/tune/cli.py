@@ -55,5 +55,5 @@ def add_tune(sub) -> None:
                         "(kubeconfig or in-cluster), its trials TrainJobs writing to --out (s3://)")
     p.add_argument("--image", help="katib: the jetlib image the trials run")
     p.add_argument("--parallel", type=positive_int, default=1, help="katib: trials running at once")
-    p.add_argument("--namespace", help="katib: the namespace (default: the kubeconfig context's)")
+    p.add_argument("--namespace", help="katib: the namespace (not given: the kubeconfig context's)")
     p.set_defaults(func=_tune)
