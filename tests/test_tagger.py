@@ -305,3 +305,55 @@ def test_predict_export_and_the_server_model_read_and_write_the_store(study, s3_
     x = torch.from_numpy(jet_images(8, 3, 125, seed=2))
     with torch.no_grad():
         np.testing.assert_allclose(loaded.runner()(x), load(study["cls"]).tagger(x).numpy(), atol=1e-5)
+
+
+# --- the server's request checks (the server itself: tests/test_tagger_serve.py) ------------------
+
+def test_densify_is_the_inverse_of_the_sparse_form_and_checks_every_part():
+    from jetlib.tagger.serve import densify
+
+    x = jet_images(3, 3, 20, seed=1)
+    flat = x.reshape(3, -1)
+    jets, index = np.nonzero(flat)
+    counts = np.bincount(jets, minlength=3)
+    np.testing.assert_array_equal(densify(index, flat[jets, index], counts, (3, 20, 20)), x)
+    for bad, words in (((index, flat[jets, index][:-1], counts), "but 'value' has"),
+                       ((index, flat[jets, index], counts + 1), "add up"),
+                       ((index + 1200, flat[jets, index], counts), "outside the image")):
+        with pytest.raises(ValueError, match=words):
+            densify(*bad, (3, 20, 20))
+
+
+def test_check_jets_names_the_shape_the_batch_limit_and_the_first_bad_pixel():
+    from jetlib.tagger.serve import check_jets
+
+    ok = check_jets(np.zeros((2, 3, 5, 5), np.float64), (3, 5, 5), 4)
+    assert ok.dtype == np.float32 and ok.flags.c_contiguous
+    with pytest.raises(ValueError, match=r"shape \[2, 5, 5, 3\], expected \[batch, 3, 5, 5\]"):
+        check_jets(np.zeros((2, 5, 5, 3)), (3, 5, 5), 4)
+    with pytest.raises(ValueError, match="5 jets in one request, more than the server's limit of 4"):
+        check_jets(np.zeros((5, 3, 5, 5)), (3, 5, 5), 4)
+    x = np.zeros((2, 3, 5, 5))
+    x[1, 2, 3, 4] = np.inf
+    with pytest.raises(ValueError, match="jet 1 has inf at channel 2, pixel 3,4"):
+        check_jets(x, (3, 5, 5), 4)
+
+
+@pytest.mark.slow
+def test_the_benchmark_prints_one_json_line_with_its_baseline(tmp_path):
+    """benchmarks/predict.py end to end at toy size: every number present and positive."""
+    import subprocess
+    import sys
+
+    write_toy_h5(tmp_path / "toy.h5", n=64, size=125)
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "predict.py"), "--source", str(tmp_path / "toy.h5"),
+                        "--preset", "tiny", "--rounds", "1", "--naive-jets", "8", "--requests", "3"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (line,) = r.stdout.strip().splitlines()
+    result = json.loads(line)
+    rates = ("naive_jets_per_s", "predict_torch_jets_per_s", "predict_onnx_jets_per_s")
+    latencies = [f"served_{k}_{q}_ms" for k in ("sparse_b1", "sparse_b64", "dense_b1") for q in ("p50", "p99")]
+    assert all(result[k] > 0 for k in (*rates, *latencies)) and result["jets"] == 64
+    assert result["torch_vs_naive"] == pytest.approx(result["predict_torch_jets_per_s"] / result["naive_jets_per_s"])

@@ -25,7 +25,6 @@ from jetlib.data.ingest import IngestConfig, ingest  # noqa: E402
 from jetlib.data.splits import SplitConfig  # noqa: E402
 from jetlib.tagger.export import export  # noqa: E402
 from jetlib.tagger.predict import predict  # noqa: E402
-from jetlib.tagger.serve import densify  # noqa: E402
 from tests.conftest import free_port, jet_images, write_h5, write_toy_h5  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -119,13 +118,6 @@ def test_dense_and_sparse_jets_get_what_predict_gives(served, tmp_path):
     # the v1 protocol too: {"instances": [jet, ...]}
     v1 = requests.post(f"{base}/v1/models/{NAME}:predict", json={"instances": x[:2].tolist()}, timeout=60)
     np.testing.assert_allclose(v1.json()["predictions"], expected[:2], atol=1e-5)
-
-
-def test_densify_is_the_inverse_of_the_sparse_form():
-    x = jet_images(3, 3, 20, seed=1)
-    flat = x.reshape(3, -1)
-    jets, index = np.nonzero(flat)
-    np.testing.assert_array_equal(densify(index, flat[jets, index], np.bincount(jets, minlength=3), (3, 20, 20)), x)
 
 
 NAN = json.dumps({"inputs": [{"name": "jets", "shape": [1, 3, 125, 125], "datatype": "FP32",
