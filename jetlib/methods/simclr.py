@@ -14,8 +14,8 @@ warmup epochs then a cosine to zero), so :attr:`SimCLR.recipe` is empty. The pap
 Learned, the temperature drifts towards its clamp at 0.01 (measured on fixed embeddings: a lower
 temperature always sharpens the already-matched positives); each epoch's value is in
 ``metrics.json``. ``learn_temperature=false`` runs the paper's fixed temperature instead
-(Chen et al. 2020, Appendix B.9: 0.5 for CIFAR-10; 0.1 at ImageNet's batch 4096, Table 5;
-solo-learn's CIFAR recipe uses 0.2): a buffer, out of the optimiser, never moved.
+(Chen et al. 2020, Table 5 compares fixed temperatures from 0.05 to 1, 0.1 best in its ImageNet
+setting; solo-learn's CIFAR recipe uses 0.2): a buffer, out of the optimiser, never moved.
 """
 
 from __future__ import annotations

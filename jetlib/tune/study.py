@@ -8,7 +8,7 @@ median of the earlier trials at the same epoch (after :data:`PRUNE_AFTER_TRIALS`
 
 The search space (:func:`space`): the learning rate and weight decay, each log-uniform from a tenth to
 ten times the method's recipe, plus the method's own: SimCLR's temperature (fixed during each
-trial, 0.03 to 0.5: the SimCLR paper's Table 5 and Appendix B.9 range), Barlow Twins' lambda (a tenth
+trial, 0.03 to 0.5, around the fixed values the SimCLR paper's Table 5 compares), Barlow Twins' lambda (a tenth
 to ten times the 1/D-scaled default), VICReg's invariance and variance weights (5 to 50 with the
 covariance weight at 1, the grid of the paper's Table 7), BYOL's base EMA momentum (0.9 to 0.999).
 
