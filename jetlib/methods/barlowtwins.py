@@ -9,7 +9,7 @@ as given, 0 included (the on-diagonal term alone), ``none`` meaning the scaled d
 is that of the global batch under DDP.
 
 Recipe (:attr:`BarlowTwins.recipe`, under a preset, a tuned recipe and the user's settings): LARS
-(:mod:`jetlib.methods.lars`; the paper's optimiser, Sec. 4 and Appendix) at a base learning rate of
+(:mod:`jetlib.methods.lars`; the paper's optimiser, Sec. 4) at a base learning rate of
 0.3 per 256 jets scaled linearly with the batch, weight decay 1e-4 (solo-learn
 ``scripts/pretrain/cifar/barlow.yaml``, its small-dataset recipe; the paper's 0.2 per 256 and 1.5e-6
 are ImageNet's at batch 2048), 10 warmup epochs then a cosine to zero (the paper, and solo-learn's

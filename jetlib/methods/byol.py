@@ -17,9 +17,9 @@ Recipe (:attr:`BYOL.recipe`, under a preset, a tuned recipe and the user's setti
 (:mod:`jetlib.methods.lars`; the paper's optimiser, Sec. 3.2) at a base learning rate of 1.0 per 256
 jets scaled linearly with the batch, weight decay 1e-5 (solo-learn ``scripts/pretrain/cifar/byol.yaml``,
 its small-dataset recipe; the paper's 0.2 per 256 and 1.5e-6 are ImageNet's at batch 4096), 10 warmup
-epochs then a cosine to zero (the paper's Appendix C, solo-learn's ``warmup_cosine``); the EMA momentum
-from 0.99 to 1 on a cosine (``base_momentum``: solo-learn's CIFAR ``base_tau: 0.99``, the paper's value
-for its shorter 300-epoch runs; 0.996 is its 1000-epoch ImageNet one).
+epochs then a cosine to zero (the paper's Sec. 3.2, solo-learn's ``warmup_cosine``); the EMA momentum
+from 0.99 to 1 on a cosine (``base_momentum``: solo-learn's CIFAR ``base_tau: 0.99``; the paper's 0.996,
+Sec. 3.2, is for 1000 ImageNet epochs, and a shorter run needs a target that follows faster).
 
 The projector and predictor (online and target) see each view as its own batch: their BatchNorm
 statistics are those of one view's B jets, as DeepMind's ``byol_experiment.py`` (one network call

@@ -8,7 +8,7 @@ loss does not depend on the expander's width: :mod:`jetlib.losses.vicreg`). The 
 on the global batch under DDP.
 
 Recipe (:attr:`VICReg.recipe`, under a preset, a tuned recipe and the user's settings): LARS
-(:mod:`jetlib.methods.lars`; the paper's optimiser, Sec. 4.1 and Appendix C.1) at a base learning
+(:mod:`jetlib.methods.lars`; the paper's optimiser, Sec. 4.1) at a base learning
 rate of 0.3 per 256 jets scaled linearly with the batch, weight decay 1e-4 (solo-learn
 ``scripts/pretrain/cifar/vicreg.yaml``, its small-dataset recipe; the paper's 0.2 per 256 and 1e-6
 are ImageNet's at batch 2048), 10 warmup epochs then a cosine to zero (the paper, and solo-learn's

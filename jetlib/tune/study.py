@@ -10,7 +10,7 @@ The search space (:func:`space`): the learning rate and weight decay, each log-u
 ten times the method's recipe, plus the method's own: SimCLR's temperature (fixed during each
 trial, 0.03 to 0.5, around the fixed values the SimCLR paper's Table 5 compares), Barlow Twins' lambda (a tenth
 to ten times the 1/D-scaled default), VICReg's invariance and variance weights (5 to 50 with the
-covariance weight at 1, the grid of the paper's Table 7), BYOL's base EMA momentum (0.9 to 0.999).
+covariance weight at 1, as the paper's coefficient ablation), BYOL's base EMA momentum (0.9 to 0.999).
 
 Everything lives in ``--out`` (a local folder): ``study.journal`` (Optuna's JournalStorage: every
 trial's parameters, epochs and outcome, appended as it happens), ``trials/<key>/`` (the trial's
