@@ -1,9 +1,10 @@
 """The ONE place the components' container images come from.
 
 Read at import (that is, compile) time: ``JETLIB_IMAGE`` (default ``jetlib:<version>``, the CPU
-image) and ``JETLIB_CUDA_IMAGE`` (default ``jetlib-cuda:<version>``). The pipeline also exposes
-both as run parameters (``image``, ``cuda_image``), defaulting to these values, so a run can pick
-another tag without recompiling.
+image) and ``JETLIB_CUDA_IMAGE`` (default ``jetlib-cuda:<version>``). They are fixed in the compiled
+YAML, not run parameters: ``kfp.local``'s DockerRunner cannot resolve an image given as one, and a
+backend's cache key covers the image string (``pipelines/jet_ssl.py`` says more). The pipeline's
+``image`` run parameter is only what a multi-node pretraining's workers run.
 """
 
 import os

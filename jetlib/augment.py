@@ -90,7 +90,7 @@ def symmetric_rotate_shift(x: torch.Tensor, max_deg: float, max_shift_px: float)
     dev = x.device
     k = torch.randint(0, 4, (b,), device=dev)
     # cos and sin of k quarter turns, exactly 0 and +-1, computed on the device: a table built with
-    # torch.tensor([...], device=dev) would be a host-to-device copy (and a stall) per view (issue 16)
+    # torch.tensor([...], device=dev) would be a host-to-device copy (and a stall) per view
     even = k % 2 == 0
     cq = torch.where(even, 1 - k, 0).float()  # k = 0, 1, 2, 3 -> 1, 0, -1, 0
     sq = torch.where(even, 0, 2 - k).float()  # k = 0, 1, 2, 3 -> 0, 1, 0, -1

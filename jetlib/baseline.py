@@ -139,7 +139,7 @@ def baseline(data: str | Dataset, out: str, cfg: BaselineConfig, device: str = "
         return classification_scores(task.predict(model, val, autocast, None))
 
     config = asdict(cfg)
-    # before the first write, after every check of the input (issue 19, item 4)
+    # before the first write, after every check of the input: bad input leaves no claim behind
     claim(store, "baseline", {"config": config, "dataset": ds.manifest["id"]},
           f"VGG, fraction {cfg.label_fraction:g}, seed {cfg.seed}")
     # without patience, stopping never triggers: at most epochs - 1 epochs can go without improvement

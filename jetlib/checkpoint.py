@@ -8,7 +8,7 @@ writes; every rank reads.
 
 A checkpoint holds what resuming bit-for-bit needs: the unwrapped model, the
 optimizer (and scheduler), the step and epoch, *every rank's* RNG states (Python,
-NumPy, torch CPU and CUDA; issue 11: restoring rank 0's state on every rank made all
+NumPy, torch CPU and CUDA: restoring rank 0's state on every rank would make all
 ranks draw the same augmentations) and the resolved config, which must match the
 config of the run that resumes it. :func:`resume` is the one place that reads it back,
 for pretraining and the supervised steps alike.
@@ -16,7 +16,7 @@ for pretraining and the supervised steps alike.
 Nothing executable is read back: every object is loaded with
 ``torch.load(weights_only=True)``, so everything saved is tensors, plain containers,
 strings and numbers (RNG states included). A file that needs more is refused, since a
-sha256 stored in the same bucket proves nothing about who wrote it (issue 11, item 4).
+sha256 stored in the same bucket proves nothing about who wrote it.
 
 Nothing read back chooses a path either: the pointer's key must be an
 ``epoch-NNNN.pt`` directly in ``checkpoints/`` and ``run.json``'s artifact key a plain
@@ -95,7 +95,7 @@ def rng_state() -> dict:
         "numpy": {"kind": kind, "keys": torch.from_numpy(mt.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
-        # this rank's own GPU only (issue 16, item 4): every visible GPU's state made a resume with fewer
+        # this rank's own GPU only: every visible GPU's state would make a resume with fewer
         # GPUs visible per process raise, and no other device's generator is this rank's to restore
         "cuda": [torch.cuda.get_rng_state(torch.cuda.current_device())] if torch.cuda.is_available() else [],
     }

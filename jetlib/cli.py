@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:  # a bug, not bad input: the summary line, then the traceback (nobody can rerun
-        if args.debug:      # a KFP pod or a ten-GPU-hour run with --debug; issue 11, item 8)
+        if args.debug:      # a KFP pod or a ten-GPU-hour run with --debug: the line alone loses the trace)
             raise
         end_line()
         if out_of_memory(e):  # the machine, not a bug: one line, exit 5 (ResourceError's code)

@@ -1,7 +1,7 @@
 """Which device a step runs on, how it is set up, and whether it runs under bf16 autocast.
 
 * :func:`setup_device` binds the process to the GPU it was asked for: outside torchrun
-  ``--device cuda:1`` means cuda:1 (issue 16, item 3: it used to become cuda:0), under
+  ``--device cuda:1`` means cuda:1 (not cuda:0, the process's default device), under
   torchrun each rank takes ``cuda:LOCAL_RANK``. On CUDA it turns on cuDNN's autotuner
   (``torch.backends.cudnn.benchmark``): training batches have one shape, so the fastest
   convolution algorithm is searched once per shape and reused.

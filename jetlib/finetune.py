@@ -223,7 +223,7 @@ def finetune(data: str | Dataset, out: str, cfg: FinetuneConfig, init: str | Non
         return task.val_scores(task.predict(model, val, autocast, norm))
 
     config = {**cfg.resolved(), "init": origin.get("init")}
-    # before the first write, after every check of the input (issue 19, item 4)
+    # before the first write, after every check of the input: bad input leaves no claim behind
     claim(store, "finetune", {"config": config, "dataset": ds.manifest["id"]},
           f"{cfg.task} {cfg.mode}, fraction {cfg.label_fraction:g}, seed {cfg.seed}")
     result = fit(store, model, optimizer, recipe.scheduler, stopping, cfg.epochs, one_epoch, validate, config,

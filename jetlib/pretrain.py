@@ -279,7 +279,7 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
     schedule = lr_schedule(cfg.epochs * steps, cfg.warmup_epochs * steps, peak_lr(cfg))
 
     history, start, step = [], 0, 0
-    if dist.is_main():  # before the first write, after every check of the input (issue 19, item 4)
+    if dist.is_main():  # before the first write, after every check of the input: bad input leaves no claim
         claim(store, "pretrain", {"config": asdict(cfg), "dataset": ds.manifest["id"]}, f"seed {cfg.seed}")
     saved = resume(ckpts, config=asdict(cfg), dataset_id=ds.manifest["id"], model=model, optimizer=optimizer,
                    map_location=device)

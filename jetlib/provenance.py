@@ -2,7 +2,7 @@
 
 Every ``run.json`` and result file carries :func:`provenance` so that a number in a
 report can be traced back to the exact code and environment that produced it
-(issue 11, item 12; DINO records the git commit in every run).
+(as DINO records the git commit in every run).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Every finished step leaves a ``run.json`` whose ``format`` says what it is:
 ``jetlib.model/2``    (:data:`MODEL`)     a training run (fine-tuning, scratch, VGG): ``model.pt``
 ``jetlib.result/2``   (:data:`RESULT`)    an evaluation's result file (not a ``run.json``)
 
-Version 2 (issue 17's seams): ``model.pt`` records ``arch`` and ``config`` (was ``kind`` and
+Version 2 (networks and tasks by name): ``model.pt`` records ``arch`` and ``config`` (was ``kind`` and
 ``encoder_config``/``vgg_config``) with weight names without the ``encoder.`` prefix; pretraining
 records ``method`` and ``method_params``; results name ``model.arch`` and the encoder's method. A
 version-1 record is refused by name (one line: "is 'jetlib.model/1', expected ..."), never half read.

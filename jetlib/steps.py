@@ -91,15 +91,6 @@ def ingest_step(store: str, source: str = "", n_jets: int = 3000, sim_seed: int 
     return {**ds.manifest, "uri": ds.uri}
 
 
-def training_config(step: str, preset: str, **values):
-    """``make_config`` of ``jetlib.finetune`` or ``jetlib.baseline`` with ``preset`` auto resolved as the CLI does."""
-    import importlib
-
-    from jetlib.config import resolve_preset
-
-    return importlib.import_module(f"jetlib.{step}").make_config(resolve_preset(preset), **values)
-
-
 def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float, seed: int, preset: str,
                augment: str = "none", encoder: str = "") -> tuple[str, dict]:
     """One training of the study: ``finetune``, ``linear`` or ``scratch`` (jetlib.finetune) or ``vgg``
@@ -110,14 +101,17 @@ def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float,
     encoder is, not what it was meant to be. One dispatcher, so the pipeline has one loop over every
     training (see :func:`jetlib.study.plan`).
     """
+    from jetlib.config import resolve_preset  # auto resolved as the CLI does
+
     if f"{problem}-{mode}" not in MODES:
         raise ConfigError(f"no training {problem}-{mode}; choose from {', '.join(MODES)}")
+    preset = resolve_preset(preset)
     if mode == "vgg":
-        from jetlib.baseline import baseline
+        from jetlib import baseline
 
         out = training_dir(run, problem, mode, fraction, seed, None)
-        return out, baseline(data, out, training_config("baseline", preset, label_fraction=fraction, seed=seed))
-    from jetlib.finetune import finetune
+        return out, baseline.baseline(data, out, baseline.make_config(preset, label_fraction=fraction, seed=seed))
+    from jetlib import finetune
 
     pseed, method = None, DEFAULT_METHOD
     if mode in PRETRAINED:
@@ -127,6 +121,5 @@ def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float,
         config = read_run_json(encoder, PRETRAIN, "encoder")["config"]
         pseed, method = config["seed"], config.get("method", DEFAULT_METHOD)  # a record from before methods
     out = training_dir(run, problem, mode, fraction, seed, pseed, method)
-    cfg = training_config("finetune", preset, task=problem, mode=mode, label_fraction=fraction, seed=seed,
-                          augment=augment)
-    return out, finetune(data, out, cfg, init=encoder if mode in PRETRAINED else None)
+    cfg = finetune.make_config(preset, task=problem, mode=mode, label_fraction=fraction, seed=seed, augment=augment)
+    return out, finetune.finetune(data, out, cfg, init=encoder if mode in PRETRAINED else None)

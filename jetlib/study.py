@@ -2,7 +2,7 @@
 
 One module, imported by the KFP components, the report's "what is missing" and the tests' tiny
 runs, so that a folder name is spelled once. It imports nothing heavy. The run folder layout
-(``DESIGN.md``; the report walks it by content, never by name)::
+(``docs/design.md``; the report walks it by content, never by name)::
 
     STORE/runs/<run>/pretrain-<method>-s<pseed>/                         pretraining (run.json, encoder.pt)
     STORE/runs/<run>/<task>-<mode>-f<fraction>-s<seed>[-<method>-p<pseed>]/   training (run.json, model.pt)

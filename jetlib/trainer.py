@@ -129,7 +129,7 @@ def train_epoch(model: nn.Module, loader: JetLoader, epoch: int,
     and the jets seen.
 
     The loss is summed on the device and read back once, at the end of the epoch: an
-    ``.item()`` per step would make the host wait for the GPU every step (issue 16, item 1)."""
+    ``.item()`` per step would make the host wait for the GPU every step."""
     model.train()
     loader.set_epoch(epoch)
     total, n = torch.zeros((), dtype=torch.float64, device=loader.device), 0
@@ -149,7 +149,7 @@ def predict(model: nn.Module, loader: JetLoader, autocast,
     "jet"}`` as (N,) NumPy arrays and ``"loss"``, the jet-weighted mean loss.
 
     Everything stays on the device until the split is done, then comes back in one copy per
-    array: a per-batch ``.item()`` or ``.cpu()`` is a device sync (issue 16, item 1)."""
+    array: a per-batch ``.item()`` or ``.cpu()`` is a device sync that stalls the GPU."""
     model.eval()
     outs, ys, ms, jets, n = [], [], [], [], 0
     total = torch.zeros((), dtype=torch.float64, device=loader.device)

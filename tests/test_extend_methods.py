@@ -1,6 +1,6 @@
 """Extending jetlib with a pretraining method as a contributor would: one class and one registration line,
 pretrained for one step through the real ``jetlib.pretrain.pretrain``, then fine-tuned from its encoder
-(``jetlib.finetune`` with ``--init``), with no change to jetlib's own files (issue 17, seam 4)."""
+(``jetlib.finetune`` with ``--init``), with no change to jetlib's own files (the methods' registry)."""
 
 import json
 

@@ -200,7 +200,7 @@ class ShardReader:
                     path.unlink()
                     data = self.ds.read_shard(shard)
                     atomic_write(path, data)
-                else:  # the manifest's sizes and row counts are checked on a cache hit too (issue 19)
+                else:  # checked on a cache hit too: a truncated or stale cache file is not the data
                     check_shard(data, shard, self.ds.store.key_uri(shard["key"]),
                                 self.ds.manifest["config"]["row_group_rows"])
             else:

@@ -266,7 +266,7 @@ class S3Store(Store):
                 raise
 
         # S3 prefixes are plain string prefixes: keep ``base`` itself (a key) and what lies below
-        # ``base/`` (a folder), never a sibling such as ``base-old`` (issue 11: "a/b" must not list "a/bc").
+        # ``base/`` (a folder), never a sibling such as ``base-old`` ("a/b" must not list "a/bc").
         names = self._call(self.key_uri(prefix), listing)
         inside = [n for n in names if not base or n == base or n.startswith(f"{base}/")]
         keys = [k for k in (n[strip:] for n in inside) if not _hidden(k)]

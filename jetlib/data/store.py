@@ -258,12 +258,3 @@ def open_store(uri: str | os.PathLike) -> Store:
     if "://" in text and not text.startswith("file://"):
         raise ConfigError(f"unsupported store URI {text!r}: use a local folder or s3://bucket/prefix")
     return LocalStore(text.removeprefix("file://"))
-
-
-def __getattr__(name: str):
-    """``S3Store`` lives in :mod:`jetlib.data.s3`; imported from here on first use (minio stays unimported)."""
-    if name == "S3Store":
-        from jetlib.data.s3 import S3Store
-
-        return S3Store
-    raise AttributeError(name)

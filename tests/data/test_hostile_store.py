@@ -31,7 +31,8 @@ import threading
 import pytest
 
 from jetlib.claim import CLAIM, claim
-from jetlib.data.store import LocalStore, S3Store, open_store
+from jetlib.data.s3 import S3Store
+from jetlib.data.store import LocalStore, open_store
 from jetlib.errors import ConfigError, DataError, StoreError
 
 

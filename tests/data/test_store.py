@@ -5,7 +5,8 @@ connection) and the count of calls a retry policy makes come from a stand-in cli
 import pytest
 
 from jetlib.data import s3 as store_mod  # the S3 client, its retries and sleeps live there
-from jetlib.data.store import LocalStore, S3Store, open_store, sha256_bytes
+from jetlib.data.s3 import S3Store
+from jetlib.data.store import LocalStore, open_store, sha256_bytes
 from jetlib.errors import ConfigError, StoreError
 
 
