@@ -58,40 +58,42 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
     return time.perf_counter() - t0
 
 
-class StepTimes(logging.Handler):
+class StepTimes(logging.Filter):
     """Each task's start and end, read from kfp.local's own log records: ``Executing task 'X'`` and
     ``Task 'X' finished with status ...`` (kfp 2.17.3, ``kfp/local/task_dispatcher.py``,
     ``run_single_task_implementation``; only single tasks log them, never a loop or sub-DAG). Only
     listened to: nothing of kfp.local is changed. A ParallelFor's iterations run in threads
     (``kfp/local/orchestrator/enhanced_dag_orchestrator.py``, ``ParallelExecutor``: the loop's
     ``parallelism``, at most 2), so tasks of one name may overlap; a finish is paired with the
-    earliest open start of its name."""
+    earliest open start of its name. It is a filter on the root logger, not a handler: kfp.local
+    swaps the root logger's handlers around every task (``kfp/local/logging_utils.py``,
+    ``local_logger_context``) but leaves its filters."""
 
     _EVENT = re.compile(r"^(?:Executing task '([^']+)'|Task '([^']+)' finished with status)")
 
     def __init__(self, steps: list):
-        super().__init__(logging.INFO)
+        super().__init__()
         self.steps, self._open = steps, {}
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         m = self._EVENT.match(_plain(record.getMessage()))
-        if m is None:
-            return
-        started, finished = m.groups()
-        if started:
-            self._open.setdefault(started, []).append(record.created)
-        elif self._open.get(finished):
-            self.steps.append((finished, self._open[finished].pop(0), record.created))
+        if m is not None:
+            started, finished = m.groups()
+            if started:
+                self._open.setdefault(started, []).append(record.created)
+            elif self._open.get(finished):
+                self.steps.append((finished, self._open[finished].pop(0), record.created))
+        return True  # only listening: every record goes on
 
 
 @contextlib.contextmanager
-def _listening(handler: logging.Handler):
+def _listening(timer: logging.Filter):
     root = logging.getLogger()
-    root.addHandler(handler)
+    root.addFilter(timer)
     try:
         yield
     finally:
-        root.removeHandler(handler)
+        root.removeFilter(timer)
 
 
 @contextlib.contextmanager

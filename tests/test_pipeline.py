@@ -372,7 +372,7 @@ def test_step_times_are_read_from_kfp_locals_task_log_lines():
     (``kfp/local/orchestrator/enhanced_dag_orchestrator.py``, ``ParallelExecutor``) overlap."""
     import logging
 
-    from pipelines.local import StepTimes
+    from pipelines.local import StepTimes, _listening
 
     steps: list = []
     handler = StepTimes(steps)
@@ -380,5 +380,19 @@ def test_step_times_are_read_from_kfp_locals_task_log_lines():
                    "with status \x1b[92mSUCCESS\x1b[0m"), (5.0, "Executing task 'train'"),
                    (5.5, "Executing task 'train'"), (7.5, "Task 'train' finished with status SUCCESS"),
                    (8.0, "Task 'train' finished with status SUCCESS"), (9.0, "Streamed logs:")]:
-        handler.emit(logging.makeLogRecord({"msg": msg, "created": t, "levelno": logging.INFO}))
+        assert handler.filter(logging.makeLogRecord({"msg": msg, "created": t, "levelno": logging.INFO}))
     assert steps == [("ingest", 0.0, 4.0), ("train", 5.0, 7.5), ("train", 5.5, 8.0)]
+    # on the root logger it still hears kfp.local, which clears the root's handlers around each task
+    # (kfp/local/logging_utils.py, local_logger_context) but not its filters
+    root, heard = logging.getLogger(), []
+    level, handlers = root.level, root.handlers[:]
+    try:
+        with _listening(StepTimes(heard)):
+            root.setLevel(logging.INFO)
+            root.handlers.clear()
+            logging.info("Executing task 'report'")
+            logging.info("Task 'report' finished with status SUCCESS")
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+    assert [name for name, _, _ in heard] == ["report"]
