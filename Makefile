@@ -95,7 +95,7 @@ images: ## build jetlib:<version> and jetlib-cuda:<version> (FLAVORS=cpu for one
 	  if [ $$f = cuda ]; then BASE_IMAGE="$(CUDA_BASE_IMAGE)" images/build.sh cuda; \
 	  else BASE_IMAGE="$(BASE_IMAGE)" images/build.sh $$f; fi; done
 
-kind-up: ## kind cluster + KFP 2.17.0 (its SeaweedFS: the one store) + Trainer v2.3.0 + jetlib runtime + RBAC, image loaded into the workers (needs docker, kind v0.29.0, kubectl)
+kind-up: ## kind cluster + KFP 2.17.0 (its SeaweedFS: the one store) + Trainer v2.3.0 + jetlib runtime + RBAC, image loaded into the workers (needs docker, kind v0.32.0, kubectl)
 	KIND_CLUSTER=$(KIND_CLUSTER) scripts/kind-up.sh
 
 kind-e2e: $(STAMP) ## compile the CPU pipeline, run it (tiny preset) on the kind cluster, fail on failure, print summary metrics
