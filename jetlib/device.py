@@ -87,6 +87,12 @@ def autocast_for(device: torch.device, amp: str):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def inference_autocast(device: torch.device, amp: str):
+    """Scoring's autocast: the training's on CUDA; float32 on the CPU, where bf16 autocast is a training
+    speed-up only, so that a model's scores there equal its exported ONNX graph's (float32) to 1e-5."""
+    return autocast_for(device, amp if device.type == "cuda" else "off")
+
+
 def cpu_amp(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The cpu presets' ``amp``: ``bf16`` where the CPU computes bf16 natively (AVX-512 BF16 or AMX, read
     from Linux's CPU flags), where bf16 autocast halves a step's CPU time (docs/speed.md); ``off``

@@ -40,7 +40,7 @@ from jetlib.data.keys import is_sha256
 from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import Dataset, open_dataset
 from jetlib.data.store import open_store
-from jetlib.device import autocast_for, setup_device
+from jetlib.device import inference_autocast, setup_device
 from jetlib.errors import ConfigError, DataError
 from jetlib.provenance import provenance
 from jetlib.schemas.records import Result, check_record
@@ -131,7 +131,7 @@ def evaluate(data: str | Dataset, model_uri: str, out: str | None, device: str =
         raise DataError(f"the model was trained on dataset {blob['dataset']}, not {ds.manifest['id']} "
                         f"({ds.uri}): scores on other data are not comparable")
     task = tasks.get(blob["task"])
-    autocast = autocast_for(dev, run["config"].get("amp", "auto"))
+    autocast = inference_autocast(dev, run["config"].get("amp", "auto"))
     test = JetLoader(ds, "test", batch_size=batch_size, device=dev, shuffle=False, normalize=blob["normalize"])
     t0 = time.perf_counter()
     p = task.predict(model, test, autocast, blob.get("target"))

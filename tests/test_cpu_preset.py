@@ -28,3 +28,20 @@ def test_the_cpu_presets_use_this_machines_rule_and_the_gpu_preset_keeps_its_def
     assert finetune.make_config("cpu", task="cls", mode="finetune", label_fraction=0.1).amp == here
     assert pretrain.make_config("gpu").amp == "auto"  # bf16 on CUDA, decided by the device
     assert pretrain.make_config("cpu", amp="off").amp == "off"  # still a setting a user can override
+
+
+def test_scoring_on_the_cpu_is_float32_even_for_a_bf16_trained_model():
+    """evaluate and predict score through inference_autocast: a cpu-preset model's bf16 is a training
+    speed-up only, so its scores on the CPU are float32, as its exported ONNX graph computes them."""
+    import torch
+
+    from jetlib.device import autocast_for, inference_autocast
+
+    lin = torch.nn.Linear(4, 3)
+    x = torch.randn(5, 4)
+    with autocast_for(torch.device("cpu"), "bf16")():
+        assert lin(x).dtype == torch.bfloat16  # what training runs under
+    with inference_autocast(torch.device("cpu"), "bf16")():
+        out = lin(x)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, lin(x))

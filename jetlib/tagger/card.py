@@ -52,8 +52,8 @@ def build_card(m, result: dict, parity: dict, onnx_sha256: str, opset: int, inpu
                                           "what": "1 / train-split std of each channel (zeros included)"
                                           if m.blob.get("normalize") == "scale" else "none"},
                  "parity_with_torch": parity,
-                 # the graph computes in float32; jetlib predict and evaluate follow the training's autocast
-                 # (bf16 on CUDA, and on the CPU where the preset asks for it), which rounds more
+                 # the graph computes in float32, as jetlib predict and evaluate do on the CPU; on CUDA they
+                 # keep the training's autocast (bf16), which rounds more
                  "precision": {"graph": "float32", "training_autocast": (m.run.get("config") or {}).get("amp")}},
         "data": {"dataset": ds["name"], "dataset_id": ds["id"], "dataset_uri": m.dataset.uri,
                  "source_file": source.get("path"), "source_sha256": source.get("sha256"),

@@ -32,7 +32,7 @@ from jetlib.data.loader import JetLoader
 from jetlib.data.manifest import open_dataset
 from jetlib.data.splits import SPLITS
 from jetlib.data.store import open_store, sha256_file
-from jetlib.device import autocast_for, setup_device
+from jetlib.device import inference_autocast, setup_device
 from jetlib.errors import ConfigError, DataError
 from jetlib.progress import progress
 from jetlib.tagger.export import Exported, is_export, load_export
@@ -193,7 +193,7 @@ def predict(model: str, source: str, out: str, split: str | None = None, data: s
         raise ConfigError(f"--split {split} is for a dataset URI; {source} is a file")
     m = load_export(model) if is_export(model) else load(model, data)
     dev = setup_device(device) if isinstance(m, Loaded) else torch.device("cpu")  # ONNX Runtime: the CPU
-    autocast = autocast_for(dev, m.run["config"].get("amp", "auto")) if isinstance(m, Loaded) else None
+    autocast = inference_autocast(dev, m.run["config"].get("amp", "auto")) if isinstance(m, Loaded) else None
     run = m.runner(dev, autocast)
     input_uri = source if split is None else f"{source}#{split}"
 
