@@ -138,13 +138,28 @@ def _simulate(args) -> None:
     print(json.dumps({"out": str(args.out), **summary}))
 
 
+def add_key_flags(p) -> None:
+    """--images-key, --labels-key, --mass-key, --pt-key: a file's own dataset names (ingest and predict)."""
+    keys = p.add_argument_group("dataset keys", "for a file whose datasets are not named X_jets/y/m0/pt or "
+                                "jet/Y/m/pT (not given: the layout's own name)")
+    keys.add_argument("--images-key", metavar="KEY", help="the images, (N, H, W, C) or (N, C, H, W)")
+    keys.add_argument("--labels-key", metavar="KEY", help="the labels: 1 = quark, 0 = gluon")
+    keys.add_argument("--mass-key", metavar="KEY", help="the jet mass, GeV")
+    keys.add_argument("--pt-key", metavar="KEY", help="the jet pT, GeV")
+
+
+def keys_of(args) -> dict:
+    """The key flags as ``role -> key`` (``None`` where not given), for :func:`jetlib.data.schema.check_keys`."""
+    return {"images": args.images_key, "y": args.labels_key, "m0": args.mass_key, "pt": args.pt_key}
+
+
 def _ingest(args) -> None:
     from jetlib.data.ingest import IngestConfig, ingest
     from jetlib.data.splits import SplitConfig
 
     split = SplitConfig(test_fraction=args.test_fraction, val_fraction=args.val_fraction,
                         label_fractions=args.fractions, seed=args.split_seed)
-    keys = {"images": args.images_key, "y": args.labels_key, "m0": args.mass_key, "pt": args.pt_key}
+    keys = keys_of(args)
     cfg = IngestConfig(split=split, shard_rows=args.shard_rows, row_group_rows=args.row_group_rows,
                        image_size=args.image_size, memory_mb=args.memory_mb, pixel_max=args.pixel_max,
                        max_empty_fraction=args.max_empty_fraction,
@@ -400,12 +415,7 @@ def _add_ingest(sub) -> None:
     p.add_argument("--store", default=os.environ.get("JETLIB_STORE", DEFAULT_STORE),
                    help="local folder or s3://bucket/prefix; $JETLIB_STORE, when set, is the default")
     p.add_argument("--name", help="dataset name (not given: the file's stem)")
-    keys = p.add_argument_group("dataset keys", "for a file whose datasets are not named X_jets/y/m0/pt or "
-                                "jet/Y/m/pT (not given: the layout's own name)")
-    keys.add_argument("--images-key", metavar="KEY", help="the images, (N, H, W, C) or (N, C, H, W)")
-    keys.add_argument("--labels-key", metavar="KEY", help="the labels: 1 = quark, 0 = gluon")
-    keys.add_argument("--mass-key", metavar="KEY", help="the jet mass, GeV")
-    keys.add_argument("--pt-key", metavar="KEY", help="the jet pT, GeV")
+    add_key_flags(p)
     p.add_argument("--test-fraction", type=fraction, default=0.2, help="held-out test share")
     p.add_argument("--val-fraction", type=fraction, default=0.1, help="validation share, carved from train")
     # --label-fractions, as the pipeline's label_fractions and finetune's --label-fraction; --fractions still read

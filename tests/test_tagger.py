@@ -99,6 +99,32 @@ def test_predict_on_the_hdf5_file_gives_every_jet_its_row_labels_and_provenance(
     assert split["roc_auc"] is not None and 0 <= summary["roc_auc"] <= 1
 
 
+def test_predict_reads_a_file_with_its_own_key_names_as_its_public_twin(study, tmp_path, capsys):
+    """``jetlib predict --images-key ...`` as ``jetlib ingest`` takes them: the same rows and scores as the
+    public-named file; a named key the file lacks is one line, exit 2, and no Parquet file."""
+    import shutil
+
+    renamed = tmp_path / "renamed.h5"
+    shutil.copy(study["h5"], renamed)
+    with h5py.File(renamed, "a") as f:
+        for old, new in {"X_jets": "calo", "y": "is_quark", "m0": "mass", "pt": "jet_pt"}.items():
+            f.move(old, new)
+    flags = ["--images-key", "calo", "--labels-key", "is_quark", "--mass-key", "mass", "--pt-key", "jet_pt"]
+    assert cli.main(["predict", "--model", study["cls"], "--input", str(study["h5"]),
+                     "--out", str(tmp_path / "public.parquet")]) == 0
+    public = json.loads(capsys.readouterr().out)
+    assert cli.main(["predict", "--model", study["cls"], "--input", str(renamed),
+                     "--out", str(tmp_path / "renamed.parquet"), *flags]) == 0
+    mine = json.loads(capsys.readouterr().out)
+    a, b = table(tmp_path / "public.parquet")["cols"], table(tmp_path / "renamed.parquet")["cols"]
+    assert a == b and mine["roc_auc"] == public["roc_auc"]
+    code = cli.main(["predict", "--model", study["cls"], "--input", str(renamed), "--out",
+                     str(tmp_path / "no.parquet"), "--images-key", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'nope'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "no.parquet").exists()
+
+
 def test_predict_streams_the_file_in_blocks_with_the_same_scores(study, tmp_path, monkeypatch):
     whole = predict(study["reg"], str(study["h5"]), str(tmp_path / "whole.parquet"))
     seen = []

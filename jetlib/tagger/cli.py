@@ -9,8 +9,10 @@ import json
 def _predict(args) -> None:
     from jetlib.tagger.predict import predict
 
+    from jetlib.cli import keys_of
+
     print(json.dumps(predict(args.model, args.input, args.out, split=args.split, data=args.data,
-                             device=args.device, batch_size=args.batch_size)))
+                             device=args.device, batch_size=args.batch_size, keys=keys_of(args))))
 
 
 def _export(args) -> None:
@@ -29,7 +31,7 @@ def _serve(args) -> None:
 
 
 def add_predict(sub) -> None:
-    from jetlib.cli import positive_int
+    from jetlib.cli import add_key_flags, positive_int
 
     p = sub.add_parser("predict", help="score the jets of an HDF5 file or a dataset split with a trained model",
                        description="Run a trained model (jetlib finetune or baseline --out, or its model.pt; local "
@@ -45,6 +47,7 @@ def add_predict(sub) -> None:
     p.add_argument("--data", help="the model's training dataset, if it moved (its normalisation is read there)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="jets per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_key_flags(p)
     p.set_defaults(func=_predict)
 
 

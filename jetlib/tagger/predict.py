@@ -109,8 +109,8 @@ def _physical(info: schema.SourceInfo, start: int, block: np.ndarray) -> None:
                         f"(channel {c}, pixel {i},{j}): not a physical energy; refused")
 
 
-def _from_file(m, source: str, writer_for, run, batch_size: int):
-    info = schema.inspect_source(source, image_size=None)
+def _from_file(m, source: str, writer_for, run, batch_size: int, keys: dict | None):
+    info = schema.inspect_source(source, image_size=None, keys=keys)
     want = m.image_shape
     if (info.channels, info.height, info.width) != want:
         raise DataError(f"{source}: '{info.layout}' images are {info.channels}x{info.height}x{info.width} "
@@ -170,7 +170,7 @@ def _from_dataset(m, uri: str, split: str, writer_for, run, batch_size: int, dev
 
 
 def predict(model: str, source: str, out: str, split: str | None = None, data: str | None = None,
-            device: str = "cpu", batch_size: int = 256) -> dict:
+            device: str = "cpu", batch_size: int = 256, keys: dict | None = None) -> dict:
     """Score every jet of ``source`` with the model at ``model``; write ``out``; returns a summary.
 
     Args:
@@ -179,6 +179,8 @@ def predict(model: str, source: str, out: str, split: str | None = None, data: s
         source: an HDF5 file, or with ``split`` a dataset URI.
         out: the Parquet file (a local path or ``s3://``).
         data: the model's training dataset, if it moved (see :func:`jetlib.tagger.load.load`).
+        keys: an HDF5 file's own dataset names, ``role -> key`` (as ``jetlib ingest --images-key ...``;
+            :func:`jetlib.data.schema.check_keys`).
 
     Returns:
         ``{"out", "jets", "task", "column"}`` plus, with labels, the task's scores (``roc_auc``,
@@ -191,6 +193,8 @@ def predict(model: str, source: str, out: str, split: str | None = None, data: s
         raise DataError(f"{source}: no such file (a dataset URI needs --split {'|'.join(SPLITS)})")
     if split is not None and is_file:
         raise ConfigError(f"--split {split} is for a dataset URI; {source} is a file")
+    if split is not None and any((keys or {}).values()):
+        raise ConfigError("--images-key and the other key flags are for an HDF5 file; a dataset URI has its keys")
     m = load_export(model) if is_export(model) else load(model, data)
     dev = setup_device(device) if isinstance(m, Loaded) else torch.device("cpu")  # ONNX Runtime: the CPU
     autocast = inference_autocast(dev, m.run["config"].get("amp", "auto")) if isinstance(m, Loaded) else None
@@ -201,7 +205,7 @@ def predict(model: str, source: str, out: str, split: str | None = None, data: s
         return _ScoreWriter(out, m.column, scalars, _metadata(m, input_uri, sha))
 
     if split is None:
-        p, writer = _from_file(m, source, writer_for, run, batch_size)
+        p, writer = _from_file(m, source, writer_for, run, batch_size, keys)
     else:
         p, writer = _from_dataset(m, source, split, writer_for, run, batch_size, dev, autocast)
     writer.commit()
