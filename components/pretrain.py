@@ -9,9 +9,9 @@ from components._image import COMPONENT
 
 @dsl.component(**COMPONENT)
 def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: str = "auto",
-             augment: str = "seed", method: str = "simclr", seed: int = 0, nodes: int = 1, gpus_per_node: int = 0,
-             image: str = "", secret: str = "jetlib-s3"):
-    """Pretrain the ResNet-15 encoder with ``method`` into ``RUN/pretrain-<method>-s<seed>`` (resumes when retried).
+             augment: str = "seed", method: str = "", arch: str = "resnet", seed: int = 0, nodes: int = 1,
+             gpus_per_node: int = 0, image: str = "", secret: str = "jetlib-s3"):
+    """Pretrain the network ``arch`` with ``method`` into ``RUN/pretrain-<method>-s<seed>`` (resumes when retried).
 
     Args:
         dataset: the ingested dataset (its store URI in ``metadata["uri"]``).
@@ -21,7 +21,8 @@ def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: 
             (absent when undefined: an unlabelled dataset or ``monitor_bank=0`` has no k-NN monitor).
         preset: tiny, cpu, gpu, or auto (gpu when GPUs were asked for, else cpu).
         augment: seed or physics.
-        method: simclr, vicreg, barlowtwins or byol (a name in ``jetlib.methods.METHODS``).
+        method: a name in ``jetlib.methods.METHODS``; empty: ``jetlib.methods.DEFAULT_METHOD``.
+        arch: the network pretrained, a name in ``jetlib.models.ARCHS`` (resnet: the ResNet-15).
         seed: the pretraining seed.
         nodes: more than 1: a multi-node job through ``jetlib.launch`` (this pod only waits).
         gpus_per_node: GPUs asked for per node: 0 trains on the CPU; at least 1 on one node refuses
@@ -29,16 +30,18 @@ def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: 
         image: the training image for a multi-node job.
         secret: the Kubernetes Secret with the store credentials, for a multi-node job's pods.
     """
+    from jetlib.methods import DEFAULT_METHOD
     from jetlib.placement import pretrain_step
     from jetlib.steps import describe, step_errors
     from jetlib.study import pretrain_dir
 
+    method = method or DEFAULT_METHOD  # the registry's default, spelled once (a default here is copied into the YAML)
     out = pretrain_dir(run, seed, method)
     with step_errors():
         record = pretrain_step(dataset.metadata["uri"], out, preset=preset, augment=augment, seed=seed, method=method,
-                               nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=secret)
+                               encoder=arch, nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=secret)
     final = record.get("final", {})
     describe(encoder, {
         "uri": out, "sha256": record["encoder"]["sha256"], "dataset_id": record["dataset"]["id"], "method": method,
-        "seed": seed, "preset": record["config"]["preset"], "display_name": f"encoder {method} s{seed}",
+        "arch": arch, "seed": seed, "preset": record["config"]["preset"], "display_name": f"encoder {method} s{seed}",
         "loss": final.get("loss"), "knn_accuracy": final.get("knn_accuracy")})

@@ -8,7 +8,7 @@ from components._image import COMPONENT
 
 @dsl.component(**COMPONENT)
 def train(dataset: Input[Dataset], run: str, problem: str, mode: str, label_fraction: float, seed: int,
-          model: Output[Model], encoder: str = "", preset: str = "auto", augment: str = "none"):
+          model: Output[Model], encoder: str = "", preset: str = "auto", augment: str = "none", arch: str = "resnet"):
     """Train one (task, mode, label fraction, seed[, pretraining]) into its folder in ``RUN``
     (``<task>-<mode>-f<fraction>-s<seed>[-<method>-p<pseed>]``, ``jetlib.study.training_dir``).
 
@@ -16,8 +16,8 @@ def train(dataset: Input[Dataset], run: str, problem: str, mode: str, label_frac
         dataset: the ingested dataset (store URI in ``metadata["uri"]``).
         run: the run folder.
         problem: cls (quark vs gluon) or reg (jet mass).
-        mode: finetune (end to end), linear (frozen encoder), scratch (random init): the ResNet-15
-            of ``jetlib finetune``; vgg: the VGG + squeeze-excitation of ``jetlib baseline`` (cls only).
+        mode: finetune (end to end), linear (frozen encoder), scratch (random init): the network
+            ``arch`` of ``jetlib finetune``; vgg: the VGG + squeeze-excitation of ``jetlib baseline`` (cls only).
         label_fraction: one of the dataset's nested label subsets.
         seed: the training seed.
         model: ``metadata["uri"]`` is the training folder (``run.json``, ``model.pt``), with the
@@ -28,6 +28,8 @@ def train(dataset: Input[Dataset], run: str, problem: str, mode: str, label_frac
             loop's items carry it, so one loop runs every training whatever it starts from.
         preset: tiny, cpu, gpu or auto.
         augment: none, seed or physics (mild augmentation of training batches; not for vgg).
+        arch: the network a scratch training builds (the pretrained encoder's, so that scratch and
+            fine-tuning compare one network); finetune and linear take their encoder's own.
     """
     import posixpath
 
@@ -36,7 +38,8 @@ def train(dataset: Input[Dataset], run: str, problem: str, mode: str, label_frac
 
     with step_errors():
         out, record = train_step(dataset.metadata["uri"], run, problem=problem, mode=mode, fraction=label_fraction,
-                                 seed=seed, preset=preset, augment=augment, encoder=encoder)
+                                 seed=seed, preset=preset, augment=augment, encoder=encoder,
+                                 arch=arch)
     name = display_name(problem, mode, label_fraction, seed)
     describe(model, {
         "uri": out, "sha256": record["model"]["sha256"], "task": problem, "mode": mode,

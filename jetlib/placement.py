@@ -62,17 +62,19 @@ def pretrain_placement(preset: str, nodes: int, gpus_per_node: int, visible_gpus
 
 
 def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, method: str = DEFAULT_METHOD,
-                  nodes: int = 1, gpus_per_node: int = 0, image: str = "", secret: str | None = None,
-                  visible_gpus: int | None = None) -> dict:
+                  encoder: str = "resnet", nodes: int = 1, gpus_per_node: int = 0, image: str = "",
+                  secret: str | None = None, visible_gpus: int | None = None) -> dict:
     """Pretrain on one process, on ``gpus_per_node`` processes under torchrun in this pod, or on
     ``nodes`` pods through :func:`jetlib.launch.launch_pretrain`; returns the pretraining run.json.
 
     ``preset`` and the device follow from what the run asked for (:func:`pretrain_placement`);
     each path ends with the same ``out`` folder, so a retried step resumes from its checkpoints.
-    ``method`` (a name in ``jetlib.methods.METHODS``) and ``seed`` reach every path the same way.
+    ``method`` (a name in ``jetlib.methods.METHODS``), ``encoder`` (a name in ``jetlib.models.ARCHS``) and
+    ``seed`` reach every path the same way.
     """
     preset, device = pretrain_placement(preset, nodes, gpus_per_node, visible_gpus)
-    flags = ["--seed", str(seed), "--method", method]  # what every launcher passes on to `jetlib pretrain`
+    # what every launcher passes on to `jetlib pretrain`
+    flags = ["--seed", str(seed), "--method", method, "--encoder", encoder]
     if nodes > 1:
         from jetlib.launch import launch_pretrain
 
@@ -90,5 +92,6 @@ def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, 
     else:
         from jetlib.pretrain import make_config, pretrain
 
-        pretrain(data, out, make_config(preset, augment=augment, seed=seed, method=method), device=device)
+        pretrain(data, out, make_config(preset, augment=augment, seed=seed, method=method, encoder=encoder),
+                 device=device)
     return read_run_json(out, PRETRAIN, "step output")

@@ -92,13 +92,14 @@ def ingest_step(store: str, source: str = "", n_jets: int = 3000, sim_seed: int 
 
 
 def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float, seed: int, preset: str,
-               augment: str = "none", encoder: str = "") -> tuple[str, dict]:
+               augment: str = "none", encoder: str = "", arch: str = "resnet") -> tuple[str, dict]:
     """One training of the study: ``finetune``, ``linear`` or ``scratch`` (jetlib.finetune) or ``vgg``
     (jetlib.baseline), into its folder in ``run``; returns ``(folder, run.json)``.
 
     ``encoder`` is the pretraining folder a pretrained mode starts from (:func:`jetlib.study.match_encoders`);
     its own ``run.json`` (method and seed) names the training's folder, so the name says what the
-    encoder is, not what it was meant to be. One dispatcher, so the pipeline has one loop over every
+    encoder is, not what it was meant to be. ``arch`` is the network a ``scratch`` training builds (a
+    pretrained mode builds its encoder's). One dispatcher, so the pipeline has one loop over every
     training (see :func:`jetlib.study.plan`).
     """
     from jetlib.config import resolve_preset  # auto resolved as the CLI does
@@ -121,5 +122,6 @@ def train_step(data: str, run: str, *, problem: str, mode: str, fraction: float,
         config = read_run_json(encoder, PRETRAIN, "encoder")["config"]
         pseed, method = config["seed"], config.get("method", DEFAULT_METHOD)  # a record from before methods
     out = training_dir(run, problem, mode, fraction, seed, pseed, method)
-    cfg = finetune.make_config(preset, task=problem, mode=mode, label_fraction=fraction, seed=seed, augment=augment)
+    cfg = finetune.make_config(preset, task=problem, mode=mode, label_fraction=fraction, seed=seed, augment=augment,
+                               arch=arch)
     return out, finetune.finetune(data, out, cfg, init=encoder if mode in PRETRAINED else None)

@@ -142,6 +142,7 @@ def build(gpu: bool = True):
         seeds: list = [0, 1, 2],  # noqa: B006
         modes: list = list(MODES),  # noqa: B006
         methods: list = list(DEFAULT_METHODS),  # noqa: B006
+        encoder: str = "resnet",
         pretrain_seeds: list = list(DEFAULT_PRETRAIN_SEEDS),  # noqa: B006
         gpus_per_node: int = GPUS_PER_NODE[gpu],
         nodes: int = 1,
@@ -165,8 +166,11 @@ def build(gpu: bool = True):
             seeds: training seeds.
             modes: trainings, ``<task>-<mode>`` from cls-finetune, reg-finetune, cls-linear,
                 cls-scratch, reg-scratch, cls-vgg (at least one).
-            methods: pretraining methods (simclr, vicreg, barlowtwins, byol; at least one); every
+            methods: pretraining methods, names in ``jetlib.methods.METHODS`` (at least one); every
                 finetune and linear training runs once per method and pretraining seed.
+            encoder: the network every method pretrains, a name in ``jetlib.models.ARCHS`` (resnet:
+                the ResNet-15; vit: a small vision transformer), and the network of the scratch trainings;
+                one per run, so two runs compare two.
             pretrain_seeds: pretraining seeds (at least one).
             gpus_per_node: GPUs of each pretraining node (torchrun runs one process per GPU); 0
                 pretrains on the CPU; at least 1 fails the step if the pod sees fewer.
@@ -198,8 +202,8 @@ def build(gpu: bool = True):
                 gpus = _configure(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", store_secret,
                                   gpu, name="pretrain-gpus").output
             enc = _configure(pretrain(dataset=ds, run=pre.folder, preset=preset, augment=augment, method=pre.method,
-                                      seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node, image=image,
-                                      secret=store_secret),
+                                      arch=encoder, seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node,
+                                      image=image, secret=store_secret),
                              "pretrain", store_secret, gpu, gpus=gpus, size=size)
         # the one fan-in of the pretraining loop: never empty, since plan never plans no pretraining
         matched = _configure(match_encoders(trainings=grid.output,
@@ -208,7 +212,7 @@ def build(gpu: bool = True):
         with dsl.ParallelFor(matched.output, parallelism=PARALLELISM[gpu], name=NAMES["loop"]) as item:
             trained = _configure(train(dataset=ds, encoder=item.encoder, run=item.folder,
                                        problem=item.problem, mode=item.mode, label_fraction=item.fraction,
-                                       seed=item.seed, preset=preset, augment=finetune_augment),
+                                       seed=item.seed, preset=preset, augment=finetune_augment, arch=encoder),
                                  "train", store_secret, gpu)
             scored = _configure(evaluate(dataset=ds, model=trained.outputs["model"], run=item.folder),
                                 "evaluate", store_secret, gpu)

@@ -249,6 +249,9 @@ def test_flag_choices_are_what_the_library_registers():
     from jetlib.data.manifest import VALIDATION
 
     assert _choices("pretrain", "--method") == tuple(methods.METHODS) and "simclr" in methods.METHODS
+    from jetlib import models
+
+    assert _choices("pretrain", "--encoder") == tuple(models.ARCHS) and {"resnet", "vit"} <= set(models.ARCHS)
 
     assert _choices("finetune", "--task") == tuple(tasks.TASKS) == ("cls", "reg")
     assert _choices("finetune", "--mode") == tuple(finetune.MODES)

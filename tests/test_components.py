@@ -469,7 +469,7 @@ def test_pretrain_step_runs_torchrun_for_several_gpus(tmp_path, monkeypatch):
     assert run["encoder"]["sha256"] == "f" * 64
     assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m",
                       "jetlib", "pretrain", "--data", "DATA", "--out", str(tmp_path / "out"), "--preset", "gpu",
-                      "--augment", "physics", "--seed", "4", "--method", "simclr"]]
+                      "--augment", "physics", "--seed", "4", "--method", "simclr", "--encoder", "resnet"]]
     monkeypatch.setattr("jetlib.placement.subprocess.run", lambda cmd, env: types.SimpleNamespace(returncode=1))
     with pytest.raises(TrainingError, match="exited with status 1"):
         pretrain_step("DATA", str(tmp_path / "other"), preset="cpu", augment="seed", seed=0, gpus_per_node=2,
@@ -485,12 +485,12 @@ def test_pretrain_step_hands_several_nodes_to_the_launcher(tmp_path, monkeypatch
 
     monkeypatch.setitem(sys.modules, "jetlib.launch", types.SimpleNamespace(launch_pretrain=launch_pretrain))
     # this pod sees no GPU (it asked for none): auto still means the gpu preset for the GPU workers
-    assert pretrain_step("DATA", "s3://b/out", preset="auto", augment="seed", seed=1, method="vicreg", nodes=2,
-                         gpus_per_node=8, image="jetlib-cuda:9", secret="creds", visible_gpus=0) == \
+    assert pretrain_step("DATA", "s3://b/out", preset="auto", augment="seed", seed=1, method="vicreg", encoder="vit",
+                         nodes=2, gpus_per_node=8, image="jetlib-cuda:9", secret="creds", visible_gpus=0) == \
         {"format": "jetlib.pretrain/2"}
     assert seen == {"data": "DATA", "out": "s3://b/out", "nodes": 2, "gpus_per_node": 8, "image": "jetlib-cuda:9",
-                    "preset": "gpu", "augment": "seed", "extra_args": ["--seed", "1", "--method", "vicreg"],
-                    "secret": "creds"}
+                    "preset": "gpu", "augment": "seed", "secret": "creds",
+                    "extra_args": ["--seed", "1", "--method", "vicreg", "--encoder", "vit"]}
 
 
 def test_read_run_refuses_an_unfinished_or_foreign_folder(tmp_path):

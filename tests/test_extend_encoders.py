@@ -106,3 +106,14 @@ def test_the_vit_pretrains_and_fine_tunes_one_step(data, tmp_path, method):
     assert model["arch"] == "vit" and run["training"]["epochs_run"] == 1
     # trained end to end: the patch embedding moved from the pretrained one
     assert not torch.equal(model["state_dict"]["patch_embed.weight"], blob["state_dict"]["patch_embed.weight"])
+
+
+def test_the_study_step_trains_scratch_on_the_runs_encoder(data, tmp_path):
+    """The pipeline's ``encoder`` reaches the scratch trainings too (``jetlib.steps.train_step``'s ``arch``),
+    so that fine-tuning and its from-scratch baseline compare one network."""
+    from jetlib.steps import train_step
+
+    out, run = train_step(data, str(tmp_path / "run"), problem="cls", mode="scratch", fraction=1.0, seed=0,
+                          preset="tiny", arch="vit")
+    assert out.endswith("cls-scratch-f1-s0") and run["arch"] == "vit"
+    assert load_object(open_store(out), "model.pt")["config"] == {**models.variant("vit", "tiny"), "in_channels": 3}
