@@ -135,3 +135,24 @@ def test_vit_shapes_positions_and_any_grid():
     assert net(x).shape == (2, 2)
     with pytest.raises(ConfigError, match="divisible"):
         ViTConfig(dim=18, heads=2)
+
+
+def test_a_registry_lists_its_builtins_before_importing_them_and_imports_on_first_use(tmp_path, monkeypatch):
+    """The one way networks, tasks and methods register: a name -> module table, imported when first asked for."""
+    import sys
+
+    (tmp_path / "reg_pkg.py").write_text("from jetlib.registry import Registry\n"
+                                         "COLOURS = Registry('colour', builtin={'blue': 'reg_pkg_blue'})\n")
+    (tmp_path / "reg_pkg_blue.py").write_text("from reg_pkg import COLOURS\n"
+                                              "@COLOURS.register('blue')\ndef blue(): return '#00f'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from reg_pkg import COLOURS
+
+    COLOURS.register("red")(lambda: "#f00")
+    assert list(COLOURS.names) == ["blue", "red"] and "blue" in COLOURS.names and "reg_pkg_blue" not in sys.modules
+    assert COLOURS.get("blue")() == "#00f" and "reg_pkg_blue" in sys.modules
+    assert [f() for f in COLOURS.values()] == ["#00f", "#f00"]  # the table's order, then registrations
+    with pytest.raises(ConfigError, match="unknown colour 'green': choose one of blue, red"):
+        COLOURS.get("green")
+    for name in ("reg_pkg", "reg_pkg_blue"):
+        monkeypatch.delitem(sys.modules, name)
