@@ -37,10 +37,13 @@ def _auc_problem(y: np.ndarray, score: np.ndarray) -> str | None:
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
-    """Area under the ROC curve, or None when it is undefined (one class, constant scores)."""
+    """Area under the ROC curve, or None when it is undefined (one class, constant scores), NaN when a
+    score is not finite."""
     y, score = np.asarray(y).astype(int), np.asarray(score, dtype=np.float64)
     if _auc_problem(y, score):
         return None
+    if not np.isfinite(score).all():  # a diverged model ranks nothing; NaN never wins an epoch
+        return float("nan")
     # the probability that a quark outscores a gluon: tied scores share their average rank
     _, where, counts = np.unique(score, return_inverse=True, return_counts=True)
     ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[where.ravel()]

@@ -24,6 +24,7 @@ def test_auc_matches_sklearn_and_by_hand(scores):
     # quarks score 0.9, 0.4; gluons 0.5, 0.1: of 4 pairs, 3 are ordered right
     assert metrics.roc_auc([1, 1, 0, 0], [0.9, 0.4, 0.5, 0.1]) == pytest.approx(0.75)
     assert metrics.roc_auc([1, 0, 0], [0.5, 0.5, 0.2]) == pytest.approx(0.75)  # a tie counts half
+    assert np.isnan(metrics.roc_auc([1, 0, 0], [0.5, np.nan, 0.2]))  # a diverged model: no number
 
 
 def test_classification_matches_sklearn(scores):
