@@ -47,7 +47,7 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
     pipeline = components.load_component_from_file(str(yaml_path))
     t0 = time.perf_counter()
     timer = StepTimes(steps if steps is not None else [])
-    with warnings.catch_warnings(), _quiet_kfp_info(), _listening(timer):
+    with warnings.catch_warnings(), _quiet_kfp_info(), _listening(timer), one_thread_per_step():
         # The subprocess runner warns for every step that "jetlib:<version>" is not a Python image:
         # here the .venv stands in for the image.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
@@ -94,6 +94,25 @@ def _listening(timer: logging.Filter):
         yield
     finally:
         root.removeFilter(timer)
+
+
+@contextlib.contextmanager
+def one_thread_per_step():
+    """``OMP_NUM_THREADS=1`` for the steps (subprocesses inherit this environment) unless it is set.
+
+    The CPU pipeline's training loop runs two iterations at once, and torch's default of one
+    OpenMP thread per core puts twice as many spin-waiting threads as cores on the machine: two
+    concurrent cpu-preset trainings on 2 cores measured 222 CPU s and 211 s wall with two threads
+    each against 37 CPU s and 28 s with one (docs/speed.md). A step running alone (pretraining)
+    loses about 10% of wall time with one thread. A value the user set is kept."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 @contextlib.contextmanager
