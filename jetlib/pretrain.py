@@ -252,23 +252,16 @@ def pretrain(data: str | Dataset, out: str, cfg: PretrainConfig, device: str = "
 
 
 def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
+    """Every check of the input, then the claim, the resume, the epochs and the outputs, in that order."""
     ds = data if isinstance(data, Dataset) else open_dataset(data)
     world, rank = dist.world_size(), dist.rank()
     if cfg.batch_size % world:
         raise ConfigError(f"global batch {cfg.batch_size} does not split evenly over {world} ranks")
-    encoder_args = {**models.step_args(cfg.encoder, cfg.preset, cfg.model), "in_channels": ds.image_shape[0]}
     store = open_store(out)
     if dist.is_main():
         store.check_writable()
     ckpts = Checkpoints(store.child("checkpoints"), cfg.keep_every)
-
-    seed_everything(cfg.seed)  # identical initial weights on every rank
-    model = methods.create(cfg.method, models.create(cfg.encoder, **encoder_args), cfg.method_params).to(device)
-    # Off unless asked for: GroupNorm on CUDA returns NCHW (see jetlib.device), and on CPU oneDNN's AVX2 1x1
-    # weight-gradient kernel (the stride-2 shortcuts) can spin forever in channels_last with torch 2.14.1.
-    channels_last = channels_last_for(cfg.channels_last)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, channels_last = _build_method(cfg, ds, device)
     # fused: one kernel for the whole update on CUDA (nanoGPT); the CPU path stays the reference
     optimizer = make_optimizer(model, cfg.optimizer, peak_lr(cfg), cfg.weight_decay, fused=device.type == "cuda")
     loader = JetLoader(ds, "train", batch_size=cfg.batch_size // world, device=device, seed=cfg.seed,
@@ -292,33 +285,14 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
         log.info("pretraining %s %s with %s (%d encoder parameters) on %s x %d, %d jets, %d steps/epoch, augment=%s",
                  cfg.preset, cfg.encoder, cfg.method, n_params, device, world, loader.rows, steps, cfg.augment)
 
-    net = model
-    if world > 1:
-        if device.type == "cuda":  # a projector's BatchNorm normalises the global batch (no CPU SyncBatchNorm)
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
+    model, net = _distribute(model, cfg, device, world)
     autocast = autocast_for(device, cfg.amp)
-    monitor = ds.labelled and cfg.monitor_bank > 0
-    # streamed: they read only the first monitor_bank / monitor_val jets, not a second resident copy
-    if monitor and dist.is_main():
-        bank = JetLoader(ds, "train", batch_size=256, device=device, shuffle=False, normalize=cfg.normalize,
-                         rank=0, world_size=1, mode="stream")
-    if (monitor or cfg.monitor_val > 1) and dist.is_main():  # k-NN and collapse monitors (no labels needed)
-        val = JetLoader(ds, "val", batch_size=256, device=device, shuffle=False, normalize=cfg.normalize,
-                        rank=0, world_size=1, mode="stream")
-
+    bank, val = _monitor_loaders(ds, cfg, device) if dist.is_main() else (None, None)
     for epoch in range(start, cfg.epochs):
         loader.set_epoch(epoch)
         stats, step = train_one_epoch(net, loader, optimizer, cfg, step, schedule, steps, autocast,
                                       channels_last, epoch)
-        stats = {"epoch": epoch, **stats, **_unwrap(model).stats()}
-        if dist.is_main() and monitor:
-            stats["knn_accuracy"] = knn_accuracy(_unwrap(model).encoder, bank, val, cfg.monitor_bank,
-                                                 cfg.monitor_val, cfg.knn_k, autocast)
-        if dist.is_main() and cfg.monitor_val > 1:
-            stats["embedding"] = _embedding_stats(_unwrap(model).encoder, val, cfg.monitor_val, autocast)
+        stats = {"epoch": epoch, **stats, **_unwrap(model).stats(), **_monitor(model, bank, val, cfg, autocast)}
         history.append(stats)
         rngs = rng_states()  # every rank's, after the monitor: what the next epoch starts from
         if dist.is_main():
@@ -337,6 +311,55 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
         _finish(store, cfg, ds, _unwrap(model), history, device)
     dist.barrier()
     return final
+
+
+def _build_method(cfg: PretrainConfig, ds: Dataset, device: torch.device) -> tuple[Method, bool]:
+    """(the method around the encoder ``cfg.encoder`` built for the dataset's channels, channels-last or not)."""
+    encoder_args = {**models.step_args(cfg.encoder, cfg.preset, cfg.model), "in_channels": ds.image_shape[0]}
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    model = methods.create(cfg.method, models.create(cfg.encoder, **encoder_args), cfg.method_params).to(device)
+    # Off unless asked for: GroupNorm on CUDA returns NCHW (see jetlib.device), and on CPU oneDNN's AVX2 1x1
+    # weight-gradient kernel (the stride-2 shortcuts) can spin forever in channels_last with torch 2.14.1.
+    channels_last = channels_last_for(cfg.channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, channels_last
+
+
+def _distribute(model: Method, cfg: PretrainConfig, device: torch.device, world: int) -> tuple[nn.Module, ...]:
+    """(the model whose weights are saved, the module the loop calls: DDP-wrapped and/or compiled)."""
+    net = model
+    if world > 1:
+        if device.type == "cuda":  # a projector's BatchNorm normalises the global batch (no CPU SyncBatchNorm)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return model, net
+
+
+def _monitor_loaders(ds: Dataset, cfg: PretrainConfig, device: torch.device):
+    """(k-NN bank, validation jets) for the main rank's monitors, each None when off.
+
+    Streamed: they read only the first ``monitor_bank`` / ``monitor_val`` jets, not a second resident copy.
+    """
+    knn = ds.labelled and cfg.monitor_bank > 0
+    opts = {"batch_size": 256, "device": device, "shuffle": False, "normalize": cfg.normalize, "rank": 0,
+            "world_size": 1, "mode": "stream"}
+    bank = JetLoader(ds, "train", **opts) if knn else None
+    val = JetLoader(ds, "val", **opts) if knn or cfg.monitor_val > 1 else None  # collapse needs no labels
+    return bank, val
+
+
+def _monitor(model, bank, val, cfg: PretrainConfig, autocast) -> dict:
+    """The epoch's k-NN accuracy and embedding stats on the main rank (empty elsewhere or when off)."""
+    stats = {}
+    if bank is not None:
+        stats["knn_accuracy"] = knn_accuracy(_unwrap(model).encoder, bank, val, cfg.monitor_bank, cfg.monitor_val,
+                                             cfg.knn_k, autocast)
+    if val is not None and cfg.monitor_val > 1:
+        stats["embedding"] = _embedding_stats(_unwrap(model).encoder, val, cfg.monitor_val, autocast)
+    return stats
 
 
 @torch.no_grad()
