@@ -1,4 +1,4 @@
-"""Multi-node SimCLR pretraining on Kubernetes: submit, stream node 0's log, wait, read the result back.
+"""Multi-node pretraining (any method, encoder) on Kubernetes: submit, stream node 0's log, wait, read the result back.
 
 The pretrain KFP component calls :func:`launch_pretrain` when a run asks for more than one node.
 Every node runs the same ``jetlib pretrain`` under ``torchrun``; they share the dataset, the
