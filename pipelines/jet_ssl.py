@@ -107,6 +107,8 @@ def _configure(task, step: str, secret, gpu: bool, gpus="1", cache: bool = True,
     ``size`` a task whose ``cpu`` and ``memory`` outputs are its requests (else :data:`REQUESTS`')."""
     cpu, memory = (size.outputs["cpu"], size.outputs["memory"]) if size is not None else REQUESTS[gpu][step]
     task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(cache)
+    if size is not None:  # kfp.local orders a loop's tasks by dependentTasks alone (the backend also by inputs)
+        task.after(size)
     task.set_display_name(NAMES[name or step])
     kubernetes.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     if step != "plan":
@@ -197,14 +199,15 @@ def build(gpu: bool = True):
                                             memory=REQUESTS[gpu]["pretrain"][1], waiting_cpu=REQUESTS[gpu]["plan"][0],
                                             waiting_memory=REQUESTS[gpu]["plan"][1]),
                               "plan", store_secret, gpu, name="pretrain-size")
-            gpus = "0"
+            gpus, counted = "0", []
             if gpu:  # inside the loop: the KFP SDK 2.17 compiler does not carry a GPU-limit channel into a loop
-                gpus = _configure(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", store_secret,
-                                  gpu, name="pretrain-gpus").output
+                counted = [_configure(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", store_secret,
+                                      gpu, name="pretrain-gpus")]
+                gpus = counted[0].output
             enc = _configure(pretrain(dataset=ds, run=pre.folder, preset=preset, augment=augment, method=pre.method,
                                       arch=encoder, seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node,
                                       image=image, secret=store_secret),
-                             "pretrain", store_secret, gpu, gpus=gpus, size=size)
+                             "pretrain", store_secret, gpu, gpus=gpus, size=size).after(*counted)
         # the one fan-in of the pretraining loop: never empty, since plan never plans no pretraining
         matched = _configure(match_encoders(trainings=grid.output,
                                             encoders=dsl.Collected(enc.outputs["encoder"])),

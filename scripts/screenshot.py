@@ -68,8 +68,8 @@ def screenshot(report: Path, out: Path, width: int, height: int) -> None:
             driver.save_screenshot(str(raw))
         finally:
             driver.quit()
-    with Image.open(raw) as image:  # a palette keeps text sharp at a fraction of the bytes
-        image.convert("RGB").quantize(colors=256).save(out, optimize=True)
+    with Image.open(raw) as picture:  # a palette keeps text sharp at a fraction of the bytes
+        picture.convert("RGB").quantize(colors=256).save(out, optimize=True)
     raw.unlink()
 
 

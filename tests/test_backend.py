@@ -162,6 +162,27 @@ def test_no_fan_in_can_be_empty_for_any_accepted_modes(name):
 
 
 @pytest.mark.parametrize("name", YAMLS)
+def test_every_task_lists_the_producers_of_its_inputs_as_dependencies(name):
+    """A task that reads another task's output (an input, or a CPU/memory/GPU request placeholder) lists
+    that task in ``dependentTasks``. KFP 2.17.0's backend adds such edges itself
+    (``backend/src/v2/compiler/argocompiler/dag.go``, ``addImplicitDependencies``); kfp.local does not:
+    ``kfp/local/graph_utils.py`` ``build_dependency_map`` orders a DAG by ``dependent_tasks`` alone, and
+    a pod size read before its producer ran failed the local run ("task 'pretrain-size' not found").
+    So the pipeline states every such edge, and both run the tasks in the same order."""
+    spec, _ = load(name)
+    for dag_name, comp in dags(spec):
+        tasks_ = comp["dag"]["tasks"]
+        for task_name, task in tasks_.items():
+            inputs = task.get("inputs", {})
+            producers = {v[kind]["producerTask"] for group in ("parameters", "artifacts")
+                         for v in inputs.get(group, {}).values()
+                         for kind in ("taskOutputParameter", "taskOutputArtifact") if kind in v}
+            producers &= set(tasks_)  # a loop's items come from its parent DAG, resolved by the driver
+            missing = producers - set(task.get("dependentTasks", []))
+            assert not missing, f"{dag_name}/{task_name} reads {sorted(missing)} without depending on it"
+
+
+@pytest.mark.parametrize("name", YAMLS)
 def test_the_default_run_folder_is_the_runs_id(name):
     """kubeflow/pipelines 2.17.0, backend/src/v2/driver/resolve.go, ``resolveInputParameter``: a constant
     input equal to ``{{$.pipeline_job_uuid}}`` becomes ``opts.RunID`` (``{{workflow.uid}}``,
