@@ -147,8 +147,9 @@ class SeaweedFS:
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          preexec_fn=_die_with_parent)
 
-    def start(self, timeout: float = 60.0) -> SeaweedFS:
+    def start(self, timeout: float = 180.0) -> SeaweedFS:
         """Launch (unless launched) and wait until it serves; ``started_in_s`` counts from the launch."""
+        # ~3 s on an idle machine; over a minute when several suites share two cores (seen at load 10)
         self.launch()
         deadline = self._t0 + timeout
         for _ in range(3):  # a port picked free can be taken before weed binds it: try fresh ones
