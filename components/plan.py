@@ -16,7 +16,8 @@ from components._image import COMPONENT
 
 @dsl.component(**COMPONENT)
 def plan(store: str, run_name: str, job_id: str, label_fractions: list, seeds: list, modes: list, methods: list,
-         pretrain_seeds: list) -> list:
+         pretrain_seeds: list, preset: str = "auto", augment: str = "seed", finetune_augment: str = "none",
+         encoder: str = "resnet") -> list:
     """Expand label fractions x seeds x modes (x pretraining, for the pretrained modes) into the
     items of the one training loop.
 
@@ -29,6 +30,8 @@ def plan(store: str, run_name: str, job_id: str, label_fractions: list, seeds: l
         modes: ``<task>-<mode>`` trainings to run, a non-empty subset of ``jetlib.study.MODES``.
         methods: pretraining methods, names in ``jetlib.methods.METHODS``.
         pretrain_seeds: pretraining seeds.
+        preset, augment, finetune_augment, encoder: the run's settings the steps read by name, checked
+            here (``jetlib.study.check_settings``) so that a misspelt one stops the run before ingest.
 
     Returns:
         ``{"fraction", "seed", "problem", "mode", "folder"}`` per training (with ``"method"`` and
@@ -37,10 +40,11 @@ def plan(store: str, run_name: str, job_id: str, label_fractions: list, seeds: l
         travels inside the items.
     """
     from jetlib.steps import step_errors
+    from jetlib.study import check_settings, run_dir
     from jetlib.study import plan as expand
-    from jetlib.study import run_dir
 
     with step_errors():
+        check_settings(preset, augment, finetune_augment, encoder)
         folder = run_dir(store, run_name or job_id)
         items = [{**item, "folder": folder} for item in expand(label_fractions, seeds, modes, methods, pretrain_seeds)]
     print(f"{len(items)} trainings into {folder}")

@@ -73,6 +73,23 @@ def pretrainings(methods: list = DEFAULT_METHODS, pretrain_seeds: list = DEFAULT
     return [{"method": m, "seed": s} for m in methods for s in pseeds]
 
 
+def check_settings(preset: str, augment: str, finetune_augment: str, encoder: str) -> None:
+    """The run parameters that every pretraining or training step reads by name, checked before any
+    work: a misspelt preset would otherwise fail each step after the simulation and ingest had run.
+
+    Raises:
+        ConfigError: one line naming the parameter, the value and what is accepted.
+    """
+    from jetlib.augment import PRESETS as AUGMENTS  # imported here: the study plan itself needs no torch
+    from jetlib.models import ARCHS
+    from jetlib.pretrain import PRESETS
+
+    for name, value, accepted in (("preset", preset, ("auto", *PRESETS)), ("augment", augment, AUGMENTS),
+                                  ("finetune_augment", finetune_augment, AUGMENTS), ("encoder", encoder, ARCHS)):
+        if value not in accepted:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(accepted)}")
+
+
 def plan(fractions: list, seeds: list, modes: list, methods: list = DEFAULT_METHODS,
          pretrain_seeds: list = DEFAULT_PRETRAIN_SEEDS) -> list[dict]:
     """The study grid as one list of loop items, every training (VGG included) in one list.

@@ -184,7 +184,8 @@ def build(gpu: bool = True):
         run = _configure(run_folder(store=store, run_name=run_name, job_id=job), "plan", store_secret, gpu,
                          cache=False, name="run-folder").output
         grid = _configure(plan(store=store, run_name=run_name, job_id=job, label_fractions=label_fractions,
-                               seeds=seeds, modes=modes, methods=methods, pretrain_seeds=pretrain_seeds),
+                               seeds=seeds, modes=modes, methods=methods, pretrain_seeds=pretrain_seeds,
+                               preset=preset, augment=augment, finetune_augment=finetune_augment, encoder=encoder),
                           "plan", store_secret, gpu, cache=False)
         pregrid = _configure(plan_pretraining(store=store, run_name=run_name, job_id=job, methods=methods,
                                               pretrain_seeds=pretrain_seeds),

@@ -397,6 +397,23 @@ def test_plan_refuses_bad_values_so_the_loop_is_never_empty(fractions, seeds, mo
         expand(fractions, seeds, modes)
 
 
+@pytest.mark.parametrize("setting,value", [("preset", "gpuu"), ("augment", "physic"), ("finetune_augment", "all"),
+                                           ("encoder", "resnet15")])
+def test_plan_refuses_a_misspelt_run_setting_before_any_work(setting, value, tmp_path, capsys):
+    """preset, augment, finetune_augment and encoder reach every pretraining and training by name: plan checks
+    them, so a typo ends the run in its first step, before the simulation, ingest or any pretraining."""
+    good = plan.python_func(store=str(tmp_path), run_name="r", job_id="j", label_fractions=[0.1], seeds=[0],
+                            modes=["cls-vgg"], methods=["simclr"], pretrain_seeds=[0], preset="cpu",
+                            augment="physics", finetune_augment="seed", encoder="vit")
+    assert [i["mode"] for i in good] == ["vgg"]
+    with pytest.raises(SystemExit) as e:
+        plan.python_func(store=str(tmp_path), run_name="r", job_id="j", label_fractions=[0.1], seeds=[0],
+                         modes=["cls-vgg"], methods=["simclr"], pretrain_seeds=[0], **{setting: value})
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and f"{setting}: {value!r} is not one of" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
 def test_training_dir_names_the_encoder_only_when_used():
     assert training_dir("R", "cls", "linear", 0.01, 2, 7) == "R/cls-linear-f0.01-s2-simclr-p7"
     assert training_dir("R", "cls", "finetune", 0.1, 0, 1, "vicreg") == "R/cls-finetune-f0.1-s0-vicreg-p1"

@@ -7,9 +7,8 @@ import json
 
 
 def _predict(args) -> None:
-    from jetlib.tagger.predict import predict
-
     from jetlib.cli import keys_of
+    from jetlib.tagger.predict import predict
 
     print(json.dumps(predict(args.model, args.input, args.out, split=args.split, data=args.data,
                              device=args.device, batch_size=args.batch_size, keys=keys_of(args))))
