@@ -280,6 +280,27 @@ def test_predict_through_the_export_equals_predict_through_torch(study, exported
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_the_export_gate_passes_float32_rounding_and_stops_a_wrong_graph(study, exported):
+    """The parity check before the card: a graph off by float32 rounding (2e-5, the size measured on the
+    demo's cpu-preset ResNet-15) is exported, one off by more than TOLERANCE is refused in one line."""
+    from jetlib.errors import TrainingError
+
+    _, folder = exported["cls"]
+    m, sess = load(study["cls"]), ex.session(folder / "model.onnx")
+
+    class Off:  # the real session, its output shifted by `by`
+        def __init__(self, by):
+            self.by = by
+
+        def run(self, names, feed):
+            return [sess.run(names, feed)[0] + np.float32(self.by)]
+
+    assert ex.parity(m, Off(2e-5))["max_abs_diff"] <= 2e-5 + 1e-5
+    with pytest.raises(TrainingError, match=r"differs from torch by 0\.0002.*tolerance 0\.0001.*not exported"):
+        ex.parity(m, Off(2e-4))
+
+
 def test_export_refuses_a_tampered_graph(study, exported, tmp_path):
     import shutil
 

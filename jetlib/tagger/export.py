@@ -10,7 +10,8 @@ The exporter is ``torch.onnx.export(..., dynamo=True)`` (``torch.export`` then o
 pinned :data:`OPSET`, with a dynamic batch axis. The classic TorchScript exporter gives the same
 numbers here but is deprecated at this torch version. Every export is checked before the card is
 written: ONNX Runtime (CPU) and torch on up to :data:`PARITY_JETS` test jets must agree to
-:data:`TOLERANCE` (1e-5 in probability, 1e-4 GeV), and the measured difference goes into the card.
+:data:`TOLERANCE` (1e-4 in probability, 1e-3 GeV: ten times float32's rounding between the two), and the
+measured difference goes into the card.
 
 Files go to ``DIR`` (a local folder or ``s3://``): ``model.onnx``, then ``model_card.md``, then
 ``model_card.json`` last; a folder with the JSON card is a finished export.
@@ -40,7 +41,11 @@ log = logging.getLogger(__name__)
 OPSET = 18  # pinned: every ONNX Runtime since 1.14 runs it (CMSSW's included)
 INPUT = "jets"
 PARITY_JETS = 256
-TOLERANCE = {"p_quark": 1e-5, "mass_pred_gev": 1e-4}  # per output column; another task's: 1e-5
+# The export refuses a graph that differs from torch by more than this, per output column (another task's:
+# 1e-4): ten times the float32 rounding measured between ONNX Runtime and torch (1e-5 in probability and
+# 1e-4 GeV on the tests' networks; 1.04e-5 for the demo's cpu-preset ResNet-15), so a wrong graph is caught
+# and rounding is not. The measured difference goes into the card.
+TOLERANCE = {"p_quark": 1e-4, "mass_pred_gev": 1e-3}
 CARD_JSON, CARD_MD, ONNX = "model_card.json", "model_card.md", "model.onnx"
 
 
@@ -79,7 +84,7 @@ def parity(m: Loaded, sess, jets: int = PARITY_JETS) -> dict:
             seen += len(x)
             if seen >= jets:
                 break
-    tol = TOLERANCE.get(m.column, 1e-5)
+    tol = TOLERANCE.get(m.column, 1e-4)
     if not worst <= tol:
         raise TrainingError(f"the ONNX graph of {m.uri} differs from torch by {worst:.3g} on {seen} test jets "
                             f"(tolerance {tol:g}): not exported")
