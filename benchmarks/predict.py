@@ -6,7 +6,7 @@ One JSON line on stdout:
 
 * ``naive_jets_per_s``: the baseline, measured in the same run: each jet read alone from the HDF5
   file (``f["X_jets"][i]``), made a torch tensor and scored by the same model at batch 1, in eager
-  torch at the precision predict's torch path uses (the training's autocast), what a first script does;
+  torch at the precision predict's torch path uses (float32 on the CPU), what a first script does;
 * ``predict_torch_jets_per_s`` / ``predict_onnx_jets_per_s``: ``jetlib predict`` end to end over
   the whole file (validation, sha256, blocks of ~64 MB, batches of ``--batch-size``, Parquet out),
   with the training folder (torch eager) and with the exported folder (ONNX Runtime);
@@ -44,17 +44,18 @@ from common import simulated_file  # noqa: E402
 from jetlib import finetune as ft  # noqa: E402
 from jetlib.data.ingest import IngestConfig, ingest  # noqa: E402
 from jetlib.data.splits import SplitConfig  # noqa: E402
-from jetlib.device import autocast_for  # noqa: E402
+from jetlib.device import inference_autocast  # noqa: E402
 from jetlib.tagger.export import export  # noqa: E402
 from jetlib.tagger.load import load  # noqa: E402
 from jetlib.tagger.predict import predict  # noqa: E402
 
 
 def naive(model: str, source: Path, jets: int) -> float:
-    """Jets/s of the one-by-one loop over the first ``jets`` jets, at the precision predict uses (the
-    training's autocast: bf16 for the cpu preset), so the ratio is the pipeline's, not the precision's."""
+    """Jets/s of the one-by-one loop over the first ``jets`` jets, at the precision predict uses
+    (``inference_autocast``: float32 on the CPU), so the ratio is the pipeline's, not the precision's."""
     m = load(model)
-    run = m.runner(torch.device("cpu"), autocast_for(torch.device("cpu"), m.run["config"].get("amp", "auto")))
+    cpu = torch.device("cpu")
+    run = m.runner(cpu, inference_autocast(cpu, m.run["config"].get("amp", "auto")))
     with h5py.File(source, "r") as f:
         ds = f["X_jets"]
         run(torch.from_numpy(np.ascontiguousarray(ds[0].transpose(2, 0, 1), dtype=np.float32))[None])  # warm-up
