@@ -74,7 +74,7 @@ from components.pod_size import pretrain_size
 from components.pretrain import pretrain
 from components.report import report
 from components.train import train
-from jetlib.launch import UID
+from jetlib.cluster.spec import UID
 from jetlib.study import DEFAULT_METHODS, DEFAULT_PRETRAIN_SEEDS, MODES
 
 HERE = Path(__file__).resolve().parent
@@ -180,52 +180,77 @@ def build(gpu: bool = True):
             image: the image of a multi-node pretraining's workers.
             store_secret: Kubernetes Secret holding the store credentials.
         """
+        k8s = _Cluster(gpu, store_secret)
         job = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        run = _configure(run_folder(store=store, run_name=run_name, job_id=job), "plan", store_secret, gpu,
-                         cache=False, name="run-folder").output
-        grid = _configure(plan(store=store, run_name=run_name, job_id=job, label_fractions=label_fractions,
-                               seeds=seeds, modes=modes, methods=methods, pretrain_seeds=pretrain_seeds,
-                               preset=preset, augment=augment, finetune_augment=finetune_augment, encoder=encoder),
-                          "plan", store_secret, gpu, cache=False)
-        pregrid = _configure(plan_pretraining(store=store, run_name=run_name, job_id=job, methods=methods,
-                                              pretrain_seeds=pretrain_seeds),
-                             "plan", store_secret, gpu, cache=False, name="plan-pretraining")
+        run, grid, pregrid = _plans(k8s, store, run_name, job, label_fractions, seeds, modes, methods,
+                                    pretrain_seeds, preset, augment, finetune_augment, encoder)
         # A bad grid or run name stops the run before any simulation or training.
-        data = _configure(ingest(store=store, source=source, n_jets=n_jets, sim_seed=sim_seed),
-                          "ingest", store_secret, gpu, retries=2).after(grid, pregrid)
-        ds = data.outputs["dataset"]
-        with dsl.ParallelFor(pregrid.output, parallelism=PRETRAIN_PARALLELISM[gpu],
-                             name=NAMES["pretrain-loop"]) as pre:
-            size = _configure(pretrain_size(nodes=nodes, cpu=REQUESTS[gpu]["pretrain"][0],
-                                            memory=REQUESTS[gpu]["pretrain"][1], waiting_cpu=REQUESTS[gpu]["plan"][0],
-                                            waiting_memory=REQUESTS[gpu]["plan"][1]),
-                              "plan", store_secret, gpu, name="pretrain-size")
-            gpus, counted = "0", []
-            if gpu:  # inside the loop: the KFP SDK 2.17 compiler does not carry a GPU-limit channel into a loop
-                counted = [_configure(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", store_secret,
-                                      gpu, name="pretrain-gpus")]
-                gpus = counted[0].output
-            enc = _configure(pretrain(dataset=ds, run=pre.folder, preset=preset, augment=augment, method=pre.method,
-                                      arch=encoder, seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node,
-                                      image=image, secret=store_secret),
-                             "pretrain", store_secret, gpu, gpus=gpus, size=size).after(*counted)
-        # the one fan-in of the pretraining loop: never empty, since plan never plans no pretraining
-        matched = _configure(match_encoders(trainings=grid.output,
-                                            encoders=dsl.Collected(enc.outputs["encoder"])),
-                             "plan", store_secret, gpu, cache=False, name="match-encoders")
-        with dsl.ParallelFor(matched.output, parallelism=PARALLELISM[gpu], name=NAMES["loop"]) as item:
-            trained = _configure(train(dataset=ds, encoder=item.encoder, run=item.folder,
-                                       problem=item.problem, mode=item.mode, label_fraction=item.fraction,
-                                       seed=item.seed, preset=preset, augment=finetune_augment, arch=encoder),
-                                 "train", store_secret, gpu)
-            scored = _configure(evaluate(dataset=ds, model=trained.outputs["model"], run=item.folder),
-                                "evaluate", store_secret, gpu)
-        reported = _configure(report(run=run, results=dsl.Collected(scored.outputs["metrics"])),
-                              "report", store_secret, gpu, cache=False)
-        # after the report: the best model of each task by its validation metric, as ONNX with its card
-        _configure(export(run=run), "export", store_secret, gpu, cache=False).after(reported)
+        ds = k8s(ingest(store=store, source=source, n_jets=n_jets, sim_seed=sim_seed), "ingest",
+                 retries=2).after(grid, pregrid).outputs["dataset"]
+        encoders = _pretraining_loop(k8s, pregrid, ds, preset, augment, encoder, gpus_per_node, nodes, image)
+        evaluations = _training_loop(k8s, grid, encoders, ds, preset, finetune_augment, encoder)
+        _report_and_export(k8s, run, evaluations)
 
     return jet_ssl
+
+
+class _Cluster:
+    """``_configure`` with the run's GPU choice and Secret bound: ``k8s(task, step, ...)``."""
+
+    def __init__(self, gpu: bool, secret):
+        self.gpu, self.secret = gpu, secret
+
+    def __call__(self, task, step: str, **settings):
+        return _configure(task, step, self.secret, self.gpu, **settings)
+
+
+def _plans(k8s: _Cluster, store, run_name, job, label_fractions, seeds, modes, methods, pretrain_seeds, preset,
+           augment, finetune_augment, encoder):
+    """The run folder, the training loop's items and the pretraining loop's items, each checked before ingest."""
+    run = k8s(run_folder(store=store, run_name=run_name, job_id=job), "plan", cache=False, name="run-folder").output
+    grid = k8s(plan(store=store, run_name=run_name, job_id=job, label_fractions=label_fractions, seeds=seeds,
+                    modes=modes, methods=methods, pretrain_seeds=pretrain_seeds, preset=preset, augment=augment,
+                    finetune_augment=finetune_augment, encoder=encoder), "plan", cache=False)
+    pregrid = k8s(plan_pretraining(store=store, run_name=run_name, job_id=job, methods=methods,
+                                   pretrain_seeds=pretrain_seeds), "plan", cache=False, name="plan-pretraining")
+    return run, grid, pregrid
+
+
+def _pretraining_loop(k8s: _Cluster, pregrid, ds, preset, augment, encoder, gpus_per_node, nodes, image):
+    """Every pretraining (method x pretraining seed), its pod sized at run time; returns the loop's encoders."""
+    gpu = k8s.gpu
+    with dsl.ParallelFor(pregrid.output, parallelism=PRETRAIN_PARALLELISM[gpu], name=NAMES["pretrain-loop"]) as pre:
+        size = k8s(pretrain_size(nodes=nodes, cpu=REQUESTS[gpu]["pretrain"][0], memory=REQUESTS[gpu]["pretrain"][1],
+                                 waiting_cpu=REQUESTS[gpu]["plan"][0], waiting_memory=REQUESTS[gpu]["plan"][1]),
+                   "plan", name="pretrain-size")
+        gpus, counted = "0", []
+        if gpu:  # inside the loop: the KFP SDK 2.17 compiler does not carry a GPU-limit channel into a loop
+            counted = [k8s(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", name="pretrain-gpus")]
+            gpus = counted[0].output
+        enc = k8s(pretrain(dataset=ds, run=pre.folder, preset=preset, augment=augment, method=pre.method, arch=encoder,
+                           seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=k8s.secret),
+                  "pretrain", gpus=gpus, size=size).after(*counted)
+    return enc.outputs["encoder"]
+
+
+def _training_loop(k8s: _Cluster, grid, encoders, ds, preset, finetune_augment, encoder):
+    """Every training and its evaluation, each pretrained one from its encoder; returns the evaluations."""
+    # the one fan-in of the pretraining loop: never empty, since plan never plans no pretraining
+    matched = k8s(match_encoders(trainings=grid.output, encoders=dsl.Collected(encoders)), "plan", cache=False,
+                  name="match-encoders")
+    with dsl.ParallelFor(matched.output, parallelism=PARALLELISM[k8s.gpu], name=NAMES["loop"]) as item:
+        trained = k8s(train(dataset=ds, encoder=item.encoder, run=item.folder, problem=item.problem, mode=item.mode,
+                            label_fraction=item.fraction, seed=item.seed, preset=preset, augment=finetune_augment,
+                            arch=encoder), "train")
+        scored = k8s(evaluate(dataset=ds, model=trained.outputs["model"], run=item.folder), "evaluate")
+    return scored.outputs["metrics"]
+
+
+def _report_and_export(k8s: _Cluster, run, evaluations) -> None:
+    """The report over every evaluation, then the best model of each task by its validation metric, as ONNX
+    with its card."""
+    reported = k8s(report(run=run, results=dsl.Collected(evaluations)), "report", cache=False)
+    k8s(export(run=run), "export", cache=False).after(reported)
 
 
 def compile_all(out: Path = HERE) -> list[Path]:
