@@ -22,8 +22,18 @@ more than the spread (the difference of the means against the spread of that dif
 Everything it trained stays in ``--work``; re-running the same command skips finished
 runs, and a partial table is printed to stderr after each (fraction, seed).
 
+Each method pretrains with its own recipe (:attr:`jetlib.methods.base.Method.recipe`). With
+``--tune-trials N`` every (method, pretraining seed s) is first searched by ``jetlib tune``
+(:func:`jetlib.tune.study.tune`, seeded with s, in ``WORK/tune/<method>-s<s>``) for N trials of
+``--tune-epochs`` epochs, and that pretraining runs the recipe the search found, so the spread over
+pretraining seeds includes the search's own. The search's first trial is the method's untuned recipe
+(:func:`start_from_recipe`), so the recipe found is never worse than it on the objective. The trials run
+with the study's seed and augmentations; when they also run the study's epochs, the best trial's run
+is the study's pretraining (the same ``jetlib pretrain``), not trained a second time. The JSON line
+carries each pretraining's recipe and its search's objective (the validation k-NN accuracy).
+
     python benchmarks/study.py [--n-jets 4000] [--fractions 0.01,0.1] [--seeds 0,1] [--pretrain-seeds 0,1]
-                               [--methods simclr,vicreg,barlowtwins,byol]
+                               [--methods simclr,vicreg,barlowtwins,byol] [--tune-trials 4 --tune-epochs 3]
 """
 
 from __future__ import annotations
@@ -49,6 +59,8 @@ from jetlib.data.ingest import ingest  # noqa: E402
 from jetlib.evaluate import evaluate  # noqa: E402
 from jetlib.methods import METHODS  # noqa: E402
 from jetlib.report import stats  # noqa: E402
+from jetlib.tune import study as tune_study  # noqa: E402
+from jetlib.tune.recipe import read_recipe  # noqa: E402
 
 MODES = ("finetune", "linear", "scratch")
 PRETRAINED = ("finetune", "linear")
@@ -120,6 +132,83 @@ def report_verdicts(results: list[dict], method: str) -> dict:
             for c in stats.comparisons(cells, modes=(stats.cell_mode("finetune", method),))}
 
 
+def start_from_recipe(out: Path, method: str, preset: str, sets: dict) -> None:
+    """Queue ``method``'s own recipe as the first trial of the search in ``out`` (once, before it begins).
+
+    Seeded TPE samples its first trials at random over a tenth to ten times each value; a search of a
+    few trials that never tried the recipe could return a random point worse than it. With the recipe
+    as trial 0 the recipe found scores at least the untuned one's validation k-NN accuracy. SimCLR's
+    trial runs its temperature fixed (the search's rule) at the recipe's starting 0.07."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from jetlib import methods
+    from jetlib.losses.barlowtwins import default_lambda
+
+    if (out / "study.journal").exists():  # begun before: its first trial was queued then
+        return
+    cfg = pretrain.make_config(preset, method=method, **sets)
+    params = methods.params(method, cfg.method_params)
+    first = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 1e-5}  # the centres of jetlib.tune.study.space
+    for name in tune_study.space(method, cfg):
+        if name not in first:
+            value = getattr(params, name)
+            first[name] = default_lambda(params.proj_dim) if name == "lambd" and value is None else value
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(out / "study.journal")))
+    study = optuna.create_study(study_name=f"jetlib-{method}", storage=storage, direction="maximize",
+                                load_if_exists=True)  # the name and direction jetlib.tune.study.tune opens
+    study.enqueue_trial(first)
+
+
+def tuned(data: str, work: Path, method: str, pseed: int, trials: int, sets: dict, preset: str) -> dict:
+    """Search ``method``'s recipe for pretraining seed ``pseed`` (or continue the search); its result."""
+    out = work / "tune" / f"{method}-s{pseed}"
+    start_from_recipe(out, method, preset, sets)
+    return tune_study.tune(data, str(out), method, trials, preset=preset, sets=sets, seed=pseed, device="cpu")
+
+
+def recipe_used(cfg) -> dict:
+    """The training hyperparameters a pretraining ran (what a recipe sets)."""
+    return {"optimizer": cfg.optimizer, "lr": cfg.lr, "lr_batch": cfg.lr_batch, "peak_lr": pretrain.peak_lr(cfg),
+            "weight_decay": cfg.weight_decay, "warmup_epochs": cfg.warmup_epochs,
+            "method_params": dict(cfg.method_params)}
+
+
+def suffix(trials: int, tune_epochs: int) -> str:
+    """A tuned encoder's runs are named apart from an untuned one's, so one --work never mixes them."""
+    return f"-tuned{trials}x{tune_epochs}" if trials else ""
+
+
+def pretraining(data: str, runs: Path, method: str, pseed: int, preset: str, augment: str, epochs: int,
+                trials: int = 0, tune_epochs: int = 0) -> tuple[str, dict, dict, dict | None]:
+    """Pretrain ``method`` with seed ``pseed`` (skipped when done), after its search when ``trials`` > 0.
+
+    Returns the run folder, its final metrics, :func:`recipe_used` and the search's result (None untuned).
+    The search lives in ``runs/../tune/<method>-s<pseed>`` and its trials run the study's seed and
+    augmentations; when they also ran ``epochs``, the best trial's run is this pretraining."""
+    values = {"augment": augment, "seed": pseed, "method": method, "epochs": epochs}
+    recipe = search = None
+    if trials:
+        tune_epochs = tune_epochs or epochs
+        found = tuned(data, runs.parent, method, pseed, trials,
+                      {"epochs": tune_epochs, "seed": pseed, "augment": augment}, preset)
+        recipe = read_recipe(found["recipe"])
+        search = {k: found[k] for k in ("knn_accuracy", "best_trial", "trials")}
+        print(f"tuned {method} seed {pseed}: {json.dumps(search)} {json.dumps(found['values'])}", file=sys.stderr)
+    cfg = pretrain.make_config(preset, recipe=recipe, **values)
+    out = runs / f"pretrain-{method}-{augment}-e{cfg.epochs}-s{pseed}{suffix(trials, tune_epochs or epochs)}"
+    best = Path(recipe["study"]["run"]) if recipe else None
+    if best is not None and tune_epochs == epochs and (best / "run.json").exists():
+        out = best  # the search's best trial ran this very pretraining
+    done = out / "run.json"  # finished before: not rewritten (another study may read it)
+    final = json.loads(done.read_text())["final"] if done.exists() else pretrain.pretrain(data, str(out), cfg,
+                                                                                           device="cpu")
+    return str(out), final, recipe_used(cfg), search
+
+
 def trained(out: str, train) -> None:
     """Run ``train()`` unless ``out`` already holds a finished run (re-running the study skips it)."""
     if not (Path(out) / "run.json").exists():
@@ -136,6 +225,11 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--pretrain-epochs", type=int, default=0, help="0: the preset's")
     ap.add_argument("--augment", default="seed")
+    ap.add_argument("--tune-trials", type=int, default=0,
+                    help="jetlib tune trials per method and pretraining seed before it pretrains "
+                         "(0: each method's own recipe, untuned)")
+    ap.add_argument("--tune-epochs", type=int, default=0,
+                    help="pretraining epochs of each tuning trial (0: the study's pretraining epochs)")
     ap.add_argument("--validation", default="fraction", choices=("fraction", "full"))
     ap.add_argument("--modes", default="finetune,linear,scratch,vgg", help="a subset of these, to save time")
     ap.add_argument("--from-results", action="store_true",
@@ -155,6 +249,8 @@ def main() -> None:
     chosen = args.methods.split(",")
     if not chosen or set(chosen) - set(METHODS):
         ap.error(f"--methods: choose from {', '.join(METHODS)}")
+    if args.tune_trials < 0 or args.tune_epochs < 0:
+        ap.error("--tune-trials and --tune-epochs: 0 or more")
     if "finetune" in modes and "scratch" not in modes:  # e.g. one process per method, scratch trained by one
         print("--modes without scratch: no finetune-vs-scratch verdict in this line; print it with --from-results "
               "once scratch has run on the same --work", file=sys.stderr)
@@ -167,16 +263,16 @@ def main() -> None:
     if args.prepare:
         print(json.dumps({"benchmark": "study", "prepared": data, "jets": args.n_jets}))
         return
-    finals, pre_dirs = {}, {}
+    finals, pre_dirs, recipes, searches = {}, {}, {}, {}
+    epochs = args.pretrain_epochs or pretrain.make_config(args.preset).epochs
+    tune_epochs = args.tune_epochs or epochs
+    tag = suffix(args.tune_trials, tune_epochs)
     for m in chosen:
         for p in pseeds:
-            values = {"augment": args.augment, "seed": p, "method": m,
-                      **({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {})}
-            pre_cfg = pretrain.make_config(args.preset, **values)
-            pre_dirs[m, p] = str(runs / f"pretrain-{m}-{args.augment}-e{pre_cfg.epochs}-s{p}")
-            done = Path(pre_dirs[m, p]) / "run.json"  # finished before: not rewritten (another study may read it)
-            finals[m, p] = (json.loads(done.read_text())["final"] if done.exists()
-                            else pretrain.pretrain(data, pre_dirs[m, p], pre_cfg, device="cpu"))
+            pre_dirs[m, p], finals[m, p], recipes[m, p], search = pretraining(
+                data, runs, m, p, args.preset, args.augment, epochs, args.tune_trials, tune_epochs)
+            if search:
+                searches[m, p] = search
             print(f"pretrained {m} seed {p}: {finals[m, p]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
     results = []
@@ -188,7 +284,7 @@ def main() -> None:
         fractions = []  # nothing to train
 
     def run(task: str, mode: str, f: float, seed: int, p: int | None = None, m: str | None = None) -> None:
-        name = f"{task}-{mode}-f{f:g}-s{seed}" + (f"-{m}-p{p}" if p is not None else "")
+        name = f"{task}-{mode}-f{f:g}-s{seed}" + (f"-{m}-p{p}{tag}" if p is not None else "")
         out = str(runs / name)
         if mode == "vgg":
             cfg = baseline.make_config(args.preset, label_fraction=f, seed=seed, validation=args.validation)
@@ -216,12 +312,14 @@ def main() -> None:
 
     labels = {f"{r['label_fraction']:g}": r["labels"] for r in results if r.get("labels")}
     for m in chosen:
-        print_method(args, m, of_method(results, m), {p: finals[m, p] for p in pseeds}, labels, pre_cfg.epochs,
-                     seeds, pseeds, modes, time.perf_counter() - t0)
+        print_method(args, m, of_method(results, m), {p: finals[m, p] for p in pseeds}, labels, epochs,
+                     seeds, pseeds, modes, time.perf_counter() - t0,
+                     {str(p): recipes[m, p] for p in pseeds},
+                     {str(p): searches[m, p] for p in pseeds if (m, p) in searches}, tune_epochs)
 
 
 def print_method(args, method: str, results: list[dict], finals: dict, labels: dict, epochs: int, seeds: list,
-                 pseeds: list, modes: list, seconds: float) -> None:
+                 pseeds: list, modes: list, seconds: float, recipes: dict, searches: dict, tune_epochs: int) -> None:
     """One JSON line: ``method``'s pretrained results against the (shared) baselines."""
     summary = summarise(results)
     print(json.dumps({
@@ -238,6 +336,9 @@ def print_method(args, method: str, results: list[dict], finals: dict, labels: d
                                     "embedding": fin.get("embedding")} for p, fin in finals.items()},
         "seeds": seeds,
         "pretrain_seeds": pseeds,
+        "recipe": recipes,  # per pretraining seed: the optimiser, rates and method parameters it ran
+        "tune": {"trials": args.tune_trials, "epochs": tune_epochs if args.tune_trials else 0,
+                 "objective": "knn_accuracy on val", "by_pretrain_seed": searches},
         **{f"test_{t.headline[0]}": summary.get(t.name, {}) for t in tasks.all_tasks()},  # test_auc, test_mae
         "finetune_vs_scratch": verdicts(summary),
         "verdicts": report_verdicts(results, method),
