@@ -24,7 +24,7 @@ def pretrain(dataset: Input[Dataset], run: str, encoder: Output[Model], preset: 
         method: a name in ``jetlib.methods.METHODS``; empty: ``jetlib.methods.DEFAULT_METHOD``.
         arch: the network pretrained, a name in ``jetlib.models.ARCHS`` (resnet: the ResNet-15).
         seed: the pretraining seed.
-        nodes: more than 1: a multi-node job through ``jetlib.launch`` (this pod only waits).
+        nodes: more than 1: a multi-node job through ``jetlib.cluster`` (this pod only waits).
         gpus_per_node: GPUs asked for per node: 0 trains on the CPU; at least 1 on one node refuses
             (exit 2) unless this pod sees that many CUDA devices; more than 1: torchrun in this pod.
         image: the training image for a multi-node job.

@@ -1,7 +1,7 @@
 """Where a pretraining runs: one process, torchrun over this pod's GPUs, or a multi-node job.
 
 The pipeline's ``pretrain`` component calls :func:`pretrain_step`; the decision (which preset,
-which device, which launcher) is made here, beside :mod:`jetlib.pretrain` and :mod:`jetlib.launch`,
+which device, which launcher) is made here, beside :mod:`jetlib.pretrain` and :mod:`jetlib.cluster`,
 so that it is tested without KFP and a person running ``jetlib pretrain`` by hand gets the same.
 """
 
@@ -65,7 +65,7 @@ def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, 
                   encoder: str = "resnet", nodes: int = 1, gpus_per_node: int = 0, image: str = "",
                   secret: str | None = None, visible_gpus: int | None = None) -> dict:
     """Pretrain on one process, on ``gpus_per_node`` processes under torchrun in this pod, or on
-    ``nodes`` pods through :func:`jetlib.launch.launch_pretrain`; returns the pretraining run.json.
+    ``nodes`` pods through :func:`jetlib.cluster.launch_pretrain`; returns the pretraining run.json.
 
     ``preset`` and the device follow from what the run asked for (:func:`pretrain_placement`);
     each path ends with the same ``out`` folder, so a retried step resumes from its checkpoints.
@@ -76,7 +76,7 @@ def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, 
     # what every launcher passes on to `jetlib pretrain`
     flags = ["--seed", str(seed), "--method", method, "--encoder", encoder]
     if nodes > 1:
-        from jetlib.launch import launch_pretrain
+        from jetlib.cluster import launch_pretrain
 
         log.info("pretraining on %d nodes x %d GPUs through the cluster launcher", nodes, gpus_per_node)
         return launch_pretrain(data=data, out=out, nodes=nodes, gpus_per_node=gpus_per_node, image=image,

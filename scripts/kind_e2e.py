@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = os.environ.get("KIND_CLUSTER", "jetlib")
 TIMEOUT_S = int(os.environ.get("E2E_TIMEOUT_S", "3600"))
 STORE = os.environ.get("E2E_STORE", "s3://jetlib/e2e")
-# Pretraining nodes: 2 sends pretraining through jetlib.launch as a TrainJob over both kind workers
+# Pretraining nodes: 2 sends pretraining through jetlib.cluster as a TrainJob over both kind workers
 # (CPU pods: gpus_per_node=0), so the multi-node path runs for real; 1 keeps it in the step's pod.
 NODES = int(os.environ.get("E2E_NODES", "2"))
 

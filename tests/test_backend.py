@@ -15,9 +15,9 @@ import yaml
 
 from components.pod_size import pretrain_size
 from jetlib import tasks
+from jetlib.cluster import UID
 from jetlib.errors import ConfigError
 from jetlib.kfp_outputs import TRAINING_KEY, flat_metadata, result_metrics, training_name
-from jetlib.launch import UID
 from jetlib.methods import METHODS
 from jetlib.study import MODES, PRETRAINED, plan, pretrain_dir, pretrainings
 from pipelines.jet_ssl import NAMES, PARALLELISM, PRETRAIN_PARALLELISM, REQUESTS, SHM

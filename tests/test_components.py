@@ -500,7 +500,7 @@ def test_pretrain_step_hands_several_nodes_to_the_launcher(tmp_path, monkeypatch
         seen.update(kw)
         return {"format": "jetlib.pretrain/2"}
 
-    monkeypatch.setitem(sys.modules, "jetlib.launch", types.SimpleNamespace(launch_pretrain=launch_pretrain))
+    monkeypatch.setitem(sys.modules, "jetlib.cluster", types.SimpleNamespace(launch_pretrain=launch_pretrain))
     # this pod sees no GPU (it asked for none): auto still means the gpu preset for the GPU workers
     assert pretrain_step("DATA", "s3://b/out", preset="auto", augment="seed", seed=1, method="vicreg", encoder="vit",
                          nodes=2, gpus_per_node=8, image="jetlib-cuda:9", secret="creds", visible_gpus=0) == \

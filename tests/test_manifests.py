@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from jetlib.launch import RUNTIME, SECRET_KEYS, JobRequest, pytorchjob_body
+from jetlib.cluster import RUNTIME, SECRET_KEYS, JobRequest, pytorchjob_body
 from tests.pod_security import restricted_violations
 from tests.schemas import ROOT, validate_model
 from tests.trainer_rules import validate_trainingruntime

@@ -1,6 +1,6 @@
 """Multi-node pretraining for real: two containers on a Docker network, as a 2-node TrainJob runs.
 
-Each container runs exactly the command jetlib.launch puts in the TrainJob (``trainer_command``: no
+Each container runs exactly the command jetlib.cluster puts in the TrainJob (``trainer_command``: no
 torchrun flag) with only the PET_* variables Kubeflow Trainer v2.3.0 injects into its node container
 (tests/trainer_rules.py ``pet_env``, from pkg/runtime/framework/plugins/torch/torch.go EnforceMLPolicy):
 PET_NNODES=2, PET_NPROC_PER_NODE=1 (the runtime's CPU request rounded up), PET_NODE_RANK, and
@@ -19,10 +19,10 @@ import uuid
 
 import pytest
 
+from jetlib.cluster import JobRequest, job_name, trainer_command
 from jetlib.data.ingest import IngestConfig, ingest
 from jetlib.data.splits import SplitConfig
 from jetlib.data.store import open_store
-from jetlib.launch import JobRequest, job_name, trainer_command
 from tests.conftest import write_h5
 from tests.docker.conftest import docker_run, sh
 from tests.k8s_double import jetlib_runtime
@@ -65,7 +65,7 @@ def start_nodes(image, net, data, out, epochs, extra_env: dict | None = None):
                      extra_args=("--epochs", str(epochs)))
     command = trainer_command(req)
     job = job_name(out)
-    # what the launcher sends for CPU nodes (tests/test_launch.py checks it): no resourcesPerNode
+    # what the launcher sends for CPU nodes (tests/test_cluster_launch.py checks it): no resourcesPerNode
     body = {"metadata": {"name": job}, "spec": {"trainer": {"numNodes": 2, "image": image, "command": command}}}
     runtime = jetlib_runtime()
     names = [f"{job}-n{rank}-{uuid.uuid4().hex[:6]}" for rank in range(2)]

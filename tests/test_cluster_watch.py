@@ -1,4 +1,4 @@
-"""What the launcher's watch loop (jetlib/launch_watch.py) sees and how soon it gives up, against the
+"""What the launcher's watch loop (jetlib/cluster/watch.py) sees and how soon it gives up, against the
 API-server double (tests/k8s_double.py) with its Job controller on: pods are created from the TrainJob
 as Trainer v2.3.0, JobSet v0.12.0 and the Job controller create them, through the API server's pod
 strategy and validation, and a refused creation is a ``FailedCreate`` event on the Job."""
@@ -13,14 +13,14 @@ import time
 import pytest
 import yaml
 
+from jetlib.cluster import job_name, launch_pretrain
 from jetlib.errors import TrainingError
-from jetlib.launch import job_name, launch_pretrain
-from tests import test_launch
+from tests import test_cluster_launch
 from tests.k8s_double import JETLIB_RUNTIME_FILE, pod
-from tests.test_launch import complete_after, deleting_or_gone, kwargs, trainjob_pods
+from tests.test_cluster_launch import complete_after, deleting_or_gone, kwargs, trainjob_pods
 
-k8s, finished = test_launch.k8s, test_launch.finished  # the same fixtures: the double, a finished run
-pytestmark = pytest.mark.s3  # the finished run lives in the test store, as in tests/test_launch.py
+k8s, finished = test_cluster_launch.k8s, test_cluster_launch.finished  # the same fixtures: the double, a finished run
+pytestmark = pytest.mark.s3  # the finished run lives in the test store, as in tests/test_cluster_launch.py
 
 NAME_KEY = "jobset.sigs.k8s.io/jobset-name"
 
@@ -124,7 +124,7 @@ def test_an_image_pull_failure_fails_within_the_grace(k8s, finished):
 def test_the_defaults_are_a_day_fifteen_minutes_and_under_a_minute():
     import inspect
 
-    from jetlib.launch import GRACE_S, PENDING_S, TIMEOUT_S
+    from jetlib.cluster import GRACE_S, PENDING_S, TIMEOUT_S
 
     params = inspect.signature(launch_pretrain).parameters
     assert (params["timeout_s"].default, params["pending_s"].default, params["grace_s"].default) == \

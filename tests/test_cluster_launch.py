@@ -1,4 +1,4 @@
-"""jetlib.launch against an HTTP double of the Kubernetes API server (tests/k8s_double.py).
+"""jetlib.cluster's launcher against an HTTP double of the Kubernetes API server (tests/k8s_double.py).
 
 The real ``kubernetes`` client and the ``kubeflow`` SDK's TrainerClient talk HTTP to the double, which
 applies Kubeflow Trainer v2.3.0's admission webhooks, the apiserver's RBAC and webhook denials and
@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from jetlib.checkpoint import save_object
+from jetlib.cluster import SECRET_KEYS, JobRequest, job_name, launch_pretrain, pytorchjob_body
 from jetlib.data.store import open_store
 from jetlib.errors import ConfigError, TrainingError
-from jetlib.launch import SECRET_KEYS, JobRequest, job_name, launch_pretrain, pytorchjob_body
 from tests.k8s_double import STOCK_RUNTIME, FakeKubernetes, jetlib_runtime, pod
 from tests.schemas import schema_folder, validate_crd, validate_custom
 from tests.trainer_rules import pet_env
@@ -163,8 +163,7 @@ def test_env_patch_on_node_container_is_refused_by_the_trainjob_webhook(k8s, fin
     )
     from kubernetes import client, config
 
-    from jetlib.launch import secret_env
-    from jetlib.launch_watch import _api_error
+    from jetlib.cluster import api_error, secret_env
 
     env = ContainerPatch(name="node", env=secret_env("jetlib-s3"))
     patch = RuntimePatch(training_runtime_spec=TrainingRuntimeSpecPatch(template=JobSetTemplatePatch(
@@ -181,7 +180,7 @@ def test_env_patch_on_node_container_is_refused_by_the_trainjob_webhook(k8s, fin
     (message,) = k8s.denied
     assert message.startswith("spec.runtimePatches: Invalid value: ")
     assert message.endswith(": must not have envs for the dataset-initializer, model-initializer, node containers")
-    line = str(_api_error(cause, "create trainjobs.trainer.kubeflow.org", "ml"))
+    line = str(api_error(cause, "create trainjobs.trainer.kubeflow.org", "ml"))
     assert line.startswith("the API server refused to create trainjobs.trainer.kubeflow.org in namespace ml "
                            '(403): admission webhook "validator.trainjob.trainer.kubeflow.org" denied the request: ')
     assert "must not have envs" in line and "RBAC" not in line and "\n" not in line
@@ -410,7 +409,7 @@ def test_bad_arguments_are_refused_before_anything_is_created(k8s, finished, cha
 def test_sigterm_cancels_and_deletes_the_job(k8s, finished, tmp_path):
     data, out, _ = finished
     k8s.pods = trainjob_pods(job_name(out))
-    code = ("import json, sys; from jetlib.launch import launch_pretrain\n"
+    code = ("import json, sys; from jetlib.cluster import launch_pretrain\n"
             "from jetlib.errors import JetlibError\n"
             f"kw = json.loads({json.dumps(json.dumps(kwargs(data, out, poll_s=0.05)))})\n"
             "try:\n    launch_pretrain(**kw)\n"
@@ -436,7 +435,7 @@ def test_gpu_workers_get_a_gpu_nodes_resources_and_the_gpu_steps_scheduling(k8s,
     MergeResourceRequirements; tests/trainer_rules.py, merge_resources): GPUs alone would leave a GPU
     worker the runtime's CPU limit of 2 and 4 GiB. The workers also get the pipeline's GPU node
     selector and toleration by default."""
-    from jetlib.launch import CPU_PER_GPU, GPU_NODE_SELECTOR, GPU_TOLERATION, MEMORY_GI_PER_GPU
+    from jetlib.cluster import CPU_PER_GPU, GPU_NODE_SELECTOR, GPU_TOLERATION, MEMORY_GI_PER_GPU
     from tests.trainer_rules import node_pod
 
     data, out, run = finished

@@ -1,52 +1,45 @@
-"""Multi-node pretraining (any method, encoder) on Kubernetes: submit, stream node 0's log, wait, read the result back.
+"""What a multi-node pretraining job is: the request, and the objects sent for it. No API call here.
 
-The pretrain KFP component calls :func:`launch_pretrain` when a run asks for more than one node.
-Every node runs the same ``jetlib pretrain`` under ``torchrun``; they share the dataset, the
-checkpoints and the output through the object store (``--out`` must be ``s3://``), so rank 0 writes
-the one ``encoder.pt`` and ``run.json``, and a job re-submitted after a preemption resumes from the
-newest checkpoint there.
+Every node runs the same ``jetlib pretrain`` (any method, any encoder: the flags reach it as given)
+under ``torchrun``; the nodes share the dataset, the checkpoints and the output through the object
+store (``--out`` must be ``s3://``), so rank 0 writes the one ``encoder.pt`` and ``run.json``, and a
+job re-submitted after a preemption resumes from the newest checkpoint there.
 
-Two backends:
+Two backends, both built from one :class:`JobRequest`:
 
 ``trainjob`` (default)
     A Kubeflow Trainer v2 ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``) on jetlib's own namespaced
     ``TrainingRuntime`` ``jetlib-torch`` (``manifests/base/runtime``), created through the ``kubeflow``
-    SDK's ``TrainerClient`` with a ``CustomTrainerContainer`` and a ``TrainerCommand``. The runtime, not
-    the job, carries the credentials Secret, the non-root read-only containers, ``restartPolicy: Never``
-    and ``backoffLimit: 0`` (Trainer's webhook refuses env patches on the ``node`` container); a runtime
-    patch adds only a node selector and tolerations when asked. The Trainer injects every ``PET_*``
-    variable ``torchrun`` reads (nodes, processes per node, node rank, master address and port), so the
-    command passes none of them.
+    SDK's ``TrainerClient`` from :func:`trainer` (a ``CustomTrainerContainer``) and
+    :func:`trainjob_options` (a ``TrainerCommand``). The runtime, not the job, carries the credentials
+    Secret, the non-root read-only containers, ``restartPolicy: Never`` and ``backoffLimit: 0``
+    (Trainer's webhook refuses env patches on the ``node`` container); a runtime patch adds only a node
+    selector and tolerations when asked. The Trainer injects every ``PET_*`` variable ``torchrun``
+    reads (nodes, processes per node, node rank, master address and port), so the command passes none.
 ``pytorchjob``
-    A ``kubeflow.org/v1`` ``PyTorchJob`` for clusters that still run the Training Operator v1,
-    which sets the same ``PET_*`` variables.
+    A ``kubeflow.org/v1`` ``PyTorchJob`` (:func:`pytorchjob_body`) for clusters that still run the
+    Training Operator v1, which sets the same ``PET_*`` variables.
 
 The job name is derived from ``--out`` (:func:`job_name`), so submitting the same step twice
 attaches to a running job instead of starting a second one, and re-submits a failed one.
 
 Credentials never appear in a job body: workers read ``JETLIB_S3_ENDPOINT``,
 ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` from the Secret by reference (``secretKeyRef``).
+The ``kubeflow`` SDK is imported inside the two functions that build its objects: the pipeline reads
+:data:`UID` from here without it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import signal
-import threading
-import time
 
-from jetlib.errors import ConfigError, TrainingError
+from jetlib.errors import ConfigError
 
 BACKENDS = ("trainjob", "pytorchjob")
 RUNTIME = "jetlib-torch"  # jetlib's namespaced TrainingRuntime (manifests/base/runtime/trainingruntime.yaml)
 SECRET_KEYS = ("JETLIB_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 UID = 1000  # the images' non-root user (images/Dockerfile)
-# How long the launcher waits (docs/cluster-readings.md): the whole job; a pod no node fits (a cluster
-# autoscaler adding a GPU node takes minutes); an image pull or container start that keeps failing.
-TIMEOUT_S = 24 * 3600.0
-PENDING_S = 900.0
-GRACE_S = 45.0  # with a 10 s poll: failed within a minute of the first failed pull
 # What a GPU worker asks for per GPU besides the GPU: the runtime's 2 CPUs / 4 GiB (CPU pods) would
 # otherwise stay, since Trainer merges resourcesPerNode into them key by key. /dev/shm counts here.
 CPU_PER_GPU = 4
@@ -247,110 +240,3 @@ def check_runtime(runtime: dict, secret: str | None) -> None:
         raise ConfigError(f"TrainingRuntime {name!r}: its node container must read {', '.join(missing)} from "
                           f"Secret {secret!r} (secretKeyRef, key = variable name); see "
                           "manifests/base/runtime/trainingruntime.yaml")
-
-
-class Cancelled(BaseException):
-    """SIGTERM arrived (the KFP step was cancelled): the job is deleted on the way out."""
-
-
-def launch_pretrain(*, data: str, out: str, nodes: int, gpus_per_node: int, image: str, preset: str,
-                    augment: str, extra_args: list[str] | tuple[str, ...] = (), secret: str | None,
-                    namespace: str | None = None, backend: str = "trainjob", timeout_s: float = TIMEOUT_S,
-                    node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None,
-                    poll_s: float = 10.0, grace_s: float = GRACE_S, pending_s: float = PENDING_S,
-                    runtime: str = RUNTIME) -> dict:
-    """Run ``jetlib pretrain`` on ``nodes`` pods and return its ``run.json``.
-
-    Submits the job (or attaches to the running one for the same ``out``), prints node 0's log
-    as it comes, waits at most ``timeout_s`` seconds, and reads the finished run back from
-    ``out``. On a timeout, a failure, SIGTERM or Ctrl-C the job is deleted.
-
-    Args:
-        data, out: ``s3://`` URIs shared by every node.
-        nodes, gpus_per_node: pods, and GPUs (= processes) per pod; 0 GPUs runs one CPU process.
-        image: a jetlib image with an explicit tag.
-        preset, augment, extra_args: passed to ``jetlib pretrain``.
-        secret: name of the Secret with the store credentials (keys: ``SECRET_KEYS``).
-        namespace: default: the pod's own namespace in a cluster, else the kubeconfig's.
-        backend: ``trainjob`` (Kubeflow Trainer v2) or ``pytorchjob`` (Training Operator v1).
-        timeout_s: wall-clock limit for the whole job (default 24 h).
-        node_selector, tolerations: scheduling constraints for every pod; None (the default) with
-            GPUs: :data:`GPU_NODE_SELECTOR` and :data:`GPU_TOLERATION`, as the pipeline's GPU steps
-            (``{}`` and ``[]`` ask for none).
-        poll_s: seconds between status polls.
-        grace_s: how long a pod may stay in ErrImagePull / ImagePullBackOff /
-            CreateContainerConfigError before the launch fails with that reason (default 45 s;
-            CrashLoopBackOff, and a pod creation the API server refuses, fail it at the next poll).
-        pending_s: how long a pod may stay Unschedulable, or its creation be refused for a reason
-            that can clear (a quota), before the launch fails (default 15 min).
-        runtime: the TrainingRuntime in ``namespace`` a TrainJob runs on; its node container must
-            read the Secret's keys (``manifests/base/runtime`` ships ``jetlib-torch``).
-
-    Returns:
-        dict: the pretraining ``run.json`` (format :data:`jetlib.records.PRETRAIN`).
-
-    Raises:
-        ConfigError: a bad argument, a missing or unfit runtime, the service account lacks RBAC, or
-            an admission webhook refused the job (exit 2), with the API server's message.
-        TrainingError: the job failed, timed out or was cancelled (exit 4), with the reason.
-        StoreError: the finished run cannot be read back (exit 3).
-    """
-    from jetlib.launch_watch import Cluster, wait_for
-
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if not timeout_s > 0:
-        raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
-    for what, value in (("grace_s", grace_s), ("pending_s", pending_s)):
-        if not value >= 0:
-            raise ConfigError(f"{what} must be >= 0, got {value}")
-    if gpus_per_node > 0:  # GPU workers go where the pipeline's own GPU steps go, unless told otherwise
-        node_selector = dict(GPU_NODE_SELECTOR) if node_selector is None else node_selector
-        tolerations = [dict(GPU_TOLERATION)] if tolerations is None else tolerations
-    req = JobRequest(data=data, out=out, nodes=nodes, gpus_per_node=gpus_per_node, image=image, preset=preset,
-                     augment=augment, extra_args=tuple(extra_args), secret=secret,
-                     node_selector=dict(node_selector or {}), tolerations=tuple(tolerations or ()), runtime=runtime)
-    req.check()  # bad arguments are reported before any cluster is contacted
-    cluster = Cluster.connect(namespace)
-    req = dataclasses.replace(req, namespace=cluster.namespace)
-    name = job_name(out)
-    job = cluster.job(backend, name)
-    previous = _install_sigterm()
-    done = False
-    try:
-        job.submit(req)
-        wait_for(job, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s, poll_s=poll_s, grace_s=grace_s,
-                 pending_s=pending_s)
-        done = True
-    except BaseException as e:
-        if not done:
-            job.delete_quietly()
-        if isinstance(e, Cancelled | KeyboardInterrupt):
-            raise TrainingError(f"{job.kind} {req.namespace}/{name} cancelled; deleted it") from None
-        raise
-    finally:
-        _restore_sigterm(previous)
-    return _read_result(out)
-
-
-def _read_result(out: str) -> dict:
-    from jetlib import records
-
-    _, run = records.read_run(out, "encoder", records.PRETRAIN, "--out")
-    return run
-
-
-def _install_sigterm():
-    """Turn SIGTERM (what Kubernetes sends a cancelled step) into :class:`Cancelled` in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def cancel(signum, frame):
-        raise Cancelled()
-
-    return signal.signal(signal.SIGTERM, cancel)
-
-
-def _restore_sigterm(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
