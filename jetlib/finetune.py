@@ -17,9 +17,9 @@ monitor and optimiser recipe (hyperparameters of the study):
          epoch has the lowest validation MAE in GeV
 
 The network is the pretrained encoder's ``arch`` (``--init``), else ``arch`` (any registered network,
-sized for the preset by :func:`jetlib.models.step_args`: ResNet-15's widths are ``model``), built by
-:func:`jetlib.models.create`; the task puts its head on it (``reset_head``) and a linear probe
-freezes its features (``freeze_features``).
+sized by ``model``: its preset variant, then ``--set model.NAME=VALUE``, checked against the
+network's own arguments by :func:`jetlib.models.step_model`), built by :func:`jetlib.models.create`;
+the task puts its head on it (``reset_head``) and a linear probe freezes its features (``freeze_features``).
 
 Up to ``epochs`` (50) with early stopping after ``patience`` (10) epochs without
 improvement. The best epoch and the learning-rate steps are chosen on the validation
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -49,7 +49,7 @@ from jetlib.data.manifest import VALIDATION, Dataset
 from jetlib.device import as_input, autocast_for, cpu_amp
 from jetlib.errors import ConfigError, DataError
 from jetlib.models.registry import check_weights
-from jetlib.models.resnet import VARIANTS, ResNetConfig
+from jetlib.models.resnet import ResNetConfig
 from jetlib.schemas import (
     BatchSize,
     Count,
@@ -65,6 +65,7 @@ from jetlib.schemas import (
     Width,
     check,
     one_of,
+    parse,
     whole,
 )
 from jetlib.trainer import (
@@ -115,7 +116,9 @@ class FinetuneConfig:
     reg_depth: RegDepth = 3  # residual blocks (and supervised outputs) of the regression head
     augment: Augment = "none"  # optional mild augmentation of training batches: none | seed | physics
     arch: Arch = "resnet"  # the network of runs without --init (jetlib.models.ARCHS); --init: the encoder's
-    model: ResNetConfig = field(default_factory=ResNetConfig)  # resnet widths of runs without --init
+    # the constructor arguments of arch in runs without --init: an instance of its config
+    # (jetlib.models.config_class), set field by field as model.NAME; make_config starts it from arch's preset size
+    model: Any = field(default_factory=ResNetConfig)
     normalize: Normalize = "scale"  # loader normalisation (a pretrained encoder's own setting wins)
     eval_batch_size: BatchSize = 512
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA
@@ -123,6 +126,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check(self)
+        object.__setattr__(self, "model", models.model_config(self.arch, self.model))  # arch's own config
 
     @property
     def learning_rate(self) -> float:
@@ -133,20 +137,25 @@ class FinetuneConfig:
         return {**asdict(self), "lr": self.learning_rate, "augment_params": asdict(AugmentConfig(self.augment))}
 
 
+# A network's size per preset is its own (jetlib.models.variant), not a field here.
 PRESETS = {
-    "tiny": {"epochs": 3, "patience": 2, "batch_size": 16, "model": VARIANTS["tiny"], "head_hidden": 16,
+    "tiny": {"epochs": 3, "patience": 2, "batch_size": 16, "head_hidden": 16,
              "reg_depth": 2, "eval_batch_size": 64},
     # bf16 autocast where the CPU has native bf16. Patience 10, the study's: at 10% labels the
     # validation subset is 50 jets, and with patience 6 one scratch seed in six stopped on its
     # epoch-1 model (scratch's spread over seeds 0.014 AUC, 0.006 with 10; docs/speed.md)
-    "cpu": {"epochs": 30, "patience": 10, "batch_size": 64, "model": VARIANTS["cpu"], "head_hidden": 128,
+    "cpu": {"epochs": 30, "patience": 10, "batch_size": 64, "head_hidden": 128,
             "amp": cpu_amp()},
     "gpu": {},
 }
 
 
 def make_config(preset: str = "gpu", **values) -> FinetuneConfig:
-    return resolve(FinetuneConfig(), PRESETS, preset, values)
+    """Defaults, the preset, then ``values`` (flags and ``--set``); ``model`` sizes ``arch``: its preset
+    variant, then ``model.NAME`` values, checked against its arguments (:func:`jetlib.models.step_model`)."""
+    arch = parse(Arch, values.get("arch") or FinetuneConfig.arch, "arch")  # before it sizes anything
+    model, values = models.step_model(arch, preset, values)
+    return resolve(FinetuneConfig(), PRESETS, preset, {**values, "arch": arch, "model": model})
 
 
 def load_pretrained(init: str) -> tuple[dict, dict]:
@@ -159,7 +168,7 @@ def _network(cfg: FinetuneConfig, init: str | None, channels: int) -> tuple[mode
     if cfg.mode in ("finetune", "linear") and not init:
         raise ConfigError(f"--mode {cfg.mode} needs --init, the output of jetlib pretrain")
     if not init:
-        args = {**models.step_args(cfg.arch, cfg.preset, cfg.model), "in_channels": channels}
+        args = {**asdict(cfg.model), "in_channels": channels}  # its size as configured
         return models.create(cfg.arch, **args), [], cfg.normalize, {"init": None}
     blob, run = load_pretrained(init)  # both passed their schemas (jetlib.schemas.records)
     what = f"--init {init}: encoder.pt"

@@ -2,8 +2,11 @@
 
 The encoder (``--encoder``, ``encoder`` in the config: the ResNet-15 by default) is any network in
 the models registry (:data:`jetlib.models.ARCHS`), built by :func:`jetlib.models.create` for the
-dataset's channels and sized for the preset (:func:`jetlib.models.step_args`); ``encoder.pt``
-records its ``arch`` and ``config``, so fine-tuning, evaluation and the report rebuild it by name.
+dataset's channels; its constructor arguments are ``model`` in the config (its config dataclass,
+:func:`jetlib.models.config_class`): the preset's size (:func:`jetlib.models.variant`), then
+``--set model.NAME=VALUE``, checked against the network's own arguments when the config is made
+(:func:`jetlib.models.step_model`). ``encoder.pt`` records its ``arch`` and ``config``, so
+fine-tuning, evaluation and the report rebuild it by name.
 
 The method (``--method``, ``method`` in the config: SimCLR by default) is an object from
 :mod:`jetlib.methods`: the loop below feeds it two views per batch and steps the optimiser on the
@@ -38,7 +41,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -57,10 +60,10 @@ from jetlib.data.store import open_store
 from jetlib.device import as_input, autocast_for, channels_last_for, cpu_amp, prepare_compile, setup_device
 from jetlib.errors import ConfigError, ResourceError, TrainingError, out_of_memory_line
 from jetlib.methods.base import Method, make_optimizer
-from jetlib.models.resnet import VARIANTS, ResNetConfig
+from jetlib.models.resnet import ResNetConfig
 from jetlib.monitor import embedding_stats, knn_accuracy
 from jetlib.progress import progress
-from jetlib.schemas import BatchSize, Count, LearningRate, Name, NonNegCount, Seed, WeightDecay, check, one_of
+from jetlib.schemas import BatchSize, Count, LearningRate, Name, NonNegCount, Seed, WeightDecay, check, one_of, parse
 
 log = logging.getLogger(__name__)
 Augment = one_of(AUGMENT_PRESETS, "augmentation presets")
@@ -86,7 +89,9 @@ class PretrainConfig:
     method_params: dict = field(default_factory=dict)
     augment: Augment = "seed"  # augmentation preset: seed | physics
     encoder: Arch = "resnet"  # the network pretrained: a name in jetlib.models.ARCHS
-    model: ResNetConfig = field(default_factory=ResNetConfig)  # the ResNet's widths (another encoder: its variant)
+    # the encoder's constructor arguments: an instance of its config (jetlib.models.config_class), set
+    # field by field as model.NAME; make_config starts it from the encoder's size for the preset
+    model: Any = field(default_factory=ResNetConfig)
     seed: Seed = 0  # seeds init, augmentations (offset per rank) and the data order
     normalize: Normalize = "scale"  # loader normalisation
     max_steps_per_epoch: NonNegCount = 0  # 0 = the whole train split each epoch
@@ -106,19 +111,19 @@ class PretrainConfig:
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be at least 2 (a contrastive pair), got {self.batch_size}")
         methods.params(self.method, self.method_params)  # an unknown method or parameter fails here, not later
+        object.__setattr__(self, "model", models.model_config(self.encoder, self.model))  # the encoder's own config
 
 
-TINY_MODEL, CPU_MODEL = VARIANTS["tiny"], VARIANTS["cpu"]  # the named widths of jetlib.models.resnet
-
+# The encoder's size per preset is its own (jetlib.models.variant: the ResNet's named widths), not a field here.
 PRESETS = {
     # seconds on tiny generated data, yet two epochs so that resuming is exercised
-    "tiny": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "model": TINY_MODEL,
+    "tiny": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1,
              # applied to the default method first, then to the chosen one: keep them valid for SimCLR
              "method_params": {"proj_hidden": 16, "proj_dim": 8},
              "monitor_bank": 64, "monitor_val": 32, "knn_k": 5, "log_interval": 1},
-    # a laptop run in minutes: a narrower ResNet-15 (405k parameters)
+    # a laptop run in minutes: the encoder's cpu size (a ResNet-15 of 405k parameters)
     # 5 epochs; bf16 autocast where the CPU has native bf16 (half the CPU per step): docs/speed.md
-    "cpu": {"epochs": 5, "batch_size": 64, "warmup_epochs": 1, "model": CPU_MODEL, "amp": cpu_amp(),
+    "cpu": {"epochs": 5, "batch_size": 64, "warmup_epochs": 1, "amp": cpu_amp(),
             "method_params": {"proj_hidden": 256}, "monitor_bank": 1000, "monitor_val": 500},
     # the full study
     "gpu": {},
@@ -126,40 +131,56 @@ PRESETS = {
 
 
 def make_config(preset: str = "gpu", recipe: dict | None = None, **values) -> PretrainConfig:
-    """Defaults, the method's recipe, the preset, a tuned ``recipe``, then ``values``; the method's
-    hyperparameters are gathered into ``method_params``.
+    """The config of a pretraining, from five sources, lowest first: the defaults (SimCLR's recipe),
+    the method's own recipe, the preset, a tuned ``recipe``, then ``values`` (flags and ``--set``).
 
     The method's recipe (its class's ``recipe``: optimiser, learning rate and its batch scaling,
-    weight decay, warmup) replaces the defaults, which are SimCLR's; whatever the preset, a
-    ``recipe`` (:func:`jetlib.tune.recipe.read_recipe`: ``{"method": ..., "values": {...}}``) or the
-    user sets wins over it, in that order.
-
-    A method parameter may be given as ``method_params.NAME`` or, when no config field has that
-    name, as ``NAME`` (``--set temperature=0.1``). A preset's ``method_params`` apply to the methods
-    that have them (the tiny preset's small projector); what the user sets must exist.
+    weight decay, warmup) replaces the defaults; whatever the preset, a ``recipe``
+    (:func:`jetlib.tune.recipe.read_recipe`: ``{"method": ..., "values": {...}}``) or the user sets
+    wins over it, in that order. Two fields are gathered before the rest are set: the method's
+    hyperparameters (:func:`_method_params`) and the encoder's size (:func:`jetlib.models.step_model`:
+    its preset variant, then ``model.NAME`` values, checked against the network's arguments).
     """
-    tuned = dict((recipe or {}).get("values", {}))
-    method = (values.get("method") or (recipe or {}).get("method") or PRESETS.get(preset, {}).get("method")
+    recipe = recipe or {}
+    method = (values.get("method") or recipe.get("method") or PRESETS.get(preset, {}).get("method")
               or PretrainConfig.method)
     if recipe and recipe.get("method", method) != method:
         raise ConfigError(f"the recipe is {str(recipe['method'])[:40]}'s, not {str(method)[:40]}'s: tune {method}")
+    tuned = dict(recipe.get("values", {}))
+    tuned_params = tuned.pop("method_params", None) or {}
+    values = {**tuned, "method": method, **values}  # the user's values over the recipe's
+    params, values = _method_params(method, preset, tuned_params, values)
+    encoder = parse(Arch, values.get("encoder") or PretrainConfig.encoder, "encoder")  # before it sizes anything
+    model, values = models.step_model(encoder, preset, values)
+    values = {**values, "encoder": encoder, "model": model, "method_params": params}
+    base = override(PretrainConfig(), dict(methods.get(method).recipe))
+    return resolve(base, PRESETS, preset, values)
+
+
+def _method_params(method: str, preset: str, tuned: dict, values: dict) -> tuple[dict, dict]:
+    """(the method's parameters, the other values): the preset's parameters that the method has (the
+    tiny preset's small projector), then a tuned recipe's, then the user's, checked by the method's ``Params``.
+
+    The user gives one as ``method_params`` (a dict), ``method_params.NAME`` or, when no config field
+    has that name, ``NAME`` (``--set temperature=0.1``); each must exist.
+    """
     known = {f.name for f in fields(methods.get(method).Params)}
     mine = {f.name for f in fields(PretrainConfig)}
     merged = {k: v for k, v in PRESETS.get(preset, {}).get("method_params", {}).items() if k in known}
-    merged.update(tuned.pop("method_params", None) or {})
-    values = {**tuned, "method": method, **values}
-    given = values.pop("method_params", None) or {}
+    merged.update(tuned)
+    given = values.get("method_params") or {}
     if not isinstance(given, dict):
         raise ConfigError(f"method_params {given!r}: set each one as --set method_params.NAME=VALUE")
     merged.update(given)
-    for key in list(values):
+    rest = {}
+    for key, value in values.items():
         name = key.removeprefix("method_params.")
         if name != key or (key not in mine and key in known):
-            merged[name] = values.pop(key)
+            merged[name] = value
+        elif key != "method_params":
+            rest[key] = value
     checked = methods.params(method, merged)  # typed: "0.1" from --set is recorded as 0.1
-    values["method_params"] = {k: getattr(checked, k) for k in merged}
-    base = override(PretrainConfig(), dict(methods.get(method).recipe))
-    return resolve(base, PRESETS, preset, values)
+    return {k: getattr(checked, k) for k in merged}, rest
 
 
 def peak_lr(cfg: PretrainConfig) -> float:
@@ -315,7 +336,7 @@ def _pretrain(data, out, cfg: PretrainConfig, device: torch.device) -> dict:
 
 def _build_method(cfg: PretrainConfig, ds: Dataset, device: torch.device) -> tuple[Method, bool]:
     """(the method around the encoder ``cfg.encoder`` built for the dataset's channels, channels-last or not)."""
-    encoder_args = {**models.step_args(cfg.encoder, cfg.preset, cfg.model), "in_channels": ds.image_shape[0]}
+    encoder_args = {**asdict(cfg.model), "in_channels": ds.image_shape[0]}  # its size as configured
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = methods.create(cfg.method, models.create(cfg.encoder, **encoder_args), cfg.method_params).to(device)
     # Off unless asked for: GroupNorm on CUDA returns NCHW (see jetlib.device), and on CPU oneDNN's AVX2 1x1

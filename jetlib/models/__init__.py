@@ -7,6 +7,10 @@ supervised baseline), ``heads`` (projector, classifier, regressor). Every networ
 registered by name: :func:`create` builds one, :func:`from_blob` rebuilds the one a saved
 ``model.pt`` or ``encoder.pt`` records (its ``arch``, ``config``, ``task``, ``head``), weights loaded.
 
+A network's keyword arguments are its config (:func:`config_class`: the dataclass it registers,
+or its factory's signature read into one); a step sizes it by its preset's variant and then
+``--set model.NAME=VALUE``, each checked against those arguments (:func:`step_model`).
+
 A new network is one file with a registered factory, plus its name -> module line in
 :data:`~jetlib.models.registry.BUILTIN` (the tasks and the methods register the same way)::
 
@@ -24,10 +28,13 @@ from jetlib.models.registry import (
     BUILTIN,
     arch_of,
     available,
+    config_class,
     create,
     from_blob,
+    model_config,
     register_model,
-    step_args,
+    settable,
+    step_model,
     unregister_model,
     variant,
 )
@@ -37,5 +44,5 @@ from jetlib.models.resnet import VARIANTS, ResNet, ResNetConfig, resnet15
 from jetlib.models.vgg import VGG, VGGConfig
 
 __all__ = ["ARCHS", "BUILTIN", "VARIANTS", "VGG", "Encoder", "ResNet", "ResNetConfig", "VGGConfig", "arch_of",
-           "available", "create", "from_blob", "register_model", "resnet15", "step_args", "unregister_model",
-           "variant"]
+           "available", "config_class", "create", "from_blob", "model_config", "register_model", "resnet15",
+           "settable", "step_model", "unregister_model", "variant"]

@@ -7,9 +7,15 @@ lists them without building anything.
 
 from __future__ import annotations
 
-from jetlib.errors import DataError, JetlibError
+import dataclasses
+import inspect
+import typing
+
+from jetlib.config import override
+from jetlib.errors import ConfigError, DataError, JetlibError
 from jetlib.models.base import Encoder
 from jetlib.registry import Registry
+from jetlib.schemas import check
 
 # the built-in networks: name -> the module that registers it (imported on first use)
 BUILTIN = {
@@ -20,23 +26,82 @@ BUILTIN = {
 
 _NETWORKS = Registry("network", builtin=BUILTIN)
 ARCHS = _NETWORKS.names  # a live view: argparse choices and messages see every registered network
-unregister_model = _NETWORKS.unregister
 _VARIANTS: dict[str, dict] = {}  # arch -> preset name -> the factory's keyword arguments
+_CONFIGS: dict[str, type] = {}  # arch -> the dataclass of its keyword arguments (declared, or its signature's)
 
 
-def register_model(name: str, variants: dict | None = None):
+def register_model(name: str, variants: dict | None = None, config: type | None = None):
     """Register ``factory(**cfg) -> Encoder`` (a function or an :class:`Encoder` subclass) as ``name``.
 
     Every factory accepts ``in_channels``: fine-tuning builds the network for the dataset's channels.
     ``variants`` maps a preset name (``tiny``, ``cpu``, ``gpu``) to the keyword arguments (a dict or a
     config dataclass with ``to_dict``) that size the network for that preset; a preset it does not
-    name builds the factory's defaults.
+    name builds the factory's defaults. ``config`` is the frozen dataclass of those keyword
+    arguments whose field types are their schemas (:class:`~jetlib.models.resnet.ResNetConfig`);
+    without one, the factory's own signature is read into one (:func:`config_class`), so a step's
+    ``--set model.NAME=VALUE`` is checked against the network's arguments either way.
     """
     def add(factory):
         _NETWORKS.register(name)(factory)
+        _CONFIGS[name] = config or _signature_config(name, factory)
         _VARIANTS[name] = {k: v.to_dict() if hasattr(v, "to_dict") else dict(v) for k, v in (variants or {}).items()}
         return factory
     return add
+
+
+def unregister_model(name: str) -> None:
+    """Remove ``name`` (tests register toy networks and take them away again)."""
+    _NETWORKS.unregister(name)
+    _CONFIGS.pop(name, None)
+    _VARIANTS.pop(name, None)
+
+
+def _signature_config(name: str, factory) -> type:
+    """A frozen dataclass of ``factory``'s keyword arguments, each typed by its annotation, else by its
+    default's type (a tuple default: a tuple of its first item's type), checked as a declared config is."""
+    target = factory.__init__ if isinstance(factory, type) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except (NameError, TypeError):  # an annotation that does not resolve: type by the defaults
+        hints = {}
+    specs = []
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise TypeError(f"{name}: every argument of a network's factory needs a default, {p.name!r} has none")
+        default = tuple(p.default) if isinstance(p.default, list) else p.default
+        kind = hints.get(p.name) or _type_of(default)
+        specs.append((p.name, kind, dataclasses.field(default=default)))
+
+    def post_init(self):
+        check(self, "model.")
+
+    return dataclasses.make_dataclass(f"{name}_args", specs, frozen=True, namespace={
+        "__post_init__": post_init, "to_dict": dataclasses.asdict})
+
+
+def _type_of(default):
+    if default is None:
+        return typing.Any
+    if isinstance(default, tuple):
+        return tuple[type(default[0]), ...] if default else tuple
+    return type(default)
+
+
+def config_class(arch: str) -> type:
+    """The dataclass of ``arch``'s keyword arguments: what ``--set model.NAME=VALUE`` may name.
+
+    Raises:
+        ConfigError: ``arch`` is not registered.
+    """
+    _NETWORKS.get(arch)  # a built-in registers its config on import
+    return _CONFIGS[arch]
+
+
+def settable(arch: str) -> tuple[str, ...]:
+    """The arguments of ``arch`` a step's ``model.NAME`` may set: all but ``in_channels`` (the dataset's)."""
+    return tuple(f.name for f in dataclasses.fields(config_class(arch)) if f.name != "in_channels")
 
 
 def variant(arch: str, preset: str) -> dict:
@@ -49,14 +114,62 @@ def variant(arch: str, preset: str) -> dict:
     return dict(_VARIANTS.get(arch, {}).get(preset, {}))
 
 
-def step_args(arch: str, preset: str, model) -> dict:
-    """The keyword arguments a step (pretraining, fine-tuning from scratch) builds ``arch`` with.
+def model_config(arch: str, model):
+    """``model`` as ``arch``'s config: an instance of :func:`config_class` as it is, a dict (a record read
+    back) built into one, its names and values checked against the network's arguments.
 
-    ResNet-15 is sized by the step config's typed ``model`` field (its preset's widths, then ``--set
-    model.widths=...``, each value checked when the config is made); any other network by its
-    registered :func:`variant` for the preset.
+    Raises:
+        ConfigError: another network's config, or a name or value ``arch`` does not take.
     """
-    return model.to_dict() if arch == "resnet" else variant(arch, preset)
+    cls = config_class(arch)
+    if isinstance(model, cls):
+        return model
+    if not isinstance(model, dict):
+        raise ConfigError(f"model: a {type(model).__name__} does not size the {arch} network (its arguments are a "
+                          f"{cls.__name__}); name the network and its model.NAME values together")
+    return _configure(arch, model, {})
+
+
+def step_model(arch: str, preset: str, values: dict) -> tuple[object, dict]:
+    """(the config that sizes ``arch`` in a step, the step's other values), from a step's ``values``
+    (flags and ``--set``, as :func:`jetlib.config.resolve` takes them).
+
+    The config is the network's defaults, then the ``preset``'s :func:`variant` (or ``values["model"]``,
+    a config or dict given whole), then each ``model.NAME`` value (``--set model.depth=2``, text
+    converted by the field's schema), every name and value checked against the network's own
+    arguments here, before any step runs.
+
+    Raises:
+        ConfigError: one line naming the field, the network and its arguments: a name the network
+            does not take (``in_channels`` included: the dataset's channels set it), or a value its
+            schema refuses.
+    """
+    whole = values.get("model")
+    sets = {k.removeprefix("model."): v for k, v in values.items() if k.startswith("model.")}
+    rest = {k: v for k, v in values.items() if k != "model" and not k.startswith("model.")}
+    if whole is None:
+        base = variant(arch, preset)
+    else:
+        base = dataclasses.asdict(model_config(arch, whole)) if dataclasses.is_dataclass(whole) else dict(whole)
+    for key in sets:
+        if key.partition(".")[0] == "in_channels":
+            raise ConfigError(f"model.{key[:80]}: the {arch} network takes the dataset's channel count, not a "
+                              f"setting (its arguments: {', '.join(settable(arch))})")
+    return _configure(arch, base, sets), rest
+
+
+def _configure(arch: str, base: dict, sets: dict):
+    """``arch``'s config built from ``base`` (every key an argument), then ``sets`` (text converted)."""
+    cls, names = config_class(arch), settable(arch)
+    for key in [*base, *sets]:
+        name = key.partition(".")[0]
+        if name not in names and not (name == "in_channels" and key in base):
+            raise ConfigError(f"model.{key[:80]}: the {arch} network has no argument {name[:40]!r} "
+                              f"(its arguments: {', '.join(names)})")
+    try:
+        return override(cls(**base), dict(sets), "model.")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (the {arch} network's arguments: {', '.join(names)})") from None
 
 
 def available() -> tuple[str, ...]:

@@ -144,7 +144,7 @@ def resnet15(**overrides) -> ResNet:
     return ResNet(ResNetConfig(**overrides))
 
 
-@register_model("resnet", variants=VARIANTS)
+@register_model("resnet", variants=VARIANTS, config=ResNetConfig)
 def resnet(**cfg) -> ResNet:
     """The registered factory: :class:`ResNetConfig` fields (lists or tuples), defaults for the rest."""
     return ResNet(ResNetConfig.from_dict({**ResNetConfig().to_dict(), **cfg}))

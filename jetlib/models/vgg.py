@@ -124,7 +124,7 @@ class VGG(Encoder):
         return self.cfg.to_dict()
 
 
-@register_model("vgg")
+@register_model("vgg", config=VGGConfig)
 def vgg(**cfg) -> VGG:
     """The registered factory: :class:`VGGConfig` fields (lists or tuples), defaults for the rest."""
     return VGG(VGGConfig.from_dict({**VGGConfig().to_dict(), **cfg}))

@@ -113,7 +113,7 @@ VARIANTS = {
 }
 
 
-@register_model("vit", variants=VARIANTS)
+@register_model("vit", variants=VARIANTS, config=ViTConfig)
 def vit(**cfg) -> ViT:
     """The registered factory: :class:`ViTConfig` fields, defaults for the rest."""
     return ViT(ViTConfig(**{**ViTConfig().to_dict(), **cfg}))
