@@ -156,3 +156,46 @@ def test_a_registry_lists_its_builtins_before_importing_them_and_imports_on_firs
         COLOURS.get("green")
     for name in ("reg_pkg", "reg_pkg_blue"):
         monkeypatch.delitem(sys.modules, name)
+
+
+def test_a_factory_without_a_config_class_is_checked_by_its_signature():
+    """A plugin's keyword arguments become its config: typed by annotation, else by the default (a tuple
+    default by its first item), each ``--set model.NAME`` converted or refused by that type."""
+    from jetlib.models.registry import step_model
+
+    @models.register_model("sig_net", variants={"tiny": {"widths": (2, 2)}})
+    def sig_net(in_channels=3, widths=(4, 8), scale: float = 1.0, norm="group"):
+        return resnet15(in_channels=in_channels, widths=widths, strides=(1,) * len(widths))
+
+    try:
+        assert models.settable("sig_net") == ("widths", "scale", "norm")
+        cfg, rest = step_model("sig_net", "tiny", {"model.widths": "3,5,7", "model.scale": "0.5", "lr": "0.1"})
+        assert cfg.to_dict() == {"in_channels": 3, "widths": (3, 5, 7), "scale": 0.5, "norm": "group"}
+        assert rest == {"lr": "0.1"}  # the step's other values, untouched
+        assert step_model("sig_net", "tiny", {})[0].widths == (2, 2)  # the preset's size
+        assert models.model_config("sig_net", cfg.to_dict()) == cfg  # a record read back builds the same config
+        for key, value, line in [("model.scale", "nan", "model.scale: must be a finite number"),
+                                 ("model.widths", "4,x", "model.widths[1]: must be a valid integer"),
+                                 ("model.norm.x", "1", "model.norm.x: norm has no fields of its own")]:
+            with pytest.raises(ConfigError, match=re.escape(line)) as e:
+                step_model("sig_net", "gpu", {key: value})
+            assert "the sig_net network's arguments: widths, scale, norm" in str(e.value)
+    finally:
+        models.unregister_model("sig_net")
+    assert "sig_net" not in models.ARCHS
+    with pytest.raises(TypeError, match="'depth' has none"):
+        models.register_model("no_default")(lambda in_channels=3, *, depth: None)
+    assert "no_default" not in models.ARCHS
+
+
+def test_a_config_sized_for_another_network_is_refused_not_mixed():
+    """Changing the network alone keeps the old network's arguments: refused in one line, never half applied."""
+    from jetlib import pretrain as pt
+    from jetlib.config import override
+
+    cfg = pt.make_config("tiny")
+    with pytest.raises(ConfigError, match=r"^model: a ResNetConfig does not size the vit network"):
+        override(cfg, {"encoder": "vit"})
+    vit = pt.make_config("tiny", encoder="vit", **{"model.depth": "2"})
+    assert override(vit, {"model.dim": "32"}).model.depth == 2  # one network's field by field
+    assert pt.PretrainConfig(encoder="vit", model={"dim": 8, "heads": 2}).model.depth == 6  # a dict: its defaults

@@ -42,8 +42,9 @@ def register_model(name: str, variants: dict | None = None, config: type | None 
     ``--set model.NAME=VALUE`` is checked against the network's arguments either way.
     """
     def add(factory):
+        cls = config or _signature_config(name, factory)  # a factory it cannot read is refused unregistered
         _NETWORKS.register(name)(factory)
-        _CONFIGS[name] = config or _signature_config(name, factory)
+        _CONFIGS[name] = cls
         _VARIANTS[name] = {k: v.to_dict() if hasattr(v, "to_dict") else dict(v) for k, v in (variants or {}).items()}
         return factory
     return add
