@@ -9,11 +9,11 @@ Prints one JSON line:
   ``DataLoader`` (goal: at least 20x). Both produce the same batches: float32
   ``(B, C, H, W)`` divided by the train std per channel, with y, m0, pt; both run
   on the same simulated file on the same machine, one after the other;
-* the loader's two modes side by side (issue 16, item 6): ``resident_jets_per_s`` and
+* the loader's two modes side by side: ``resident_jets_per_s`` and
   ``stream_jets_per_s`` (CPU, densify included), and ``stream_host_jets_per_s``, the
   streaming mode's host path alone (fetch, decode, shuffle, gather into int32/float32
   tensors: what stays on the CPU when the device is a GPU), measured on its prefetch thread;
-  ``stream_host_legacy_jets_per_s``, the same host path as it was before issue 16
+  ``stream_host_legacy_jets_per_s``, the same host path as it was at commit 8d4aafb
   (:mod:`legacy_loader`: the same batches, shuffled and gathered on the consumer thread, one reader),
   and ``stream_host_speedup``, their ratio (goal: at least 2x).
   ``--repeat K`` tiles the simulated file K times, so that an epoch holds many shuffle windows.

@@ -1,4 +1,4 @@
-"""One prepared GPU run (issue 16, item 7): every figure of the GPU path, a JSON line per measurement.
+"""One prepared GPU run: every figure of the GPU path, a JSON line per measurement.
 
 Runs with only what a GPU machine has (torch, numpy, pyarrow, h5py, scikit-learn; no pip, no
 network; jetlib from the checkout on ``PYTHONPATH``; tqdm optional) in under 8 minutes on one GPU,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one device call of issue 16, item 8: benchmarks/gpu.py on a lent GPU, JSON lines into $OUT/gpu.jsonl.
+# The one device call that measures the GPU path: benchmarks/gpu.py on a lent GPU, JSON lines into $OUT/gpu.jsonl.
 #
 # Beforehand, here (no GPU; ~20 min of 2 cores for the simulation, ~20 MB of shards):
 #   .venv/bin/jetlib simulate --n-jets 20000 --seed 0 --out .cache/gpu-data/sim-20000.h5

@@ -1,7 +1,7 @@
-"""The streaming loader's host path as it was before issue 16: the baseline of ``stream_host_speedup``.
+"""The streaming loader's host path as it was at commit 8d4aafb: the baseline of ``stream_host_speedup``.
 
-Issue 16 asks for the streaming host path per process at 2x "today's". This module keeps
-"today's" (jetlib at commit 8d4aafb, the parent of the change) runnable beside the new loader,
+The streaming host path per process is meant to run at 2x the old one. This module keeps the
+old one (jetlib at commit 8d4aafb, the parent of the change) runnable beside the new loader,
 so that ``benchmarks/data.py`` measures both in the same run on the same dataset: one prefetch
 thread reads and decodes each row group; the consumer thread pools a window of pieces,
 concatenates and permutes it, takes each batch's rows and turns them into host tensors with

@@ -5,7 +5,7 @@ Two measurements, same run, same machine:
 * ``pretrain_method`` (one JSON line per method in :data:`jetlib.methods.METHODS`): jets per
   second and milliseconds per step of each method, timed in interleaved rounds of the real
   epoch function (same loader, augmentations, optimiser and per-step hook as ``jetlib
-  pretrain``), and ``relative_to_simclr`` (step time over SimCLR's; issue 18, "Measured");
+  pretrain``), and ``relative_to_simclr`` (step time over SimCLR's);
 * ``pretrain`` (one line): jetlib's SimCLR step against a straightforward implementation of the
   study's pipeline, the ``baseline``: an h5py ``Dataset`` that reads one jet per
   ``__getitem__``, normalises it to [0, 1] and makes two views with torchvision per-sample

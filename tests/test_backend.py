@@ -370,7 +370,7 @@ def test_shm_is_bounded_and_the_loop_is_throttled(name):
             "gpus_per_node": {"componentInputParameter": "pipelinechannel--gpus_per_node"}}
 
 
-# --- item 7: compile against the built image, pinned by content -------------------------------
+# --- compile against the built image, pinned by content ----------------------------------------
 
 DIGEST_A, DIGEST_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 

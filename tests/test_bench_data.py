@@ -1,5 +1,5 @@
 """The baseline of ``benchmarks/data.py``'s ``stream_host_speedup`` does the same work as the loader it is
-compared with: ``benchmarks/legacy_loader.py`` (the streaming host path before issue 16) yields exactly the
+compared with: ``benchmarks/legacy_loader.py`` (the streaming host path as it was at commit 8d4aafb) yields exactly the
 host tensors of :meth:`jetlib.data.loader.JetLoader._host_batches` for the same seed and epoch, so the
 speedup compares two ways of producing the same batches, not two different amounts of work."""
 

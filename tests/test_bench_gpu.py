@@ -1,5 +1,5 @@
-"""benchmarks/gpu.py: its --smoke run on CPU prints every measurement as a JSON line (issue 16, item 7),
-and the FLOPs it divides by are the issue's arithmetic."""
+"""benchmarks/gpu.py: its --smoke run on CPU prints every measurement as a JSON line,
+and the FLOPs it divides by are the ones torch's FlopCounterMode counts."""
 
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ def test_resume_restores_model_optimizer_scheduler_and_rng(tmp_path):
 ])
 def test_a_crafted_pointer_is_refused_before_anything_is_read_or_deleted(store_kind, key, problem, tmp_path,
                                                                          request):
-    """A pointer once made a resume load, and the next save delete, another run's checkpoint (issue 19, item 2)."""
+    """A pointer once made a resume load, and the next save delete, another run's checkpoint."""
     root = open_store(str(tmp_path / "root") if store_kind == "local" else request.getfixturevalue("s3_env"))
     victim = root.child("victim/checkpoints")
     ck.Checkpoints(victim).save({"epoch": 0}, 0)

@@ -209,7 +209,7 @@ def test_report_logs_one_named_roc_curve_per_classification_mode_and_fraction(ch
     assert [p["recall"] for p in points] == pytest.approx(tpr, abs=1e-6)
 
 
-# --- item 4: every component's metadata is storable in MLMD ------------------------------------
+# --- every component's metadata is storable in MLMD --------------------------------------------
 
 def mlmd_custom_property(key: str, value):
     """Stand-in for the launcher's conversion of one metadata value into an MLMD custom property.
@@ -287,7 +287,7 @@ def test_flat_metadata_drops_undefined_values_and_refuses_nested_ones():
             flat_metadata({"k": bad})
 
 
-# --- item 1: pretraining refuses GPUs it was asked for and cannot see ---------------------------
+# --- pretraining refuses GPUs it was asked for and cannot see -----------------------------------
 
 @pytest.mark.parametrize("preset,nodes,gpus,visible,expected", [
     ("auto", 1, 0, 0, ("cpu", "cpu")),  # the CPU pipeline: 0 GPUs asked

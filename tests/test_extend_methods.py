@@ -66,7 +66,7 @@ def test_a_registered_method_pretrains_and_its_encoder_fine_tunes(data, tmp_path
     fin = ft.finetune(data, str(tmp_path / "finetune"), ft.make_config("tiny", mode="finetune", epochs=1,
                                                                         patience=1), init=enc_out, device="cpu")
     assert fin["training"]["epochs_run"] == 1 and fin["config"]["init"] == enc_out
-    # its result is named by the method and the encoder (issue 18: result names carry the method)
+    # its result is named by the method and the encoder: two methods' results never share a name
     result = evaluate(data, str(tmp_path / "finetune"), str(tmp_path / "results"), device="cpu")
     sha8 = run["encoder"]["sha256"][:8]
     assert result["origin"]["method"] == "toy_cosine"

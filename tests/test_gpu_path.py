@@ -1,4 +1,4 @@
-"""The GPU path on a CPU (issue 16): no per-step read-backs, the device asked for, one GPU's RNG state per
+"""The GPU path on a CPU: no per-step read-backs, the device asked for, one GPU's RNG state per
 rank, channels_last after the augmentations, and compile caches that need no writable home.
 
 Each behaviour of PyTorch relied on is named where it is used. A device run checks the same under
@@ -79,7 +79,7 @@ def _without_loader(counts: Counter) -> dict:
 @pytest.mark.parametrize("step", ["finetune", "baseline"])
 def test_supervised_training_reads_back_per_epoch_not_per_step(toy, tmp_path, readbacks, step):
     """Four times the steps (batch 8 vs 32, for training and validation) must not add one read-back:
-    the loss is summed on the device, predict copies each array once (issue 16, item 1)."""
+    the loss is summed on the device, predict copies each array once."""
     from jetlib import baseline as bl
     from jetlib import finetune as ft
 

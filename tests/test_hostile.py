@@ -284,7 +284,7 @@ class Case:
 
 
 CASES = [
-    # --- a source file from elsewhere (item 1: nothing outside the file is read) ---
+    # --- a source file from elsewhere (nothing outside the file is read) ---
     Case("hdf5 external storage of /proc/self/environ", lambda c: c.h5(_ext_storage), 2,
          "'X_jets' uses HDF5 external storage (its bytes live in '/proc/self/environ', outside the file): refused"),
     Case("hdf5 external link", lambda c: c.h5(_ext_link), 2, "'X_jets' is an external link to"),
@@ -292,7 +292,7 @@ CASES = [
     Case("hdf5 soft link", lambda c: c.h5(_soft_link), 2, "'X_jets' is a soft or user-defined link: refused"),
     Case("hdf5 label in external storage", lambda c: c.h5(_scalar_external), 2, "'y' uses HDF5 external storage"),
     Case("hdf5 filter plugin", lambda c: c.h5(_unknown_filter), 2, "needs HDF5 filter 32015, which is not built in"),
-    # --- garbage in (item 7) ---
+    # --- garbage in ---
     Case("declares 100,000 jets, stores 40", lambda c: c.h5(_declared_not_stored), 2,
          "'X_jets' declares 100,000 rows but stores only 5 of its 12,500 chunks (about 40 rows)"),
     Case("images never written", lambda c: c.h5(_never_written, chunks=False), 2,
@@ -305,7 +305,7 @@ CASES = [
          "'X_jets' has -1.5 at jet 7 (channel 2, pixel 3,3): negative"),
     Case("negative mass", lambda c: c.h5(_scalar("m0", 3, -5.0)), 2, "'m0' has -5.0 GeV at row 3: not physical"),
     Case("zero pT", lambda c: c.h5(_scalar("pt", 9, 0.0)), 2, "'pt' has 0.0 GeV at row 9: not physical (need 0 < pT"),
-    # --- a broken machine (items 5, 6) ---
+    # --- a broken machine ---
     Case("spill disk full", _disk_full, 5, "no space left for the ingest's spill files in"),
     # a width no network of the study needs is refused by its schema, before anything is allocated; a
     # model within the bounds that the machine cannot hold ends in exit 5 (tests/test_red_team.py)
@@ -319,7 +319,7 @@ CASES = [
     Case("s3 --out with '.'", lambda c: ["finetune", "--data", str(c.ds), "--out", "s3://jets/./ft", "--task", "cls",
                                          "--mode", "scratch", "--preset", "tiny"], 2,
          "segment in an s3:// URI is not allowed"),
-    # --- a writer of the bucket: manifests (items 2, 3, 5) ---
+    # --- a writer of the bucket: manifests ---
     Case("shard key absolute", lambda c: ["inspect", c.manifest(_set_shard(key=str(_outside_shard(c))))], 2,
          "is absolute: refused"),
     Case("shard key climbs", lambda c: ["inspect", c.manifest(_set_shard(key="train/../../outside/t0-00000.parquet"))],
@@ -340,7 +340,7 @@ CASES = [
          "the manifest says 16 in 2"),
     Case("shard tampered", _tamper, 2, "failed verification; first: "),
     Case("manifest not JSON", _torn_manifest, 2, "manifest.json is not valid JSON"),
-    # --- a writer of the bucket: run.json, checkpoint pointers, model files (items 2, 3) ---
+    # --- a writer of the bucket: run.json, checkpoint pointers, model files ---
     Case("run.json encoder key climbs", _encoder_climbs, 2, "key '../victim/encoder.pt' climbs out with '..'",
          check=_untouched("victim/encoder.pt")),
     Case("checkpoint pointer into another run", _pointer, 2,
@@ -351,7 +351,7 @@ CASES = [
          "run.json arch: is missing"),  # run.json passes its schema before model.pt is used
     Case("model key absolute", lambda c: _model(c, {"arch": "vgg"}, key="/etc/passwd"), 2, "is absolute"),
     Case("model arch unknown", lambda c: _model(c, {"arch": "os.system"}), 2, "run.json arch: is missing"),
-    # --- two runs, one --out (item 4) ---
+    # --- two runs, one --out ---
     Case("second pretraining run into a taken --out", _second_run, 2,
          "holds a pretrain run (seed 0) with different settings seed"),
 ]

@@ -48,7 +48,7 @@ def test_read_run_json_refuses_what_is_not_a_finished_run_of_the_kind(tmp_path):
 
 
 def test_a_version_1_record_is_refused_by_name(tmp_path):
-    """Version 2 renamed what model.pt and run.json hold (issue 17): an older run is one line, never half read."""
+    """Version 2 renamed what model.pt and run.json hold: an older run is one line, never half read."""
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "run.json").write_text(json.dumps({"format": "jetlib.model/1", "kind": "resnet"}))
     with pytest.raises(ConfigError, match=r"is 'jetlib.model/1', expected a jetlib.model/2 run"):

@@ -248,7 +248,7 @@ def test_an_s3_run_reads_like_a_local_one(tmp_path, s3_env):
     (("resources",), [], "resources is list"),
 ])
 def test_a_result_with_a_wrong_typed_field_is_listed_as_unreadable(tmp_path, path, value, problem):
-    """Each of these stopped the whole report with a traceback (issue 19, item 5); now the file is named."""
+    """Each of these stopped the whole report with a traceback; now the file is named."""
     good = study({("cls", "finetune", 0.1): [0.8, 0.81], ("cls", "scratch", 0.1): [0.7, 0.71]})
     bad = fake_result("cls", "scratch", 0.1, 7, 0.72)
     doc = bad

@@ -168,7 +168,7 @@ def test_a_failing_read_behind_a_full_queue_does_not_block_the_thread(dataset, m
     assert _prefetch_threads() == []
 
 
-# --- the device-resident mode (issue 16, item 6) ---
+# --- the device-resident mode ---
 
 def bits(t):
     """A tensor's raw bits, so that equality below is bitwise (a -0.0 or a NaN payload would differ)."""
