@@ -1,4 +1,4 @@
-"""ResNet-15: the jet-image encoder the study pretrains with SimCLR.
+"""ResNet-15: the study's default jet-image encoder, pretrained by any method (``--encoder resnet``).
 
 A stem convolution and seven residual blocks of two 3x3 convolutions each: 1 + 7 x 2
 = 15 weighted layers on the main path (1x1 projection shortcuts, where the width or

@@ -4,7 +4,7 @@ Stacked 3x3 convolutions (Simonyan & Zisserman 2015) with BatchNorm, a
 squeeze-and-excitation block closing every stage (Hu et al. 2018: the channels are
 re-weighted by a gate computed from their global averages), max-pooling between
 stages, and several independent classifier heads whose logits are averaged: a cheap
-ensemble. Trained fully supervised (:mod:`jetlib.baseline`), it is what SimCLR
+ensemble. Trained fully supervised (:mod:`jetlib.baseline`), it is what self-supervised
 pretraining has to beat.
 
 Shapes for the default widths and a 125x125 input::
