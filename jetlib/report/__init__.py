@@ -4,7 +4,8 @@
     report.summary["cls_auc_finetune_f0.1_mean"]
 
 Walks the run folder by file content (:mod:`~jetlib.report.collect`), pools seeds
-(:mod:`~jetlib.report.stats`), draws figures (:mod:`~jetlib.report.figures`, test-split
+(:mod:`~jetlib.report.stats`), states each pretraining's recipe and each method's search
+(:mod:`~jetlib.report.tuning`), draws figures (:mod:`~jetlib.report.figures`, test-split
 numbers from :mod:`~jetlib.report.inference`) and writes into ``out`` (default ``RUN/report/``):
 
 ``report.html``   self-contained (inline CSS, ``data:`` images, no script, nothing fetched), ≤ 2 MB
@@ -29,7 +30,7 @@ from jetlib import __version__
 from jetlib.data.manifest import open_dataset
 from jetlib.data.store import open_store
 from jetlib.errors import JetlibError
-from jetlib.report import inference, pretraining, sections, views
+from jetlib.report import inference, pretraining, sections, tuning, views
 from jetlib.report.budget import HTML_LIMIT, MARKDOWN_LIMIT, fit
 from jetlib.report.collect import collect, dataset_uris
 from jetlib.report.missing import missing
@@ -72,9 +73,13 @@ def build_report(run: str, out: str | None = None, *, write: bool = True, max_je
         notes.append(f"results come from {len(uris)} datasets ({', '.join(uris)}): the data section shows "
                      f"the first; scores on different test splits do not compare")
     spread = spread_source(study.results)
+    searches = tuning.searches(study)  # tune/<method>/: each method's search, when the run tuned first
+    notes += tuning.problems(searches)
     parts = [
         sections.headline_section(cells, spread),
         pretraining.pretraining_section(study, cells, spread),  # None without pretrained results or runs
+        tuning.recipe_section(study, searches, notes),  # None without pretraining runs
+        tuning.tuning_section(searches),  # None without tune/
         sections.metrics_section(cells, study.results),
         sections.classification_section(study.results),
         views.regression_section(study, ds, notes),

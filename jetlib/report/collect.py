@@ -6,7 +6,10 @@ A study run folder holds, at any depth and under any subfolder names:
   (with ``metrics.json`` and ``encoder.pt``);
 * training outputs (fine-tuning, scratch, VGG): ``run.json`` with ``format`` ``jetlib.model/2``
   (with ``metrics.json`` and ``model.pt``);
-* result files: any ``*.json`` whose ``format`` is ``jetlib.result/2``.
+* result files: any ``*.json`` whose ``format`` is ``jetlib.result/2``;
+* when the pipeline tuned the methods first, ``tune/<method>/`` directly in the run folder
+  (``recipe.json`` and ``trials.json``, read by :mod:`jetlib.report.tuning`). Nothing below a
+  ``tune`` folder is a study output: a search's trial pretrainings are not the study's.
 
 A folder holding ``checkpoints/`` or ``metrics.json`` but no ``run.json`` is a step that
 started and did not finish: it is recorded as such, for the "what is missing" section.
@@ -51,6 +54,7 @@ class Study:
     trainings: list[Step]
     unfinished: list[Step]  # folders with checkpoints or metrics but no run.json
     unreadable: list[str]  # "<uri>: <reason>" for JSON files that could not be read
+    tunes: dict[str, set[str]] = field(default_factory=dict)  # tune/<folder>/: the file names directly in it
 
     @property
     def fractions(self) -> list[float]:
@@ -70,8 +74,13 @@ def collect(run_uri: str) -> Study:
         raise ConfigError(f"--run {store.uri}: nothing there (an empty or missing folder is not a study run)")
     by_dir: dict[str, set[str]] = {}
     with_checkpoints: set[str] = set()
+    tunes: dict[str, set[str]] = {}
     for key in keys:
         parts = key.split("/")
+        if "tune" in parts[:-1]:  # a search's files, its trials' pretrainings and checkpoints included
+            if len(parts) == 3 and parts[0] == "tune":
+                tunes.setdefault(parts[1], set()).add(parts[2])
+            continue
         if "checkpoints" in parts[:-1]:  # the step folder above it exists, finished or not
             folder = "/".join(parts[: parts.index("checkpoints")])
             with_checkpoints.add(folder)
@@ -90,6 +99,8 @@ def collect(run_uri: str) -> Study:
                 doc = records.read_json(here, name)
             except NotFound:  # removed while we walked
                 continue
+            except RecursionError:  # JSON nested deeper than the parser goes
+                doc = None
             if doc is None:
                 unreadable.append(f"{here.key_uri(name)}: not a JSON object")
             else:
@@ -125,12 +136,12 @@ def collect(run_uri: str) -> Study:
             trainings.append(step)
         elif run is None and (folder in with_checkpoints or "metrics.json" in names):
             unfinished.append(step)
-    if not (results or pretrains or trainings or unfinished or refused):
+    if not (results or pretrains or trainings or unfinished or refused or tunes):
         raise ConfigError(f"--run {store.uri}: no study outputs there (no result files, no training or "
                           f"pretraining run.json); point --run at a pipeline run folder")
     log.info("%s: %d results, %d pretraining runs, %d training runs, %d unfinished", store.uri, len(results),
              len(pretrains), len(trainings), len(unfinished))
-    return Study(store.uri, results, pretrains, trainings, unfinished, unreadable)
+    return Study(store.uri, results, pretrains, trainings, unfinished, unreadable, tunes)
 
 
 def dataset_uris(study: Study) -> list[str]:

@@ -358,3 +358,58 @@ def regression_panels(preds: dict[str, dict[str, np.ndarray]], results: list[dic
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     return to_uri(fig)
+
+
+# how each trial state is drawn in a search's plot: (marker, face colour, edge colour, legend label)
+TRIAL_STYLE = {"complete": ("o", "#1f77b4", "#1f77b4", "complete"),
+               "pruned": ("o", "none", "#ff7f0e", "pruned (last epoch)"),
+               "fail": ("x", "#d62728", "#d62728", "failed")}
+
+
+@_drawn
+def search_panels(searches: dict[str, tuple[list[tuple[int, str, float | None]], int | None]],
+                  objective: str = "validation k-NN accuracy") -> str | NotDrawn | None:
+    """One panel per method: each trial's final objective against its number, by state; the best-so-far of the
+    complete trials (a step line); the trial whose values the recipe took (a star).
+
+    ``searches``: method -> ([(trial number, state, final value or None)], chosen trial number or None). A
+    trial without a value (failed before its first epoch) is a cross on the panel's floor."""
+    drawn = {m: (pts, best) for m, (pts, best) in searches.items() if pts}
+    if not drawn:
+        return None
+    ncols = min(len(drawn), 4)
+    fig, axes = _fig(ncols, -(-len(drawn) // ncols), w=3.4, h=2.6)
+    for ax in axes.flat[len(drawn):]:
+        ax.set_visible(False)
+    for ax, (method, (pts, best)) in zip(axes.flat, drawn.items(), strict=False):
+        floor = ax.get_xaxis_transform()  # x in data, y in axes fraction
+        for state, (marker, face, edge, label) in TRIAL_STYLE.items():
+            here = [(n, v) for n, s, v in pts if s == state]
+            style = {"color": edge} if marker == "x" else {"facecolors": face, "edgecolors": edge}  # x: no face
+            valued = [(n, v) for n, v in here if v is not None]
+            if valued:
+                ax.scatter(*zip(*valued, strict=True), marker=marker, s=22, label=f"{label} ({len(here)})", zorder=3,
+                           **style)
+            bare = [n for n, v in here if v is None]
+            if bare:
+                ax.scatter(bare, [0.03] * len(bare), marker=marker, s=22, transform=floor, zorder=3,
+                           label=None if valued else f"{label} ({len(here)})", **style)
+        numbers = [n for n, _, _ in pts]
+        done = sorted((n, v) for n, s, v in pts if s == "complete" and v is not None)
+        if done:  # drawn on to the last trial: the best a search of that many trials had found
+            ax.step([n for n, _ in done] + [max(numbers)], list(np.maximum.accumulate([v for _, v in done]))
+                    + [max(v for _, v in done)], where="post", color="k", lw=1, label="best so far")
+        chosen = [(n, v) for n, s, v in pts if n == best and v is not None]
+        if chosen:
+            ax.scatter(*zip(*chosen, strict=True), marker="*", s=120, facecolors="gold", edgecolors="k",
+                       label=f"chosen (trial {best})", zorder=4)
+        ax.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
+        if all(v is None for _, _, v in pts):
+            ax.set_ylim(0, 1)
+        ax.set_title(method, fontsize=10)
+        ax.set_xlabel("trial")
+        ax.set_ylabel(objective)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return to_uri(fig)

@@ -21,7 +21,22 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from jetlib.errors import DataError
-from jetlib.schemas import MAX_STEPS, Fraction, Name, NonNegCount, Seed, Text, one_of, parse, real, whole
+from jetlib.schemas import (
+    MAX_STEPS,
+    BatchSize,
+    Count,
+    Fraction,
+    LearningRate,
+    Name,
+    NonNegCount,
+    Seed,
+    Text,
+    WeightDecay,
+    one_of,
+    parse,
+    real,
+    whole,
+)
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # a dataset's id: the 12 hex digits jetlib.data.ingest derives (any short token from an older one)
@@ -176,6 +191,77 @@ class PretrainMetrics(_Record):
     config: dict[str, Any]
     dataset: DatasetRef
     epochs: list[Epoch]
+
+
+# --- a method's recipe and its search (jetlib.tune), as the report reads them back -----------------------------
+MAX_TRIALS = 10_000  # trials one search may list: far beyond any budget, small enough to draw
+MAX_PARAMS = 64  # method parameters one recipe or trial may set
+Params = Annotated[dict[Name, Any], Field(max_length=MAX_PARAMS)]  # each value shown as text, never used
+
+
+class PretrainRecipe(_Record):
+    """The training recipe a pretraining's ``run.json`` ``config`` records (a field absent in an older record is
+    None: shown as not recorded)."""
+
+    method: Name = "simclr"
+    preset: Name | None = None
+    optimizer: Name | None = None
+    lr: LearningRate | None = None  # per lr_batch jets when lr_batch > 0
+    lr_batch: NonNegCount | None = None
+    weight_decay: WeightDecay | None = None
+    warmup_epochs: NonNegCount | None = None
+    epochs: Count | None = None
+    batch_size: BatchSize | None = None
+
+
+class RecipeValues(_Record):
+    """What a recipe file sets: jetlib.tune.recipe.TUNABLE and the method's parameters, nothing else."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, str_max_length=4096)
+    lr: LearningRate | None = None
+    weight_decay: WeightDecay | None = None
+    lr_batch: NonNegCount | None = None
+    optimizer: Name | None = None
+    warmup_epochs: NonNegCount | None = None
+    method_params: Params = {}
+
+
+class Objective(_Record):
+    name: Name  # knn_accuracy
+    split: Name  # val: a search never reads the test split
+    value: float | None
+
+
+class SearchRef(_Record):
+    name: Text  # the Optuna study
+    trials: whole(0, MAX_TRIALS)
+    best_trial: whole(0, MAX_STEPS)
+
+
+class Recipe(_Record):
+    """``recipe.json`` of a search (``jetlib.recipe/1``, :mod:`jetlib.tune.recipe`): one method's chosen values."""
+
+    format: one_of(("jetlib.recipe/1",), "recipe formats")
+    method: Name
+    values: RecipeValues
+    objective: Objective | None = None
+    study: SearchRef | None = None
+    preset: Name | None = None
+
+
+class Trial(_Record):
+    """One trial of a search, as :func:`jetlib.tune.study.history` lists it (``trials.json``: a list of these)."""
+
+    study: Text
+    number: whole(0, MAX_STEPS)
+    state: one_of(("complete", "pruned", "fail", "running", "waiting"), "Optuna trial states")
+    value: float | None  # the final objective (a complete trial's)
+    epochs: Annotated[dict[Annotated[str, Field(pattern=r"^[0-9]{1,8}$")], float | None],
+                      Field(max_length=MAX_STEPS)]  # the objective per epoch (JSON keys: the epoch as text)
+    params: Params
+
+
+Trials = Annotated[list[Trial], Field(max_length=MAX_TRIALS)]
 
 
 def check_record(schema: type[BaseModel], record, where: str):
