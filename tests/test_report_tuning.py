@@ -187,6 +187,28 @@ def test_a_run_without_tune_has_no_tuning_section(tmp_path):
     assert "Tuning" in build_report(str(tune_only(tmp_path)), write=False).markdown
 
 
+def test_a_katib_search_without_epochs_or_a_named_trial_is_shown(tmp_path):
+    """On a cluster the tune step reads the Katib Experiment (jetlib.tune.katib.result): one value a trial (the
+    StdOut collector's), no epochs, a failed trial without a value, and a best trial that may match no row."""
+    trials = [{"study": "jetlib-byol-x1", "number": 0, "state": "complete", "value": 0.66, "epochs": {},
+               "params": {"lr": 2.0, "weight_decay": 1e-5, "base_momentum": 0.95}},
+              {"study": "jetlib-byol-x1", "number": 1, "state": "fail", "value": None, "epochs": {},
+               "params": {"lr": 9.0, "weight_decay": 1e-5, "base_momentum": 0.9}}]
+    recipe = recipe_doc("byol", ts.settings("byol", trials[0]["params"]), preset="gpu",
+                        objective={"name": ts.OBJECTIVE, "split": "val", "value": 0.66},
+                        study={"name": "jetlib-byol-x1", "trials": 2, "best_trial": None})
+    run = tmp_path / "run"
+    tune_folder(run, "byol", recipe, trials)
+    fake_pretraining(run, "byol", recipe)
+    report = build_report(str(run), write=False)
+    (chosen,) = rows(section(report.markdown, "Tuning"), "byol")
+    assert chosen[1:4] == ["2: 1 complete, 0 pruned, 1 failed", "—", "0.6600 (knn_accuracy, val split)"]
+    assert chosen[8] == "the recipe names no trial"
+    (used,) = rows(section(report.markdown, "The recipe each method ran"), "pretrain-byol-s0")
+    assert used[10] == "tuned: tune/byol/recipe.json (validation k-NN accuracy 0.660)"
+    assert not [g for g in report.missing if "tune/" in g]
+
+
 def tune_only(tmp_path: Path) -> Path:
     trials = write_search(tmp_path / "optuna")
     tune_folder(tmp_path / "tuned", "byol", byol_recipe(trials), trials)

@@ -163,9 +163,10 @@ def _source(method: str, config: dict, params: dict, search: Search | None) -> s
         off = _differs(config, params, search.recipe["values"])
         if not off:
             objective = search.recipe.get("objective") or {}
-            score = (f", validation k-NN accuracy {objective['value']:.3f}"
-                     if isinstance(objective.get("value"), float) else "")
-            return f"tuned: {where} (trial {search.best_trial}{score})"
+            about = ([f"trial {search.best_trial}"] if search.best_trial is not None else []) + (
+                [f"validation k-NN accuracy {objective['value']:.3f}"] if isinstance(objective.get("value"), float)
+                else [])
+            return f"tuned: {where}" + (f" ({', '.join(about)})" if about else "")
         return f"not the tuned recipe of {where} (differs in {', '.join(off)}): set by hand"
     own = _own_recipe(method)
     if own is None:
@@ -268,6 +269,8 @@ def tuning_section(found: list[Search]) -> Section | None:
 
 def _check_best(x: Search) -> str:
     """Is the recipe's trial in trials.json, with the recipe's values and objective, and the best complete one?"""
+    if x.best_trial is None:
+        return "the recipe names no trial"
     best = next((t for t in x.trials if t["number"] == x.best_trial), None)
     if best is None:
         return "—" if not x.trials else f"trial {x.best_trial} is not in {TRIALS}"

@@ -235,7 +235,7 @@ class Objective(_Record):
 class SearchRef(_Record):
     name: Text  # the Optuna study
     trials: whole(0, MAX_TRIALS)
-    best_trial: whole(0, MAX_STEPS)
+    best_trial: whole(0, MAX_STEPS) | None = None  # null: a Katib optimum no listed trial matched
 
 
 class Recipe(_Record):
