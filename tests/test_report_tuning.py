@@ -130,6 +130,8 @@ def test_the_chosen_recipe_and_every_trial_equal_the_records(searched):
         for t in trials]
     # a pruned trial's final value is the last epoch it reported; a failed one without epochs has none
     assert [final_value(t) for t in trials] == [0.61, 0.31, None, 0.72]
+    assert report.summary["tune_byol_knn_accuracy"] == recipe["objective"]["value"] == 0.72
+    assert json.loads((run / "report" / "summary.json").read_text())["tune_byol_knn_accuracy"] == 0.72
     assert shown[1][2] == "0.3100" and shown[2][2] == "—"
 
 
@@ -268,6 +270,25 @@ def test_a_method_folder_that_is_not_a_name_is_refused(tmp_path):
     report = build_report(str(run), write=False)
     assert "tune/BYOL<b>: not a method name (lowercase letters, digits, '_')" in report.missing
     assert "<b>" not in report.html.replace("&lt;b&gt;", "")
+
+
+def test_strings_a_search_carries_stay_text_in_both_files(tmp_path):
+    """A method parameter's value may be any string in a recipe or a trial: on the page and in report.md (as
+    GitHub renders it, tests/test_report_hostile.py) it is text, never a tag, link or image."""
+    from tests.test_report_hostile import FENCE_BREAK, assert_only_text
+
+    trials = write_search(tmp_path / "optuna")
+    trials[0]["params"]["note"] = FENCE_BREAK
+    recipe = byol_recipe(trials)
+    recipe["values"]["method_params"]["note"] = HOSTILE
+    recipe["preset"] = "tiny"
+    run = tmp_path / "run"
+    tune_folder(run, "byol", recipe, trials)
+    report = build_report(str(run), write=False)
+    assert not [g for g in report.missing if "tune/" in g]  # strings are values a search may hold: not refused
+    doc = assert_only_text(report.markdown)
+    assert any(HOSTILE in t for t in doc.text) and any("<img src=x onerror=alert(2)>" in t for t in doc.text)
+    assert "<img src=x" not in report.html and escape(json.dumps(HOSTILE)) in report.html
 
 
 @pytest.mark.slow  # a real two-trial jetlib tune (two pretraining subprocesses) and a pretraining: ~25 s of CPU

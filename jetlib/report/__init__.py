@@ -100,7 +100,7 @@ def build_report(run: str, out: str | None = None, *, write: bool = True, max_je
     if cuts:
         log.warning("report: shortened to keep report.html under %.0f MB and report.md under %d characters (%s)",
                     HTML_LIMIT / 1e6, MARKDOWN_LIMIT, cuts.sentence())
-    flat = summary(cells)
+    flat = summary(cells) | tuning.summary(searches)
     out_uri = ""
     if write:
         target = open_store(out) if out else open_store(run).child("report")

@@ -106,6 +106,16 @@ def problems(found: list[Search]) -> list[str]:
     return [p for s in found for p in s.problems]
 
 
+def summary(found: list[Search]) -> dict[str, float]:
+    """``tune_<method>_<objective>``: the objective of each search's chosen recipe, for Kubeflow's Compare Runs."""
+    out = {}
+    for x in found:
+        objective = (x.recipe or {}).get("objective") or {}
+        if isinstance(objective.get("value"), (int, float)) and math.isfinite(objective["value"]):
+            out[f"tune_{x.method}_{objective['name']}"] = float(objective["value"])
+    return out
+
+
 # --- formatting ------------------------------------------------------------------------------------------------
 
 def _num(v, fmt: str = ".4g") -> str:
