@@ -23,6 +23,7 @@ from optuna.trial import TrialState, create_trial
 from jetlib import methods, records
 from jetlib.pretrain import make_config
 from jetlib.report import build_report
+from jetlib.report.budget import HTML_LIMIT, MARKDOWN_LIMIT
 from jetlib.report.tuning import final_value
 from jetlib.schemas.records import MAX_TRIALS
 from jetlib.study import pretrain_dir
@@ -289,6 +290,17 @@ def test_strings_a_search_carries_stay_text_in_both_files(tmp_path):
     doc = assert_only_text(report.markdown)
     assert any(HOSTILE in t for t in doc.text) and any("<img src=x onerror=alert(2)>" in t for t in doc.text)
     assert "<img src=x" not in report.html and escape(json.dumps(HOSTILE)) in report.html
+
+
+def test_the_largest_search_a_schema_allows_keeps_the_page_within_its_limits(tmp_path):
+    trials = write_search(tmp_path / "optuna")
+    many = [dict(trials[i % 4], number=i, params={**trials[i % 4]["params"], "n" * 64: "v" * 4000})
+            for i in range(MAX_TRIALS)]
+    tune_folder(tmp_path / "run", "byol", byol_recipe(trials), many)
+    report = build_report(str(tmp_path / "run"), write=False)
+    assert len(report.html.encode()) <= HTML_LIMIT and len(report.markdown) <= MARKDOWN_LIMIT
+    assert 'alt="each method&#x27;s search"' in report.html  # the plot of every trial is still drawn
+    assert "more rows not shown (page size limit)" in section(report.markdown, "Tuning")
 
 
 @pytest.mark.slow  # a real two-trial jetlib tune (two pretraining subprocesses) and a pretraining: ~25 s of CPU
