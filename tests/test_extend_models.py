@@ -83,7 +83,8 @@ def test_a_registered_encoder_and_task_train_evaluate_and_report(data, tmp_path,
     enc = results[0]
     assert enc["model"]["arch"] == "toy_conv" and enc["classification"]["n"] == jets
     blob = load_object(open_store(enc_out), "model.pt")
-    assert blob["arch"] == "toy_conv" and blob["config"] == {"in_channels": 3}
+    # every argument it was built with, defaults included: a later change of a default cannot change the rebuild
+    assert blob["arch"] == "toy_conv" and blob["config"] == {"in_channels": 3, "width": 4}
     net = models.from_blob(blob)
     assert isinstance(net.head, type(tasks.get("cls").head(4))) and net.num_features == 4
 
