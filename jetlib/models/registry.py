@@ -3,6 +3,10 @@
 The built-in networks are named in :data:`BUILTIN` (name -> the module that registers it), imported
 the first time the name is asked for, as the tasks' and the methods' are: a step's ``--help``
 lists them without building anything.
+
+Each network's keyword arguments are a frozen dataclass (:func:`config_class`), the steps'
+``model`` field: :func:`step_model` sizes it for a preset and then by ``--set model.NAME=VALUE``,
+refusing at once a name the network does not take or a value its schema refuses.
 """
 
 from __future__ import annotations
