@@ -126,5 +126,5 @@ def augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
 
 
 def two_views(x: torch.Tensor, cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SimCLR pair: two independent random views of the same batch."""
+    """The pair every pretraining method compares: two independent random views of the same batch."""
     return augment(x, cfg), augment(x, cfg)

@@ -195,7 +195,8 @@ def _add_pretrain(sub) -> None:
                    help="%(choices)s: self-supervised method (not given: the preset's); its settings: "
                         "--set method_params.NAME=VALUE")
     p.add_argument("--encoder", choices=ENCODERS, metavar="ENCODER",
-                   help="%(choices)s: the network pretrained (not given: resnet, the ResNet-15), sized for the preset")
+                   help="%(choices)s: the network pretrained (not given: resnet, the ResNet-15), sized for the "
+                        "preset; its arguments: --set model.NAME=VALUE")
     p.add_argument("--recipe", metavar="FILE", help="a tuned recipe (jetlib tune's recipe.json): its method's "
                    "learning rate, weight decay and parameters over the method's own recipe and the preset; "
                    "flags and --set still win")

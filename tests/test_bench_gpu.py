@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_flops_per_jet_of_the_gpu_resnet15_match_the_issue():
+def test_flops_per_jet_of_the_gpu_resnet15_match_the_stated_cost():
     """0.925 GFLOP per 125x125 forward (462 M MACs); SimCLR's 2 views x (forward + backward) ~ 5.5 GFLOP."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode

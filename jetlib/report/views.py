@@ -36,8 +36,8 @@ def pick_stages(maps: dict[str, np.ndarray], count: int = 4) -> list[str]:
 def learning_section(study: Study) -> Section:
     s = Section("learning", "Learning curves")
     s.add(Figure(figures.pretrain_curves(study.pretrains), "pretraining curves",
-                 "SimCLR pretraining per epoch: InfoNCE loss, learned temperature, learning rate, and the k-NN "
-                 "quark/gluon accuracy of the embedding on the validation split (the monitor)."))
+                 "Each pretraining per epoch: its method's loss, the temperature (SimCLR), the learning rate, and "
+                 "the k-NN quark/gluon accuracy of the embedding on the validation split (the monitor)."))
     rows = []
     for st in study.pretrains:
         ep = (st.metrics or {}).get("epochs") or []
