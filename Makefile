@@ -44,13 +44,17 @@ bench-gpu: ## on one GPU, no venv needed: benchmarks/gpu_run.sh (make its datase
 study: $(STAMP) ## 2 pretraining seeds x every mode at 1% and 10% labels x 2 seeds, 4,000 simulated jets (hours on 2 cores)
 	$(BIN)/python benchmarks/study.py
 
-STUDY_METHODS ?= --n-jets 4000 --preset cpu --pretrain-epochs 3 --fractions 0.01,0.1 --seeds 0,1 --pretrain-seeds 0,1 --work .cache/study-methods
-study-methods: $(STAMP) ## SimCLR, VICReg, Barlow Twins and BYOL vs scratch and VGG (4,000 jets, cpu preset, 3 pretraining epochs, 2 x 2 seeds): two processes, 50 min on an idle 2-core machine
+STUDY_METHODS ?= --n-jets 4000 --preset cpu --pretrain-epochs 3 --fractions 0.01,0.1 --seeds 0,1 --pretrain-seeds 0,1 --tune-trials 2 --tune-epochs 3 --work .cache/study-methods-recipes
+STUDY_ALL = --methods simclr,vicreg,barlowtwins,byol --modes finetune,scratch,vgg
+study-methods: $(STAMP) ## SimCLR, VICReg, Barlow Twins and BYOL, each its own recipe tuned (2 trials x 3 epochs per method and pretraining seed), vs scratch and VGG (4,000 jets, cpu preset, 3 pretraining epochs, 2 x 2 seeds): two processes, searches split by method, then runs by seed
 	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) --prepare
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods simclr,vicreg --modes finetune,scratch,vgg & \
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods barlowtwins,byol --modes finetune; \
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods simclr,vicreg --pretrain-only & \
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods barlowtwins,byol --pretrain-only; \
 	b=$$?; wait $$!; a=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
-	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods simclr,vicreg,barlowtwins,byol --modes finetune,scratch,vgg --from-results
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) $(STUDY_ALL) --seeds 0 & \
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) $(STUDY_ALL) --seeds 1; \
+	b=$$?; wait $$!; a=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
+	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) $(STUDY_ALL) --from-results
 
 demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets (kept in JETLIB_CACHE by their settings), pretrain, fine-tune vs scratch x 3 seeds, report, export, then each step's time (4 min 50 s on an idle 2-core machine, empty cache, measured 2026-12-06 by benchmarks/demo.py)
 	$(BIN)/python -m pipelines.demo --out $(DEMO_DIR) --n-jets $(DEMO_JETS)

@@ -239,6 +239,9 @@ def main() -> None:
     ap.add_argument("--prepare", action="store_true",
                     help="simulate and ingest the dataset into --work, then stop: run this once before studies "
                          "that share one --work in parallel, so that they do not simulate it at the same time")
+    ap.add_argument("--pretrain-only", action="store_true",
+                    help="tune (with --tune-trials) and pretrain --methods into --work, then stop: split the "
+                         "searches by method over processes first, then the fine-tuning runs by --seeds")
     args = ap.parse_args()
     os.environ.setdefault("JETLIB_PROGRESS", "0")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -274,6 +277,12 @@ def main() -> None:
             if search:
                 searches[m, p] = search
             print(f"pretrained {m} seed {p}: {finals[m, p]} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    if args.pretrain_only:
+        print(json.dumps({"benchmark": "study", "pretrained": {f"{m}-s{p}": d for (m, p), d in pre_dirs.items()},
+                          "recipe": {f"{m}-s{p}": r for (m, p), r in recipes.items()},
+                          "tune": {f"{m}-s{p}": r for (m, p), r in searches.items()},
+                          "seconds": round(time.perf_counter() - t0, 1)}))
+        return
 
     results = []
     if args.from_results:
