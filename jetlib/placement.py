@@ -63,18 +63,19 @@ def pretrain_placement(preset: str, nodes: int, gpus_per_node: int, visible_gpus
 
 def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, method: str = DEFAULT_METHOD,
                   encoder: str = "resnet", nodes: int = 1, gpus_per_node: int = 0, image: str = "",
-                  secret: str | None = None, visible_gpus: int | None = None) -> dict:
+                  secret: str | None = None, visible_gpus: int | None = None, recipe: str = "") -> dict:
     """Pretrain on one process, on ``gpus_per_node`` processes under torchrun in this pod, or on
     ``nodes`` pods through :func:`jetlib.cluster.launch_pretrain`; returns the pretraining run.json.
 
     ``preset`` and the device follow from what the run asked for (:func:`pretrain_placement`);
     each path ends with the same ``out`` folder, so a retried step resumes from its checkpoints.
     ``method`` (a name in ``jetlib.methods.METHODS``), ``encoder`` (a name in ``jetlib.models.ARCHS``) and
-    ``seed`` reach every path the same way.
+    ``seed`` reach every path the same way, and so does ``recipe``: a tuned recipe's URI (a path or a store
+    URI, :func:`jetlib.tune.recipe.read_recipe`), empty for the method's own.
     """
     preset, device = pretrain_placement(preset, nodes, gpus_per_node, visible_gpus)
     # what every launcher passes on to `jetlib pretrain`
-    flags = ["--seed", str(seed), "--method", method, "--encoder", encoder]
+    flags = ["--seed", str(seed), "--method", method, "--encoder", encoder, *(["--recipe", recipe] if recipe else [])]
     if nodes > 1:
         from jetlib.cluster import launch_pretrain
 
@@ -91,7 +92,9 @@ def pretrain_step(data: str, out: str, *, preset: str, augment: str, seed: int, 
             raise TrainingError(f"torchrun pretraining on {gpus_per_node} GPUs exited with status {code}")
     else:
         from jetlib.pretrain import make_config, pretrain
+        from jetlib.tune.recipe import read_recipe
 
-        pretrain(data, out, make_config(preset, augment=augment, seed=seed, method=method, encoder=encoder),
+        tuned = read_recipe(recipe) if recipe else None
+        pretrain(data, out, make_config(preset, tuned, augment=augment, seed=seed, method=method, encoder=encoder),
                  device=device)
     return read_run_json(out, PRETRAIN, "step output")

@@ -74,6 +74,7 @@ from components.pod_size import pretrain_size
 from components.pretrain import pretrain
 from components.report import report
 from components.train import train
+from components.tune import tune
 from jetlib.cluster.spec import UID
 from jetlib.study import DEFAULT_METHODS, DEFAULT_PRETRAIN_SEEDS, MODES
 
@@ -83,22 +84,28 @@ GPU = "nvidia.com/gpu"
 # (cpu, memory) requests per step: GPU nodes, then a small kind cluster.
 REQUESTS = {
     True: {"plan": ("100m", "256Mi"), "ingest": ("2", "4Gi"), "pretrain": ("8", "32Gi"), "train": ("4", "16Gi"),
-           "evaluate": ("2", "8Gi"), "report": ("1", "4Gi"), "export": ("2", "8Gi")},
+           "evaluate": ("2", "8Gi"), "report": ("1", "4Gi"), "export": ("2", "8Gi"), "tune": ("500m", "1Gi")},
     False: {"plan": ("100m", "256Mi"), "ingest": ("1", "2Gi"), "pretrain": ("2", "4Gi"), "train": ("1", "2Gi"),
-            "evaluate": ("1", "2Gi"), "report": ("500m", "2Gi"), "export": ("1", "2Gi")},
+            "evaluate": ("1", "2Gi"), "report": ("500m", "2Gi"), "export": ("1", "2Gi"), "tune": ("500m", "1Gi")},
 }
 # /dev/shm size limits of the training steps (a quarter of the step's memory request).
 SHM = {True: {"pretrain": "8Gi", "train": "4Gi"}, False: {"pretrain": "1Gi", "train": "512Mi"}}
 PARALLELISM = {True: 8, False: 2}  # trainings running at once (see the module docstring)
 # pretrainings running at once: each holds gpus_per_node GPUs (or a multi-node job) for hours
 PRETRAIN_PARALLELISM = {True: 2, False: 1}
+# Katib trials of one method running at once (each a TrainJob holding a GPU while it runs), and methods tuned
+# at once: 4 x 2 trials is one 8-GPU node's worth, 2 x 1 a kind cluster's two workers; the tune pod itself
+# only waits for its Experiment
+TUNE_PARALLEL = {True: 2, False: 1}
+TUNE_METHODS_PARALLELISM = {True: 4, False: 2}
 GPUS_PER_NODE = {True: 1, False: 0}  # the default of the gpus_per_node parameter
 NAMES = {"plan": "plan the study", "plan-pretraining": "plan the pretrainings", "run-folder": "run folder",
          "pretrain-gpus": "pretraining GPUs", "pretrain-size": "pretraining pod size",
          "ingest": "ingest", "pretrain": "pretrain", "train": "train", "evaluate": "evaluate",
          "report": "report", "export": "export the best taggers (ONNX)",
          "match-encoders": "match encoders to trainings",
-         "pretrain-loop": "every pretraining (method x seed)", "loop": "every training (mode x fraction x seed)"}
+         "pretrain-loop": "every pretraining (method x seed)", "loop": "every training (mode x fraction x seed)",
+         "tune": "tune the method's recipe", "tune-loop": "tune each method", "tuning": "when tune_trials > 0"}
 
 
 def _configure(task, step: str, secret, gpu: bool, gpus="1", cache: bool = True, retries: int = 0, name: str = "",
@@ -150,6 +157,8 @@ def build(gpu: bool = True):
         nodes: int = 1,
         image: str = CUDA_IMAGE if gpu else IMAGE,
         store_secret: str = "jetlib-s3",
+        tune_trials: int = 0,
+        tune_epochs: int = 0,
     ):
         """Run the study.
 
@@ -179,6 +188,10 @@ def build(gpu: bool = True):
             nodes: pretraining nodes; more than 1 submits a multi-node training job.
             image: the image of a multi-node pretraining's workers.
             store_secret: Kubernetes Secret holding the store credentials.
+            tune_trials: 0: every method pretrains with its own recipe; more: each method is first tuned
+                with that many trials of ``preset`` (a Katib Experiment on a cluster, Optuna in the step
+                under kfp.local) and its pretrainings run the recipe found (``RUN/tune/<method>/``).
+            tune_epochs: epochs of each tuning trial; 0: the preset's (the pretrainings' own schedule).
         """
         k8s = _Cluster(gpu, store_secret)
         job = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -187,7 +200,10 @@ def build(gpu: bool = True):
         # A bad grid or run name stops the run before any simulation or training.
         ds = k8s(ingest(store=store, source=source, n_jets=n_jets, sim_seed=sim_seed), "ingest",
                  retries=2).after(grid, pregrid).outputs["dataset"]
-        encoders = _pretraining_loop(k8s, pregrid, ds, preset, augment, encoder, gpus_per_node, nodes, image)
+        tuned = _tuning_loop(k8s, methods, ds, store, run_name, job, preset, tune_trials, tune_epochs, gpus_per_node,
+                             image)
+        encoders = _pretraining_loop(k8s, pregrid, ds, preset, augment, encoder, gpus_per_node, nodes, image,
+                                     tune_trials, tune_epochs, after=tuned)
         evaluations = _training_loop(k8s, grid, encoders, ds, preset, finetune_augment, encoder)
         _report_and_export(k8s, run, evaluations)
 
@@ -216,8 +232,29 @@ def _plans(k8s: _Cluster, store, run_name, job, label_fractions, seeds, modes, m
     return run, grid, pregrid
 
 
-def _pretraining_loop(k8s: _Cluster, pregrid, ds, preset, augment, encoder, gpus_per_node, nodes, image):
-    """Every pretraining (method x pretraining seed), its pod sized at run time; returns the loop's encoders."""
+def _tuning_loop(k8s: _Cluster, methods, ds, store, run_name, job, preset, tune_trials, tune_epochs, gpus_per_node,
+                 image):
+    """Each method's search, when ``tune_trials`` > 0; returns the tune task (the pretraining loop runs after it).
+
+    A loop over the ``methods`` parameter with the condition inside it: with ``tune_trials`` 0 no tune
+    task runs, and the loop (unlike one a condition encloses) is a task the pretraining loop may
+    follow: the KFP SDK 2.17 compiler refuses a dependency on a task in a ``dsl.If`` from outside it
+    (``compiler_utils.get_dependencies``) but allows ``.after`` a task in a ``dsl.ParallelFor``; a 2.17.0
+    backend skips a false condition (``argocompiler/dag.go``: the condition's DAG runs ``when`` its driver's
+    condition is not false), which leaves the iteration, and so the loop, Succeeded.
+    """
+    with (dsl.ParallelFor(methods, parallelism=TUNE_METHODS_PARALLELISM[k8s.gpu], name=NAMES["tune-loop"]) as method,
+          dsl.If(tune_trials > 0, name=NAMES["tuning"])):
+        tuned = k8s(tune(dataset=ds, store=store, run_name=run_name, job_id=job, method=method, trials=tune_trials,
+                         preset=preset, epochs=tune_epochs, gpus_per_node=gpus_per_node, image=image,
+                         parallel=TUNE_PARALLEL[k8s.gpu]), "tune")
+    return tuned
+
+
+def _pretraining_loop(k8s: _Cluster, pregrid, ds, preset, augment, encoder, gpus_per_node, nodes, image, tune_trials,
+                      tune_epochs, after):
+    """Every pretraining (method x pretraining seed) after ``after`` (the tuning), its pod sized at run time, its
+    recipe the tuned one when ``tune_trials`` > 0; returns the loop's encoders."""
     gpu = k8s.gpu
     with dsl.ParallelFor(pregrid.output, parallelism=PRETRAIN_PARALLELISM[gpu], name=NAMES["pretrain-loop"]) as pre:
         size = k8s(pretrain_size(nodes=nodes, cpu=REQUESTS[gpu]["pretrain"][0], memory=REQUESTS[gpu]["pretrain"][1],
@@ -228,8 +265,9 @@ def _pretraining_loop(k8s: _Cluster, pregrid, ds, preset, augment, encoder, gpus
             counted = [k8s(pretrain_gpus(nodes=nodes, gpus_per_node=gpus_per_node), "plan", name="pretrain-gpus")]
             gpus = counted[0].output
         enc = k8s(pretrain(dataset=ds, run=pre.folder, preset=preset, augment=augment, method=pre.method, arch=encoder,
-                           seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=k8s.secret),
-                  "pretrain", gpus=gpus, size=size).after(*counted)
+                           seed=pre.seed, nodes=nodes, gpus_per_node=gpus_per_node, image=image, secret=k8s.secret,
+                           tune_trials=tune_trials, tune_epochs=tune_epochs),
+                  "pretrain", gpus=gpus, size=size).after(*counted, after)
     return enc.outputs["encoder"]
 
 

@@ -24,7 +24,9 @@ real cluster applies between a request and its answer, each from the upstream so
   (k8s.io/apimachinery pkg/api/errors, NewInvalid). The Job controller turns a refused creation into
   a ``FailedCreate`` Warning event on its Job, ``Error creating: <error>`` (pkg/controller/
   controller_utils.go, RealPodControl.createPods), and creates no pod.
-- Lists: pods and batch/v1 Jobs by ``labelSelector`` (``k=v`` terms); Events by ``fieldSelector`` over
+- Lists: pods, batch/v1 Jobs and custom objects (Katib's Trials: the kubeflow SDK 0.5.0's
+  ``KubernetesBackend.__get_trials_from_job`` lists them by ``katib.kubeflow.org/experiment=<name>``) by
+  ``labelSelector`` (``k=v`` terms), as a ``<Kind>List``; Events by ``fieldSelector`` over
   the fields pkg/registry/core/event/strategy.go ToSelectableFields declares (``involvedObject.*``,
   ``reason``, ``type``, ...); any other field is 400 ``field label not supported`` (as the apiserver).
 
@@ -428,6 +430,13 @@ class FakeKubernetes:
                     if gone is None:
                         return self._status(404, "NotFound", f"{what} not found")
                     return self._send(200, gone)
+                if not m["name"]:  # a collection: every object of the plural in the namespace the selector picks
+                    with fake.lock:
+                        items = [copy.deepcopy(o) for (pl, ns, _), o in fake.objects.items()
+                                 if pl == m["plural"] and ns == (m["ns"] or "") and _labelled(o, query)]
+                    kind = (items[0]["kind"] if items else m["plural"].rstrip("s").capitalize()) + "List"
+                    return self._send(200, {"apiVersion": f'{m["group"]}/{m["version"]}', "kind": kind,
+                                            "metadata": {}, "items": items})
                 with fake.lock:
                     if key not in fake.objects:
                         return self._status(404, "NotFound", f"{what} not found")

@@ -9,6 +9,11 @@ Katib's webhooks run in this order on a created Experiment:
    (with ``validateObjective``, ``validateAlgorithm``, ``validateResumePolicy``, ``validateParameters``,
    ``validateTrialTemplate``, ``validateMetricsCollector``): :func:`validate_experiment`.
 
+After admission the controllers run the Experiment; :func:`trial` and :func:`update_status` write what they
+leave in the API server for a reader (the kubeflow SDK's ``OptimizerClient.get_job`` and ``get_best_results``):
+the Trials (``pkg/controller.v1beta1/experiment/experiment_controller_util.go``, ``getTrialInstance``), their
+TrainJobs, and the Experiment's status (``pkg/controller.v1beta1/experiment/util/status_util.go``).
+
 The messages are field errors as ``field.ErrorList`` prints them (``<path>: Invalid value: ...: <msg>``,
 ``<path>: Required value: <msg>``), joined as ``ToAggregate`` does. The algorithm names are those of
 ``manifests/v1beta1/installs/katib-standalone/katib-config.yaml`` (``GetSuggestionConfigData``).
@@ -242,3 +247,82 @@ def admit_experiment(body: dict) -> tuple[dict, list[str]]:
     """The stored (defaulted) Experiment and the validator's errors."""
     exp = set_default(body)
     return exp, validate_experiment(exp)
+
+
+EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"  # pkg/controller.v1beta1/consts/const.go, LabelExperimentName
+
+
+def trial(exp: dict, name: str, assignments: dict[str, str], value: str | None) -> tuple[dict, dict]:
+    """(the Trial, its TrainJob) for one suggestion of ``exp``, ended: Succeeded with ``value`` observed, or
+    Failed (``value`` None).
+
+    ``getTrialInstance``: the Experiment's labels plus ``katib.kubeflow.org/experiment``, its objective, the
+    assignments, and the run spec: the trial template with each ``${trialParameters.NAME}`` replaced by its
+    value (``manifest/generator.go``, ``applyParameters``) and named after the trial. The collector's
+    observation holds ``min``, ``max`` and ``latest`` of the metric as text (one value printed: all three it).
+    """
+    spec = exp["spec"]
+    meta = {"name": name, "namespace": exp["metadata"]["namespace"],
+            "labels": {**(exp["metadata"].get("labels") or {}), EXPERIMENT_LABEL: exp["metadata"]["name"]}}
+    text = json.dumps(spec["trialTemplate"]["trialSpec"])
+    for p in spec["trialTemplate"]["trialParameters"]:
+        text = text.replace("${trialParameters." + p["name"] + "}", assignments[p["reference"]])
+    run = {**json.loads(text), "metadata": {"name": name, "namespace": meta["namespace"]}}
+    status: dict = {"conditions": [{"type": "Succeeded" if value is not None else "Failed", "status": "True"}]}
+    if value is not None:
+        status["observation"] = {"metrics": [{"name": spec["objective"]["objectiveMetricName"], "min": value,
+                                              "max": value, "latest": value}]}
+    obj = {"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial", "metadata": meta,
+           "spec": {"objective": spec["objective"], "runSpec": run,
+                    "parameterAssignments": [{"name": k, "value": v} for k, v in assignments.items()]},
+           "status": status}
+    return obj, run
+
+
+def _objective_value(t: dict) -> str | None:
+    """``getObjectiveMetricValue``: the objective's metric by its strategy (``min``, ``max`` or ``latest``)."""
+    obj = t["spec"]["objective"]
+    strategy = next((s["value"] for s in obj.get("metricStrategies") or [] if s["name"] == obj["objectiveMetricName"]),
+                    "latest")
+    for m in (t.get("status", {}).get("observation") or {}).get("metrics") or []:
+        if m["name"] == obj["objectiveMetricName"]:
+            return m[strategy]
+    return None
+
+
+def update_status(exp: dict, trials: list[dict]) -> None:
+    """``UpdateExperimentStatus`` for ended trials: ``updateTrialsSummary`` (counts, lists and
+    ``currentOptimalTrial``: the best objective by the objective's type, the first trial on a tie), then
+    ``UpdateExperimentStatusCondition``'s max-failed and max-trials rules, each condition set as
+    ``MarkExperimentStatusSucceeded`` / ``Failed`` set them (Running turned False, the new one appended)."""
+    def ended(t, kind):
+        return any(c["type"] == kind and c["status"] == "True" for c in t["status"]["conditions"])
+
+    spec, sts = exp["spec"], exp.setdefault("status", {})
+    succeeded = [t["metadata"]["name"] for t in trials if ended(t, "Succeeded")]
+    failed = [t["metadata"]["name"] for t in trials if ended(t, "Failed")]
+    sts.update({"trials": len(trials), "trialsSucceeded": len(succeeded), "trialsFailed": len(failed),
+                "succeededTrialList": succeeded, "failedTrialList": failed})
+    best, best_value = None, None
+    for t in trials:
+        value = _objective_value(t)
+        if value is None:
+            continue
+        v = float(value)
+        if best is None or (v > best_value if spec["objective"]["type"] == "maximize" else v < best_value):
+            best, best_value = t, v
+    if best is not None:
+        sts["currentOptimalTrial"] = {"bestTrialName": best["metadata"]["name"],
+                                      "parameterAssignments": best["spec"]["parameterAssignments"],
+                                      "observation": best["status"]["observation"]}
+    conditions = [c for c in sts.get("conditions") or [] if c["type"] not in ("Running", "Succeeded", "Failed")]
+    conditions.append({"type": "Running", "status": "False", "reason": "ExperimentRunning"})
+    if spec.get("maxFailedTrialCount") is not None and failed and len(failed) >= spec["maxFailedTrialCount"]:
+        conditions.append({"type": "Failed", "status": "True", "reason": "ExperimentFailed",
+                           "message": "Experiment has failed because max failed count has reached"})
+    elif len(trials) >= spec["maxTrialCount"]:
+        conditions.append({"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached",
+                           "message": "Experiment has succeeded because max trial count has reached"})
+    else:
+        conditions[-1] = {"type": "Running", "status": "True", "reason": "ExperimentRunning"}
+    sts["conditions"] = conditions

@@ -20,7 +20,7 @@ from jetlib.errors import ConfigError
 from jetlib.kfp_outputs import TRAINING_KEY, flat_metadata, result_metrics, training_name
 from jetlib.methods import METHODS
 from jetlib.study import MODES, PRETRAINED, plan, pretrain_dir, pretrainings
-from pipelines.jet_ssl import NAMES, PARALLELISM, PRETRAIN_PARALLELISM, REQUESTS, SHM
+from pipelines.jet_ssl import NAMES, PARALLELISM, PRETRAIN_PARALLELISM, REQUESTS, SHM, TUNE_METHODS_PARALLELISM
 from pipelines.pin import PinError, pin, pinned_reference
 from tests.pod_security import kfp_task_pod, restricted_violations
 
@@ -109,27 +109,33 @@ def test_no_fan_in_can_be_empty_for_any_accepted_modes(name):
     and the consumer fails. So every loop whose outputs are collected must iterate over a list a
     step computed (``plan``'s, or ``match_encoders``' which keeps ``plan``'s length), and ``plan``
     must never return an empty list for arguments it accepts: it is run here on every non-empty
-    subset of MODES, of the methods and of a few pretraining seeds (and refuses the empty ones)."""
+    subset of MODES, of the methods and of a few pretraining seeds (and refuses the empty ones). The one
+    loop over a run parameter, ``methods`` (each method's tune step, when ``tune_trials`` > 0, its one
+    ``dsl.If``), is collected by nothing: the pretraining loop only runs after it."""
     spec, _ = load(name)
     loop_names = {task_name for _, task_name, _ in loops(spec)}
     fan_ins = []
     for _, dag in dags(spec):
         for consumer, task in dag["dag"]["tasks"].items():
-            assert "triggerPolicy" not in task or "condition" not in task["triggerPolicy"], consumer  # no dsl.If
+            if "condition" in task.get("triggerPolicy", {}):  # the one dsl.If: tune when tune_trials > 0
+                assert task["taskInfo"]["name"] == NAMES["tuning"], consumer
             for kind in ("artifacts", "parameters"):
                 for source in task.get("inputs", {}).get(kind, {}).values():
                     ref = source.get("taskOutputArtifact") or source.get("taskOutputParameter") or {}
                     if ref.get("producerTask") in loop_names:
                         fan_ins.append((consumer, ref["producerTask"]))
     # two loops side by side, each collected once: pretrainings by match-encoders, trainings by the report
-    assert fan_ins == [("match-encoders", "for-loop-1"), ("report", "for-loop-2")]
+    assert fan_ins == [("match-encoders", "for-loop-3"), ("report", "for-loop-4")]
     sources = {}
     for dag, task_name, loop in loops(spec):
         assert dag is spec["root"], task_name  # no loop inside a loop: a backend collects none from one
         items = loop["parameterIterator"]["items"]["inputParameter"]
+        if task_name == "for-loop-1":  # the tune loop: over the methods, which plan refuses to leave empty
+            assert items == "pipelinechannel--methods" and loop["taskInfo"]["name"] == NAMES["tune-loop"]
+            continue
         source = loop["inputs"]["parameters"][items]["taskOutputParameter"]  # not a parameter a user sets to []
         sources[task_name] = (source["producerTask"], source["outputParameterKey"])
-    assert sources == {"for-loop-1": ("plan-pretraining", "Output"), "for-loop-2": ("match-encoders", "Output")}
+    assert sources == {"for-loop-3": ("plan-pretraining", "Output"), "for-loop-4": ("match-encoders", "Output")}
     executors = spec["deploymentSpec"]["executors"]
     assert spec["components"]["comp-plan"]["executorLabel"] == "exec-plan"
     assert "from jetlib.study import plan as expand" in str(executors["exec-plan"])
@@ -330,7 +336,7 @@ def test_the_pretraining_pod_is_sized_at_run_time(name):
     The pod that only waits for a multi-node job asks for a plan step's CPU and memory."""
     spec, _ = load(name)
     gpu = name == "jet_ssl.yaml"
-    body = spec["components"]["comp-for-loop-1"]
+    body = spec["components"]["comp-for-loop-3"]
     resources = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["resources"]
     for field, output in (("resourceCpuRequest", "cpu"), ("resourceMemoryRequest", "memory")):
         channel = CHANNEL.fullmatch(resources[field]).group(1)
@@ -356,12 +362,13 @@ def test_shm_is_bounded_and_the_loop_is_throttled(name):
     spec, k8s = load(name)
     gpu = name == "jet_ssl.yaml"
     limits = {task_name: loop["iteratorPolicy"]["parallelismLimit"] for _, task_name, loop in loops(spec)}
-    assert limits == {"for-loop-1": PRETRAIN_PARALLELISM[gpu], "for-loop-2": PARALLELISM[gpu]}
+    assert limits == {"for-loop-1": TUNE_METHODS_PARALLELISM[gpu], "for-loop-3": PRETRAIN_PARALLELISM[gpu],
+                      "for-loop-4": PARALLELISM[gpu]}
     for step in ("pretrain", "train"):
         (mount,) = k8s[f"exec-{step}"]["emptyDirMounts"]
         assert mount["medium"] == "Memory" and mount["sizeLimit"] == SHM[gpu][step]
     if gpu:  # the pod that waits for a multi-node job holds no GPU: pretrain-gpus returns "0" for nodes > 1
-        body = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]  # each pretraining computes its own limit
+        body = spec["components"]["comp-for-loop-3"]["dag"]["tasks"]  # each pretraining computes its own limit
         pretrain = body["pretrain"]["inputs"]["parameters"]
         assert pretrain["pipelinechannel--pretrain-gpus-Output"]["taskOutputParameter"]["producerTask"] == \
             "pretrain-gpus"

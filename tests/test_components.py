@@ -531,3 +531,57 @@ def test_a_component_out_of_memory_is_one_line_exit_5_and_a_bug_keeps_its_traceb
     assert len(lines) == 1 and lines[0].startswith("jetlib: error: out of memory (")
     with pytest.raises(RuntimeError, match="boom"), step_errors():
         raise RuntimeError("boom")
+
+
+def test_tune_leaves_the_recipe_in_the_run_and_a_rerun_continues_the_study_from_the_store(chain, monkeypatch):
+    """Under kfp.local (no ``KUBERNETES_SERVICE_HOST``) the tune component searches with Optuna in a scratch
+    folder and uploads the study after each trial; a second run with more trials downloads it and adds only
+    the missing ones (the first trial keeps its seed-0 settings although this search's sampler has seed 1).
+    The method's pretraining with ``tune_trials`` then runs the recipe: its run.json holds the values."""
+    from components.tune import tune
+    from jetlib.tune.step import recipe_uri, tune_dir
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    args = {"dataset": chain["dataset"], "store": chain["store"], "run_name": "", "job_id": "job-1",
+            "method": "simclr", "preset": "tiny", "epochs": 1}
+    tune.python_func(trials=1, seed=0, **args)
+    folder = open_store(tune_dir(chain["run"], "simclr"))
+    (first,) = json.loads(folder.get_bytes("trials.json"))
+    tune.python_func(trials=2, seed=1, **args)
+    rows = json.loads(folder.get_bytes("trials.json"))
+    assert [r["number"] for r in rows] == [0, 1] and rows[0] == first and rows[1]["params"] != first["params"]
+    recipe = json.loads(folder.get_bytes("recipe.json"))
+    best = max((r for r in rows if r["state"] == "complete"), key=lambda r: r["value"])
+    assert recipe["objective"]["value"] == best["value"] and recipe["study"]["trials"] == 2
+    temperature = best["params"]["temperature"]
+    assert recipe["values"]["method_params"] == {"learn_temperature": False, "temperature": temperature}
+    enc = artifact(dsl.Model, chain["root"], "tuned-encoder")
+    pretrain.python_func(dataset=chain["dataset"], run=chain["run"], encoder=enc, preset="tiny", seed=7,
+                         tune_trials=2, tune_epochs=1)
+    assert enc.metadata["recipe"] == recipe_uri(chain["run"], "simclr")
+    from jetlib.records import PRETRAIN
+
+    run = read_run(enc.metadata["uri"], PRETRAIN)
+    assert (run["config"]["lr"], run["config"]["weight_decay"]) == (recipe["values"]["lr"],
+                                                                    recipe["values"]["weight_decay"])
+    assert run["method"]["params"]["temperature"] == temperature
+    assert run["method"]["params"]["learn_temperature"] is False
+
+
+def test_pretrain_step_hands_the_recipe_to_torchrun_and_to_the_launcher(tmp_path, monkeypatch):
+    calls, seen = [], {}
+
+    def fake_run(cmd, env):
+        calls.append(cmd)
+        _fake_pretrain_run(str(tmp_path / "out"))
+        return types.SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr("jetlib.placement.subprocess.run", fake_run)
+    pretrain_step("DATA", str(tmp_path / "out"), preset="gpu", augment="seed", seed=0, gpus_per_node=2,
+                  visible_gpus=2, recipe="s3://b/runs/r/tune/simclr/recipe.json")
+    assert calls[0][-2:] == ["--recipe", "s3://b/runs/r/tune/simclr/recipe.json"]
+    monkeypatch.setitem(sys.modules, "jetlib.cluster", types.SimpleNamespace(
+        launch_pretrain=lambda **kw: seen.update(kw) or {}))
+    pretrain_step("DATA", "s3://b/out", preset="gpu", augment="seed", seed=0, nodes=2, gpus_per_node=1,
+                  recipe="s3://b/r.json")
+    assert seen["extra_args"][-2:] == ["--recipe", "s3://b/r.json"]

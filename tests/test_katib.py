@@ -8,6 +8,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,88 @@ def test_a_refused_experiment_is_one_line_naming_katibs_reason(cluster, tmp_path
                 "--method", "byol", "--trials", "2", "--preset", "tiny", env={"KUBECONFIG": kubeconfig})
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "Failed to create OptimizationJob" in r.stderr and "(403)" in r.stderr and "forbidden" in r.stderr.lower()
+
+
+def _controller(fake, results: list[str | None], api) -> threading.Thread:
+    """Katib's controllers for the next Experiment submitted: one Trial per entry of ``results`` (its value, or
+    None for a failed trial), each trial's TrainJob created through the API server (the Trainer's webhook
+    admits it), then the Experiment's status as the controller updates it (tests/katib_rules.py)."""
+    def run():
+        while not fake.jobs("experiments"):
+            time.sleep(0.05)
+        (name, exp), = fake.jobs("experiments").items()
+        space = {p["name"]: p["feasibleSpace"] for p in exp["spec"]["parameters"]}
+        trials = []
+        for i, value in enumerate(results):
+            # a suggestion inside the feasible space: the low end moved a step towards the high one per trial
+            values = {k: str(float(s["min"]) + (i + 1) * (float(s["max"]) - float(s["min"])) / 10)
+                      for k, s in space.items()}
+            t, job = katib_rules.trial(exp, f"{name}-{i}", values, value)
+            api.create_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", "ml", "trainjobs", job)
+            with fake.lock:
+                fake.objects[("trials", "ml", t["metadata"]["name"])] = t
+            trials.append(t)
+        with fake.lock:
+            katib_rules.update_status(fake.objects[("experiments", "ml", name)], trials)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.s3
+def test_the_tune_step_on_a_cluster_waits_for_katib_and_writes_the_best_trials_recipe(cluster, s3_env, monkeypatch):
+    """In a pod (``KUBERNETES_SERVICE_HOST`` set) the pipeline's tune step submits the Experiment once, waits
+    for it as the kubeflow SDK 0.5.0 does (``OptimizerClient.wait_for_job_status``: Katib's ``Succeeded``
+    condition) and reads ``status.currentOptimalTrial`` (``get_best_results``; Katib v0.19.0
+    ``status_util.go``, ``updateTrialsSummary``) into ``recipe.json`` and every Trial (listed by its experiment
+    label) into ``trials.json``; a re-run waits on the same Experiment instead of submitting another."""
+    from jetlib.data.store import open_store
+    from jetlib.tune.step import tune_dir, tune_step
+    from jetlib.tune.study import _key, settings
+
+    fake, cfg = cluster
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    api = client.CustomObjectsApi(client.ApiClient(cfg))
+    run, data = f"{s3_env}/runs/r", f"{s3_env}/datasets/d"
+    controller = _controller(fake, ["0.61", None, "0.74"], api)
+    kw = {"preset": "tiny", "epochs": 1, "seed": 3, "image": "jetlib:0.1.0", "parallel": 2, "namespace": "ml",
+          "configuration": cfg, "poll_s": 1}
+    recipe = tune_step(data, run, "byol", 3, **kw)
+    controller.join(5)
+    assert fake.denied == [] and fake.calls("POST", "experiments") == 1
+    (name, exp), = fake.jobs("experiments").items()
+    assert exp["spec"]["parallelTrialCount"] == 2 and exp["spec"]["maxTrialCount"] == 3
+    store = open_store(tune_dir(run, "byol"))
+    rows = json.loads(store.get_bytes("trials.json"))
+    assert [(r["number"], r["state"], r["value"]) for r in rows] == [(0, "complete", 0.61), (1, "fail", None),
+                                                                      (2, "complete", 0.74)]
+    best = rows[2]["params"]
+    assert set(best) == {"lr", "weight_decay", "base_momentum"}
+    assert json.loads(store.get_bytes("recipe.json")) == recipe
+    assert recipe["values"] == settings("byol", best) and recipe["objective"]["value"] == 0.74
+    assert recipe["study"] == {"name": name, "trials": 3, "best_trial": 2,
+                               "run": f"{tune_dir(run, 'byol')}/trials/{_key('byol', recipe['values'])}"}
+    assert (recipe["preset"], recipe["fixed"]) == ("tiny", {"epochs": 1})
+    assert json.loads(store.get_bytes("experiment.json")) == {"name": name, "namespace": "ml"}
+    # a re-run of the step (a retry, or the run re-submitted) finds the Experiment and submits none
+    assert tune_step(data, run, "byol", 3, **kw) == recipe and fake.calls("POST", "experiments") == 1
+
+
+@pytest.mark.s3
+def test_the_tune_step_fails_in_one_line_and_writes_no_recipe_when_every_katib_trial_failed(cluster, s3_env,
+                                                                                             monkeypatch):
+    """Every trial failed: Katib marks the Experiment Failed (``maxFailedTrialCount``, which ``submit`` sets to
+    the trials, reached); the step says so in one line (exit 4) and leaves no recipe a pretraining could read."""
+    from jetlib.data.store import open_store
+    from jetlib.errors import TrainingError
+    from jetlib.tune.step import tune_dir, tune_step
+
+    fake, cfg = cluster
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    controller = _controller(fake, [None, None], client.CustomObjectsApi(client.ApiClient(cfg)))
+    with pytest.raises(TrainingError, match="ended failed with no successful trial: kubectl describe experiment"):
+        tune_step(f"{s3_env}/d", f"{s3_env}/runs/r", "simclr", 2, preset="tiny", image="jetlib:0.1.0",
+                  namespace="ml", configuration=cfg, poll_s=1)
+    controller.join(5)
+    assert not open_store(tune_dir(f"{s3_env}/runs/r", "simclr")).exists("recipe.json")

@@ -12,15 +12,14 @@ import pytest
 import yaml
 
 from jetlib.errors import TrainingError
-from pipelines.jet_ssl import SHM
+from pipelines.jet_ssl import NAMES, SHM
 from pipelines.local import run_local
 from tests.conftest import write_toy_h5
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_STEPS = {"pretrain", "train"}
-STEPS = {"run-folder", "plan", "plan-pretraining", "ingest", "pretrain-size", "pretrain", "match-encoders", "train",
-         "evaluate",
-         "report", "export"}  # the CPU pipeline's
+STEPS = {"run-folder", "plan", "plan-pretraining", "ingest", "tune", "pretrain-size", "pretrain", "match-encoders",
+         "train", "evaluate", "report", "export"}  # the CPU pipeline's
 GPU_ONLY = {"pretrain-gpus"}  # what the GPU pipeline adds: the pretraining pod's GPU limit as a string
 NO_STORE = {"plan", "plan-pretraining", "run-folder", "pretrain-gpus", "pretrain-size", "match-encoders"}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JETLIB_S3_ENDPOINT"}
@@ -65,7 +64,7 @@ def test_every_step_is_in_the_dag(compiled, name):
     assert set(tasks(spec)) >= executors
     # the fan-ins: match-encoders takes every encoder of the pretraining loop, the report every
     # evaluation of the training loop
-    for consumer, loop in (("match-encoders", "for-loop-1"), ("report", "for-loop-2")):
+    for consumer, loop in (("match-encoders", "for-loop-3"), ("report", "for-loop-4")):
         inputs = spec["root"]["dag"]["tasks"][consumer]["inputs"]["artifacts"]
         assert {a["taskOutputArtifact"]["producerTask"] for a in inputs.values()} == {loop}
 
@@ -198,10 +197,11 @@ def two_runs(toy):
     """The module's only two full DAG runs, which every DAG test below reads (each run starts ~20 step
     processes): ``a`` with the defaults (SimCLR, pretraining seed 0) and three modes at seeds 0, 1; ``b``
     with other values of every run parameter a study varies: seeds 2, 3, physics augmentations, two
-    methods (SimCLR and VICReg) at pretraining seed 1, so fine-tuning runs once per pretraining."""
+    methods (SimCLR and VICReg) at pretraining seed 1, so fine-tuning runs once per pretraining, each
+    method tuned first (one trial of one epoch)."""
     first = run_dag(toy, "a", seeds=[0, 1])
     second = run_dag(toy, "b", seeds=[2, 3], augment="physics", finetune_augment="seed", pretrain_seeds=[1],
-                     methods=["simclr", "vicreg"])
+                     methods=["simclr", "vicreg"], tune_trials=1, tune_epochs=1)
     return first, second
 
 
@@ -396,3 +396,65 @@ def test_step_times_are_read_from_kfp_locals_task_log_lines():
         root.setLevel(level)
         root.handlers[:] = handlers
     assert [name for name, _, _ in heard] == ["report"]
+
+
+@pytest.mark.parametrize("name", ["jet_ssl.yaml", "jet_ssl_cpu.yaml"])
+def test_each_method_is_tuned_before_its_pretrainings_and_only_when_asked(compiled, name):
+    """The KFP SDK 2.17 compiler refuses a dependency on a task inside a ``dsl.If`` from outside it and allows
+    ``.after`` a task inside a ``dsl.ParallelFor`` (kfp/compiler/compiler_utils.py, ``get_dependencies``): so
+    the loop over ``methods`` holds the condition and the pretraining loop depends on that loop. A 2.17.0
+    backend runs a condition's DAG only ``when`` its driver's condition is not false
+    (backend/src/v2/compiler/argocompiler/dag.go, ``task``) and kfp.local skips it
+    (kfp/local/orchestrator/enhanced_dag_orchestrator.py, ``run_enhanced_dag``): with ``tune_trials`` 0, the
+    default, no tune task runs and the pretrainings run their method's own recipe."""
+    spec, _ = load(compiled[name])
+    root = spec["root"]["dag"]["tasks"]
+    loops = {t["taskInfo"]["name"]: n for n, t in root.items() if "parameterIterator" in t}
+    tune_loop, pretrain_loop = loops[NAMES["tune-loop"]], loops[NAMES["pretrain-loop"]]
+    assert tune_loop in root[pretrain_loop]["dependentTasks"]
+    assert root[tune_loop]["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--methods"}
+    (cond,) = spec["components"][root[tune_loop]["componentRef"]["name"]]["dag"]["tasks"].values()
+    assert cond["triggerPolicy"]["condition"] == "int(inputs.parameter_values['pipelinechannel--tune_trials']) > 0"
+    (tuned,) = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"].values()
+    assert tuned["componentRef"]["name"] == "comp-tune"
+    assert tuned["inputs"]["parameters"]["method"] == {"componentInputParameter": "pipelinechannel--methods-loop-item"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["tune_trials"]["defaultValue"] == 0 and params["tune_epochs"]["defaultValue"] == 0
+    # the pretraining takes the search's settings: 0 runs the method's recipe, and a longer search is a new cache key
+    pre = tasks(spec)["pretrain"]["inputs"]["parameters"]
+    assert pre["tune_trials"] == {"componentInputParameter": "pipelinechannel--tune_trials"}
+    assert pre["tune_epochs"] == {"componentInputParameter": "pipelinechannel--tune_epochs"}
+
+
+@pytest.mark.slow
+def test_a_tuned_run_pretrains_each_method_with_the_recipe_its_search_found(toy, two_runs):
+    """Run ``b`` (``tune_trials=1``, ``tune_epochs=1``): each method's tune step leaves ``tune/<method>/recipe.json``
+    and ``trials.json`` in the run folder, and its pretraining runs those values (its run.json) on the preset's
+    own schedule; run ``a`` (the default, 0) runs no tune task and pretrains with the method's own recipe."""
+    from jetlib.pretrain import make_config
+    from jetlib.study import pretrain_dir
+    from jetlib.tune.recipe import read_recipe
+
+    first, second = two_runs
+    run = toy / "store" / "runs" / "b"
+    for method in ("simclr", "vicreg"):
+        recipe = read_recipe(str(run / "tune" / method / "recipe.json"))
+        (trial,) = json.loads((run / "tune" / method / "trials.json").read_text())
+        assert (recipe["method"], recipe["preset"], recipe["fixed"]) == (method, "tiny", {"epochs": 1})
+        assert trial["state"] == "complete" and trial["value"] == recipe["objective"]["value"]
+        assert set(trial["params"]) >= {"lr", "weight_decay"} and list(trial["epochs"]) == ["0"]
+        pre = json.loads(Path(pretrain_dir(str(run), 1, method), "run.json").read_text())
+        tuned = recipe["values"]
+        assert (pre["config"]["lr"], pre["config"]["weight_decay"]) == (tuned["lr"], tuned["weight_decay"])
+        assert tuned["method_params"] and all(pre["method"]["params"][k] == v
+                                              for k, v in tuned["method_params"].items())
+        assert pre["config"]["epochs"] == make_config("tiny").epochs  # the trials' length is not the pretraining's
+    encoders = [json.loads(p.read_text())["artifacts"]["encoder"]["artifacts"][0]["metadata"]
+                for p in second.rglob("pretrain/executor_output.json")]
+    assert sorted(e["recipe"] for e in encoders) == [str(run / "tune" / m / "recipe.json") for m in ("simclr", "vicreg")]
+    # the default run: no tune task, no tune folder, the method's own recipe
+    assert not list(first.rglob("tune/executor_output.json")) and not (toy / "store" / "runs" / "a" / "tune").exists()
+    own = make_config("tiny", method="simclr")
+    pre = json.loads(Path(pretrain_dir(str(toy / "store" / "runs" / "a"), 0, "simclr"), "run.json").read_text())
+    assert (pre["config"]["lr"], pre["config"]["weight_decay"]) == (own.lr, own.weight_decay)
+    assert pre["method"]["params"]["learn_temperature"] is True

@@ -116,9 +116,6 @@ def submit(data: str, out: str, method: str, trials: int, *, image: str, preset:
     ``out`` must be an ``s3://`` URI: the trials run in pods and write their runs there.
     ``configuration``: a ``kubernetes.client.Configuration`` (default: in-cluster or ``$KUBECONFIG``).
     """
-    from kubeflow.common.types import KubernetesBackendConfig
-    from kubeflow.optimizer import OptimizerClient
-
     from jetlib import methods
     from jetlib.pretrain import make_config
 
@@ -129,14 +126,10 @@ def submit(data: str, out: str, method: str, trials: int, *, image: str, preset:
     methods.get(method)
     cfg = make_config(preset, method=method, **dict(sets or {}))
     from kubernetes.client.exceptions import ApiException
-    from kubernetes.config import ConfigException
 
+    sdk = client(namespace, configuration)
     try:
-        client = OptimizerClient(KubernetesBackendConfig(namespace=namespace, client_configuration=configuration))
-    except ConfigException as e:
-        raise ConfigError(f"no Kubernetes configuration (in-cluster or kubeconfig): {e}") from None
-    try:
-        return _optimize(client, data, out, method, trials, image, preset, sets, parallel, seed, runtime, cfg)
+        return _optimize(sdk, data, out, method, trials, image, preset, sets, parallel, seed, runtime, cfg)
     except (RuntimeError, TimeoutError) as e:  # the SDK wraps the API server's answer
         cause = e.__cause__
         if isinstance(cause, ApiException):
@@ -148,12 +141,71 @@ def submit(data: str, out: str, method: str, trials: int, *, image: str, preset:
         raise ConfigError(f"{e}: {str(cause)[:300]}") from None
 
 
-def _optimize(client, data, out, method, trials, image, preset, sets, parallel, seed, runtime, cfg) -> str:
+def _optimize(sdk, data, out, method, trials, image, preset, sets, parallel, seed, runtime, cfg) -> str:
     from kubeflow.optimizer import Objective, RandomSearch, TrialConfig
 
-    return client.optimize(
+    return sdk.optimize(
         experiment_template(data, out, method, preset, dict(sets or {}), image, runtime),
         trial_config=TrialConfig(num_trials=trials, parallel_trials=parallel, max_failed_trials=trials),
         search_space=katib_space(method, cfg),
         objectives=[Objective(metric=METRIC, direction="maximize")],
         algorithm=RandomSearch(random_state=seed))
+
+
+def client(namespace: str | None = None, configuration=None):
+    """The SDK's ``OptimizerClient`` (in-cluster or kubeconfig unless ``configuration`` is given)."""
+    from kubeflow.common.types import KubernetesBackendConfig
+    from kubeflow.optimizer import OptimizerClient
+    from kubernetes.config import ConfigException
+
+    try:
+        return OptimizerClient(KubernetesBackendConfig(namespace=namespace, client_configuration=configuration))
+    except ConfigException as e:
+        raise ConfigError(f"no Kubernetes configuration (in-cluster or kubeconfig): {e}") from None
+
+
+def result(name: str, method: str, *, data: str, out: str, preset: str, sets: dict | None = None,
+           namespace: str | None = None, configuration=None, poll_s: int = 30,
+           timeout_s: int = 7 * 24 * 3600) -> tuple[dict, list[dict]]:
+    """Wait for the Experiment ``name`` to end; its best trial as the recipe ``jetlib tune`` writes, and every
+    trial as :func:`jetlib.tune.study.history` lists them (``epochs`` empty: the StdOut collector reads one value).
+
+    The SDK's ``wait_for_job_status`` reads Katib's conditions (``Succeeded`` or ``Failed`` true, set by the
+    controller's ``UpdateExperimentStatusCondition``, ``pkg/controller.v1beta1/experiment/util/status_util.go``);
+    the best trial is the Experiment's ``status.currentOptimalTrial`` (``updateTrialsSummary`` there: the
+    largest objective by the metric's strategy), its values the trial's ``parameterAssignments`` (text).
+
+    Raises:
+        TrainingError: the Experiment failed (Katib's ``maxFailedTrialCount`` reached) or has no best trial.
+    """
+    from jetlib.tune.recipe import recipe_doc
+    from jetlib.tune.study import _key, settings
+
+    sdk = client(namespace, configuration)
+    try:
+        job = sdk.wait_for_job_status(name, status={"Complete", "Failed"}, timeout=timeout_s,
+                                      polling_interval=poll_s)
+        best = sdk.get_best_results(name) if job.status == "Complete" else None
+    except (RuntimeError, TimeoutError) as e:
+        raise TrainingError(f"Katib Experiment {name}: {e}: {str(e.__cause__ or '')[:300]}") from None
+    if best is None:
+        raise TrainingError(f"Katib Experiment {name} ended {job.status.lower()} with no successful trial: "
+                            f"kubectl describe experiment {name} (its trials' logs say why)")
+    rows = [_row(name, i, t) for i, t in enumerate(sorted(job.trials, key=lambda t: (t.trainjob.creation_timestamp,
+                                                                                      t.name)))]
+    objective = next(float(m.max) for m in best.metrics if m.name == METRIC)
+    params = {k: float(v) for k, v in best.parameters.items()}
+    number = next((r["number"] for r in rows if r["params"] == params), None)
+    values = settings(method, params)
+    doc = recipe_doc(method, values, preset=preset, data=str(data), fixed=dict(sets or {}),
+                     objective={"name": METRIC, "split": "val", "value": objective},
+                     study={"name": name, "trials": len(rows), "best_trial": number,
+                            "run": f"{out.rstrip('/')}/trials/{_key(method, values)}"})
+    return doc, rows
+
+
+def _row(name: str, number: int, trial) -> dict:
+    """One trial as a :func:`jetlib.tune.study.history` row; its value the one the trial printed (min = max)."""
+    value = next((float(m.latest) for m in trial.metrics if m.name == METRIC), None)
+    return {"study": name, "number": number, "state": "complete" if value is not None else "fail", "value": value,
+            "epochs": {}, "params": {k: float(v) for k, v in trial.parameters.items()}}
