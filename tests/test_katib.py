@@ -306,3 +306,16 @@ def test_the_tune_step_fails_in_one_line_and_writes_no_recipe_when_every_katib_t
                   namespace="ml", configuration=cfg, poll_s=1)
     controller.join(5)
     assert not open_store(tune_dir(f"{s3_env}/runs/r", "simclr")).exists("recipe.json")
+
+
+def test_the_tune_step_refuses_bad_settings_before_any_work(tmp_path, monkeypatch):
+    """A negative ``tune_epochs``, or a cluster run without the trials' image: one line (exit 2), nothing written."""
+    from jetlib.tune.step import tune_step
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigError, match="tune_epochs must be 0"):
+        tune_step("d", str(tmp_path / "run"), "simclr", 1, preset="tiny", epochs=-1)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    with pytest.raises(ConfigError, match="needs image"):
+        tune_step("s3://b/d", str(tmp_path / "run"), "simclr", 1, preset="tiny")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -25,7 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from jetlib.errors import TrainingError
+from jetlib.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def tune_step(data: str, run: str, method: str, trials: int, *, preset: str, epo
     """
     from jetlib.data.store import open_store
 
+    if epochs < 0:
+        raise ConfigError(f"tune_epochs must be 0 (the preset's) or more, got {epochs}")
     if preset == "auto":
         preset = "gpu" if gpus_per_node > 0 else "cpu"
     sets = {"epochs": epochs} if epochs > 0 else {}
@@ -104,7 +106,6 @@ def _on_katib(store, data, out, method, trials, preset, sets, seed, image, paral
               poll_s):
     """Submit the Experiment once (its name kept in ``experiment.json``), then wait for it and read it."""
     from jetlib.data.store import NotFound
-    from jetlib.errors import ConfigError
     from jetlib.tune import katib
 
     if not image:
