@@ -1,6 +1,7 @@
-"""The study as one KFP v2 pipeline: ingest -> one loop over every pretraining (method x pretraining
-seed) -> one loop over every training (label fraction x seed x mode, x pretraining for the pretrained
-modes) -> evaluate each -> report -> export the best model of each task (ONNX, by validation).
+"""The study as one KFP v2 pipeline: ingest -> (with ``tune_trials`` > 0) a loop tuning each method ->
+one loop over every pretraining (method x pretraining seed) -> one loop over every training (label fraction
+x seed x mode, x pretraining for the pretrained modes) -> evaluate each -> report -> export the best model
+of each task (ONNX, by validation).
 
 ``python -m pipelines.jet_ssl`` (``make compile``) writes ``pipelines/jet_ssl.yaml`` (GPU nodes) and
 ``pipelines/jet_ssl_cpu.yaml`` (no accelerators, node selectors or tolerations: a GPU-less kind
@@ -16,7 +17,9 @@ here, never in a component, each for a reason a KFP 2.17.0 backend gives (docs/w
   collects the pretraining loop's encoders once and hands each pretrained training the folder
   of its (method, pretraining seed) inside the training loop's items; one ``train`` component
   dispatches every training, and the report collects the training loop's evaluations. The
-  cost: scratch and VGG trainings wait for pretraining although they do not use it.
+  cost: scratch and VGG trainings wait for pretraining although they do not use it. The tune loop
+  before them (over ``methods``, its one ``dsl.If`` inside: :func:`_tuning_loop`) is collected by
+  nothing: its steps leave each recipe in the run folder, where the pretrainings read it.
 * **GPU counts are strings.** The driver reads an accelerator count with ``GetStringValue()``
   (``resolve.go``, ``resolvePodSpecInputRuntimeParameter``) and sets no limit when it is empty,
   which it is for an ``int`` parameter. The trainings ask for the constant ``"1"``; pretraining
