@@ -9,6 +9,9 @@ DEMO_JETS ?= 3000
 KFP_ENDPOINT ?= http://localhost:8080
 KFP_EXPERIMENT ?= jetlib
 RUN ?=
+# make test and test-fast: two pytest-xdist workers, each taking whole test files (a file's fixtures are built
+# once) with the files holding slow tests first (tests/conftest.py); PYTEST_WORKERS= runs in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 PIPELINE ?= pipelines/jet_ssl.yaml
 
 .DEFAULT_GOAL := help
@@ -26,10 +29,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
 
 test: $(STAMP) ## run the whole test suite (tiny generated data, Docker included: 1,192 tests, 13 min 10 s on an idle 2-core machine, 2026-12-06)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 test-fast: $(STAMP) ## run the tests not marked slow (1,107 tests, 4 min 18 s on an idle 2-core machine, 2026-12-06)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_WORKERS) -m "not slow"
 
 lint: $(STAMP) ## ruff over the package, tests and benchmarks
 	$(BIN)/ruff check jetlib tests benchmarks

@@ -123,10 +123,25 @@ def _session_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def gloo_ranks(tmp_path_factory):
     """Every DDP check's results from one two-process gloo run (``tests/gloo.py``): each rank's
-    ``{job: result}``; read a job's with ``tests.gloo.results(gloo_ranks, job)``."""
+    ``{job: result}``; read a job's with ``tests.gloo.results(gloo_ranks, job)``.
+
+    Under pytest-xdist every worker has its own session fixtures, so the run goes into the folder the
+    workers share (the parent of each one's base temporary folder, the session's own): the first worker
+    to need it makes it under a file lock, the others wait for that lock and read the same files."""
     from tests import gloo
 
-    return gloo.run(tmp_path_factory.mktemp("gloo"), free_port())
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return gloo.run(tmp_path_factory.mktemp("gloo"), free_port())
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent / "gloo"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "done").exists():
+            gloo.run(shared, free_port())
+            (shared / "done").touch()
+    return gloo.load(shared)
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +155,18 @@ S3_BUCKET = f"jetlib-test-{uuid.uuid4().hex[:12]}"
 """The session's bucket: each test gets its own prefix in it (``s3_env``); one bucket, not one per test, as
 a shared bucket is in a cluster (and a bucket is a SeaweedFS collection, with volumes of its own)."""
 _SEAWEEDFS = pytest.StashKey()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (make test: ``--dist loadfile --no-loadscope-reorder``) the workers take whole
+    files in this order as they free up: the files with a ``slow`` test (a kfp.local DAG, Docker, torchrun)
+    go first and the many short files last, so that no long file starts while the other worker is idle
+    at the end. Every worker sorts the same collection the same way (xdist requires it); a run without
+    xdist keeps pytest's order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    heavy = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: the collection order within each part
 
 
 def pytest_collection_finish(session):

@@ -49,6 +49,11 @@ def run(out: Path, port: int) -> list[dict]:
     import torch.multiprocessing as mp
 
     mp.start_processes(_worker, args=(WORLD, port, str(out)), nprocs=WORLD, start_method="spawn")
+    return load(out)
+
+
+def load(out: Path) -> list[dict]:
+    """The results a finished :func:`run` saved in ``out``, each rank's ``{job name: result}``."""
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
 
 
