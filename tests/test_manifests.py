@@ -253,7 +253,7 @@ def test_kind_e2e_workflow_is_set_up_as_kfps_own_ci():
 
 
 def kind_up(tmp_path, env: dict | None = None, fail_node_pulls: str = "") -> tuple[subprocess.CompletedProcess, list]:
-    """scripts/kind-up.sh run against stand-ins for docker, kind and kubectl that record their calls;
+    """scripts/kind-up.sh run against stand-ins for docker, kind, kubectl and sleep that record their calls;
     ``fail_node_pulls``: a prefix of the node image references whose pulls fail."""
     tree = tmp_path / "repo"
     if not tree.exists():
@@ -278,6 +278,7 @@ def kind_up(tmp_path, env: dict | None = None, fail_node_pulls: str = "") -> tup
                 'n=$(cat "$STUB_DIR/creates" 2>/dev/null || echo 0); echo $((n+1)) > "$STUB_DIR/creates"; '
                 '[ "$n" -ge 1 ];; esac',
         "kubectl": "exit 0",
+        "sleep": "",  # the script's waits between tries are recorded, not waited out (10 s each)
     }
     for name, body in stubs.items():
         (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "$STUB_DIR/calls.log"\n{body}\n')
@@ -300,6 +301,7 @@ def test_kind_up_loads_an_archive_into_the_workers_and_retries_creation(tmp_path
     r, calls = kind_up(tmp_path)
     assert r.returncode == 0, r.stderr
     assert sum(c.startswith("kind create cluster") for c in calls) == 2  # the first one failed
+    assert calls.index("sleep 10") < [i for i, c in enumerate(calls) if c.startswith("kind create")][1]
     assert "kind delete cluster --name jetlib" in calls
     (load,) = [c for c in calls if c.startswith("kind load")]
     assert re.fullmatch(r"kind load image-archive /tmp/jetlib-image\.\w+\.tar --name jetlib "
