@@ -62,6 +62,7 @@ def test_stopping_early_leaves_no_reader_thread(dataset):
     assert not set(threading.enumerate()) - before
 
 
+@pytest.mark.slow  # the benchmark in a subprocess, timed loops: ~6 s of CPU, ~20 s wall
 def test_the_benchmark_prints_its_json_line(tmp_path):
     """``benchmarks/data.py`` runs end to end (on a given file, not a simulation) and reports every contender."""
     import json

@@ -117,6 +117,7 @@ def test_a_lars_recipe_pretrains_resumes_and_records_its_optimiser(dataset, tmp_
     assert max(e["lr"] for e in metrics["epochs"]) <= pt.peak_lr(cfg) == pytest.approx(16 / 256)
 
 
+@pytest.mark.slow  # two CLI subprocesses: ~7 s of CPU
 def test_pretrain_recipe_flag_round_trip(dataset, tmp_path):  # noqa: F811
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps(recipe_doc("vicreg", {"lr": 0.123, "method_params": {"cov_weight": 2.0}})))

@@ -188,6 +188,7 @@ def test_a_config_whose_shapes_differ_from_its_weights_is_refused_by_name():
     assert all(torch.equal(back.state_dict()[k], v) for k, v in net.state_dict().items())
 
 
+@pytest.mark.slow  # a CLI subprocess filling 6 GB of address space: ~5 s of CPU, ~15 s wall
 def test_a_model_the_address_space_cannot_hold_ends_pretrain_with_exit_5(ds, tmp_path):
     """Within every bound (widths 8,192), but 2.4 GB per convolution in a process limited to 6 GB of
     address space: one line, exit 5, no traceback, no claim."""

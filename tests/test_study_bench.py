@@ -54,6 +54,7 @@ def test_the_search_starts_from_the_methods_own_recipe(bench, tmp_path, method):
         assert dist.low <= first.params[name] <= dist.high
 
 
+@pytest.mark.slow  # a two-trial search, run twice: ~13 s of CPU
 def test_a_tuned_pretraining_is_the_best_trial_of_its_own_search(bench, dataset, tmp_path):  # noqa: F811
     runs = tmp_path / "runs"
     out, final, used, search = bench.pretraining(dataset, runs, "vicreg", 1, "tiny", "seed", 1, trials=2)

@@ -30,6 +30,7 @@ def _study(out):
     return optuna.load_study(study_name="jetlib-vicreg", storage=storage)
 
 
+@pytest.mark.slow  # two trial pretrainings and a re-run: ~11 s of CPU
 def test_a_two_trial_tune_writes_the_best_trials_recipe(dataset, tmp_path):  # noqa: F811
     out = tmp_path / "tune"
     result = ts.tune(dataset, str(out), "vicreg", 2, preset="tiny", sets=FAST, device="cpu")
@@ -84,6 +85,7 @@ def test_a_trial_below_the_median_is_pruned(dataset, tmp_path):  # noqa: F811
     assert last.state == TrialState.PRUNED and list(last.intermediate_values) == [0]
 
 
+@pytest.mark.slow  # two tune processes and three trials: ~13 s of CPU
 def test_a_killed_tune_continues_its_interrupted_trial(dataset, tmp_path):  # noqa: F811
     out = tmp_path / "tune"
     cmd = [sys.executable, "-m", "jetlib", "tune", "--data", dataset, "--method", "vicreg", "--trials", "2",
