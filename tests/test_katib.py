@@ -250,6 +250,28 @@ def _controller(fake, results: list[str | None], api) -> threading.Thread:
     return thread
 
 
+def _granted() -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of every rule in jetlib's Role, manifests/base/rbac/role.yaml."""
+    import yaml
+
+    role = yaml.safe_load((ROOT / "manifests" / "base" / "rbac" / "role.yaml").read_text())
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def _verb(method: str, path: str) -> tuple[str, str, str]:
+    """A request as the apiserver's RBAC authorizer names it (k8s.io/apiserver endpoints/request/requestinfo.go,
+    ``NewRequestInfo``: GET of a name is get, of a collection list; POST create; DELETE delete)."""
+    parts = path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    assert rest[0] == "namespaces", path  # jetlib asks for nothing cluster-wide
+    resource, name = rest[2], rest[3] if len(rest) > 3 else None
+    if len(rest) > 4:
+        resource = f"{resource}/{rest[4]}"
+    verb = {"POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}.get(method)
+    return group, resource, verb or ("get" if name else "list")
+
+
 @pytest.mark.s3
 def test_the_tune_step_on_a_cluster_waits_for_katib_and_writes_the_best_trials_recipe(cluster, s3_env, monkeypatch):
     """In a pod (``KUBERNETES_SERVICE_HOST`` set) the pipeline's tune step submits the Experiment once, waits
@@ -287,6 +309,14 @@ def test_the_tune_step_on_a_cluster_waits_for_katib_and_writes_the_best_trials_r
     assert json.loads(store.get_bytes("experiment.json")) == {"name": name, "namespace": "ml"}
     # a re-run of the step (a retry, or the run re-submitted) finds the Experiment and submits none
     assert tune_step(data, run, "byol", 3, **kw) == recipe and fake.calls("POST", "experiments") == 1
+    # every request the step made is one manifests/base/rbac grants the pipeline-runner (the controller
+    # thread's own TrainJob creations aside): a cluster with jetlib's Role admits the whole search. The one
+    # exception is the Trainer SDK's version probe, a read of kubeflow-system's kubeflow-trainer-public ConfigMap
+    # (kubeflow/trainer/backends/kubernetes/backend.py, ``verify_backend``: outside the Role's namespace, and a
+    # refusal is a warning there, never an error)
+    made = {_verb(m, path) for m, path in fake.requests if (m, path.rsplit("/", 1)[-1]) != ("POST", "trainjobs")
+            and "/configmaps/kubeflow-trainer-public" not in path}
+    assert made and made <= _granted(), made - _granted()
 
 
 @pytest.mark.s3

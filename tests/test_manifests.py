@@ -163,6 +163,7 @@ def test_rbac_grants_only_what_the_launcher_uses(tree):
     assert rules == {("trainer.kubeflow.org", "trainjobs"): job_verbs,
                      ("trainer.kubeflow.org", "trainingruntimes"): ["get"],
                      ("kubeflow.org", "pytorchjobs"): job_verbs,
+                     ("kubeflow.org", "experiments"): ["create", "get"], ("kubeflow.org", "trials"): ["list"],
                      ("", "pods"): ["get", "list", "watch"], ("", "pods/log"): ["get"],
                      ("batch", "jobs"): ["list"], ("", "events"): ["list"]}  # FailedCreate on the job's Jobs
     assert objects["RoleBinding", "jetlib-launcher"]["subjects"] == [
