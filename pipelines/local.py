@@ -47,7 +47,8 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
     pipeline = components.load_component_from_file(str(yaml_path))
     t0 = time.perf_counter()
     timer = StepTimes(steps if steps is not None else [])
-    with warnings.catch_warnings(), _quiet_kfp_info(), _listening(timer), one_thread_per_step():
+    with warnings.catch_warnings(), _quiet_kfp_info(), _listening(timer), one_thread_per_step(), \
+            _tune_here():
         # The subprocess runner warns for every step that "jetlib:<version>" is not a Python image:
         # here the .venv stands in for the image.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
@@ -113,6 +114,20 @@ def one_thread_per_step():
         yield
     finally:
         os.environ.pop("OMP_NUM_THREADS", None)
+
+
+@contextlib.contextmanager
+def _tune_here():
+    """``JETLIB_TUNE_BACKEND=optuna`` for the steps unless set: a local run's tune step searches in the step
+    even where this process runs in a pod (a notebook server), rather than submitting Katib Experiments."""
+    if "JETLIB_TUNE_BACKEND" in os.environ:
+        yield
+        return
+    os.environ["JETLIB_TUNE_BACKEND"] = "optuna"
+    try:
+        yield
+    finally:
+        os.environ.pop("JETLIB_TUNE_BACKEND", None)
 
 
 @contextlib.contextmanager

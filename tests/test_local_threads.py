@@ -34,3 +34,28 @@ def test_the_users_thread_count_is_kept(monkeypatch):
     with one_thread_per_step():
         assert _child_threads() == 3
     assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_a_local_runs_tune_step_searches_in_the_step_even_in_a_pod(monkeypatch):
+    """``pipelines.local`` runs every step with ``JETLIB_TUNE_BACKEND=optuna`` (kept if the user set one), so a
+    kfp.local run from a pod (``KUBERNETES_SERVICE_HOST`` set, a notebook server) never submits Katib Experiments;
+    outside a local run, ``auto`` in a pod means Katib."""
+    from jetlib.errors import ConfigError
+    from jetlib.tune.step import on_cluster
+    from pipelines.local import _tune_here
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.delenv("JETLIB_TUNE_BACKEND", raising=False)
+    assert on_cluster()
+    probe = "import sys; from jetlib.tune.step import on_cluster; sys.exit(10 + on_cluster())"
+    with _tune_here():
+        assert run_local_subprocess([sys.executable, "-c", probe], None) == 10  # optuna in the step
+    assert "JETLIB_TUNE_BACKEND" not in os.environ and on_cluster()
+    monkeypatch.setenv("JETLIB_TUNE_BACKEND", "katib")
+    with _tune_here():
+        assert run_local_subprocess([sys.executable, "-c", probe], None) == 11  # the user's choice is kept
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    assert on_cluster()  # katib asked for outright
+    monkeypatch.setenv("JETLIB_TUNE_BACKEND", "optuna ")
+    with pytest.raises(ConfigError, match="JETLIB_TUNE_BACKEND"):
+        on_cluster()

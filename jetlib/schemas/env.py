@@ -10,6 +10,8 @@ a folder or a file exists. The table of accepted values is ``docs/validation.md`
 ``JETLIB_CACHE``       the shard cache's root: non-empty, and a directory where it exists
 ``JETLIB_PROGRESS``    ``0`` turns progress bars off, ``1`` (default) keeps them
 ``JETLIB_DIST_TIMEOUT_S``  seconds a collective waits: a positive number
+``JETLIB_TUNE_BACKEND``  where a pipeline's tune step runs its trials: ``auto`` (default: Katib in a pod,
+                       Optuna elsewhere), ``katib`` or ``optuna``
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``  torchrun's: whole numbers with
                        ``0 <= RANK < WORLD_SIZE`` and ``0 <= LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE``
 =====================  ====================================================================
@@ -71,6 +73,7 @@ class JetlibEnv(BaseModel):
     JETLIB_CACHE: str | None = None
     JETLIB_PROGRESS: Literal["0", "1"] = "1"
     JETLIB_DIST_TIMEOUT_S: real(gt=0, le=7 * 86400) = 1800.0
+    JETLIB_TUNE_BACKEND: Literal["auto", "katib", "optuna"] = "auto"
 
 
 def _variables(env: Mapping[str, str], model: type[BaseModel]) -> dict:

@@ -9,12 +9,13 @@
 and what a re-run needs to continue: ``study.journal`` (Optuna's study) or ``experiment.json`` (the
 Katib Experiment's name and namespace).
 
-Where the trials run is decided by where the step runs. In a pod (``KUBERNETES_SERVICE_HOST`` set, as
-the kubelet sets it in every container) they run as a Katib Experiment (:func:`jetlib.tune.katib.submit`),
-each trial a TrainJob on the cluster, and the step only waits for it and reads its optimal trial.
-Elsewhere (``kfp.local``, a laptop) Optuna runs them in the step, one after another, in a scratch folder
-(the study is a journal file, which needs a local disk) whose journal is uploaded after every trial, so a
-killed step loses at most the trial it was running: the re-run downloads the study and continues it.
+Where the trials run is decided by where the step runs (or by ``JETLIB_TUNE_BACKEND``). In a pod
+(``KUBERNETES_SERVICE_HOST`` set, as the kubelet sets it in every container) they run as a Katib
+Experiment (:func:`jetlib.tune.katib.submit`), each trial a TrainJob on the cluster, and the step only
+waits for it and reads its optimal trial. Elsewhere (``kfp.local``, a laptop) Optuna runs them in the
+step, one after another, in a scratch folder (the study is a journal file, which needs a local disk)
+whose journal is uploaded after every trial, so a killed step loses at most the trial it was running:
+the re-run downloads the study and continues it.
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ def recipe_uri(run: str, method: str) -> str:
 
 
 def on_cluster() -> bool:
-    """True in a Kubernetes pod: the kubelet sets ``KUBERNETES_SERVICE_HOST`` in every container."""
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    """True where the trials go to Katib: ``JETLIB_TUNE_BACKEND=katib``, or (``auto``, the default) in a
+    Kubernetes pod, where the kubelet sets ``KUBERNETES_SERVICE_HOST`` in every container. ``optuna`` keeps
+    them in the step even in a pod: ``pipelines.local`` sets it, so a kfp.local run from a notebook pod
+    never submits an Experiment."""
+    from jetlib.schemas.env import check_environment
+
+    backend = check_environment().JETLIB_TUNE_BACKEND
+    return backend == "katib" or (backend == "auto" and bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
 
 
 def tune_step(data: str, run: str, method: str, trials: int, *, preset: str, epochs: int = 0, seed: int = 0,
