@@ -98,36 +98,33 @@ def _listening(timer: logging.Filter):
 
 
 @contextlib.contextmanager
+def _step_defaults(**values: str):
+    """Set each variable the user has not set for the steps (subprocesses inherit this environment), and
+    remove them again afterwards; a value the user set is kept."""
+    added = [name for name in values if name not in os.environ]
+    os.environ.update({name: values[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def one_thread_per_step():
-    """``OMP_NUM_THREADS=1`` for the steps (subprocesses inherit this environment) unless it is set.
+    """``OMP_NUM_THREADS=1`` for the steps unless it is set.
 
     The CPU pipeline's training loop runs two iterations at once, and torch's default of one
     OpenMP thread per core puts twice as many spin-waiting threads as cores on the machine: two
     concurrent cpu-preset trainings on 2 cores measured 222 CPU s and 211 s wall with two threads
     each against 37 CPU s and 28 s with one (docs/speed.md). A step running alone (pretraining)
-    loses about 10% of wall time with one thread. A value the user set is kept."""
-    if "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_NUM_THREADS", None)
+    loses about 10% of wall time with one thread."""
+    return _step_defaults(OMP_NUM_THREADS="1")
 
 
-@contextlib.contextmanager
 def _tune_here():
-    """``JETLIB_TUNE_BACKEND=optuna`` for the steps unless set: a local run's tune step searches in the step
-    even where this process runs in a pod (a notebook server), rather than submitting Katib Experiments."""
-    if "JETLIB_TUNE_BACKEND" in os.environ:
-        yield
-        return
-    os.environ["JETLIB_TUNE_BACKEND"] = "optuna"
-    try:
-        yield
-    finally:
-        os.environ.pop("JETLIB_TUNE_BACKEND", None)
+    """``JETLIB_TUNE_BACKEND=optuna`` for the steps unless it is set: a local run's tune step searches in the
+    step even where this process runs in a pod (a notebook server), rather than submitting Katib Experiments."""
+    return _step_defaults(JETLIB_TUNE_BACKEND="optuna")
 
 
 @contextlib.contextmanager
