@@ -3,6 +3,7 @@ pretrained for one step through the real ``jetlib.pretrain.pretrain``, then fine
 (``jetlib.finetune`` with ``--init``), with no change to jetlib's own files (the methods' registry)."""
 
 import json
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -75,3 +76,44 @@ def test_a_registered_method_pretrains_and_its_encoder_fine_tunes(data, tmp_path
 
 def test_the_toy_method_is_gone_after_teardown():
     assert "toy_cosine" not in methods.METHODS
+
+
+def test_a_methods_own_search_is_what_tune_and_katib_search():
+    """A method declares what `jetlib tune` searches besides the rate and weight decay (``search_space``) and
+    what every trial holds fixed (``tune_fixed``) in its own class; Optuna's space and Katib's parameters both
+    read it, and a method declaring neither is tuned on the optimiser alone."""
+    from jetlib.tune import katib
+    from jetlib.tune import study as ts
+
+    @dataclass(frozen=True)
+    class MarginParams:
+        margin: float = 0.5
+        hard: bool = False
+
+    @register_method("toy_margin")
+    class Margin(Method):
+        Params = MarginParams
+        tune_fixed = {"hard": True}
+
+        @classmethod
+        def search_space(cls, params):
+            return {"margin": (params.margin / 5, params.margin * 2, False)}
+
+    try:
+        cfg = pt.make_config("tiny", method="toy_margin", method_params={"margin": 0.25})
+        dims = ts.space("toy_margin", cfg)
+        assert set(dims) == {"lr", "weight_decay", "margin"}
+        assert (dims["margin"].low, dims["margin"].high, dims["margin"].log) == (0.05, 0.5, False)
+        assert dims["lr"].low == pytest.approx(cfg.lr / 10) and dims["lr"].log
+        assert ts.fixed_params("toy_margin") == {"hard": True}
+        assert ts.settings("toy_margin", {"lr": 0.01, "margin": 0.3}) == {
+            "lr": 0.01, "method_params": {"hard": True, "margin": 0.3}}
+        assert set(katib.katib_space("toy_margin", cfg)) == {"lr", "weight_decay", "margin"}
+    finally:
+        unregister_method("toy_margin")
+    # the built-in searches, as docs/tuning.md tables them
+    assert set(ts.space("byol", pt.make_config("tiny", method="byol"))) == {"lr", "weight_decay", "base_momentum"}
+    assert set(ts.space("simclr", pt.make_config("tiny"))) == {"lr", "weight_decay", "temperature"}
+    assert ts.fixed_params("simclr") == {"learn_temperature": False} and ts.fixed_params("vicreg") == {}
+    lam = ts.space("barlowtwins", pt.make_config("tiny", method="barlowtwins"))["lambd"]
+    assert lam.high / lam.low == pytest.approx(100) and lam.log

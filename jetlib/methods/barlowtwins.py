@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from jetlib.losses import BarlowTwinsLoss
+from jetlib.losses.barlowtwins import default_lambda
 from jetlib.methods import register_method
 from jetlib.methods.base import Method, mlp
 from jetlib.schemas import NonNegative, Width, check
@@ -44,6 +45,12 @@ class BarlowTwins(Method):
 
     Params = BarlowTwinsParams
     recipe = {"optimizer": "lars", "lr": 0.3, "lr_batch": 256, "weight_decay": 1e-4, "warmup_epochs": 10}
+
+    @classmethod
+    def search_space(cls, params) -> dict:
+        # a tenth to ten times the paper's 0.0051 scaled to the projector's width as 1/D
+        centre = default_lambda(params.proj_dim)
+        return {"lambd": (centre / 10, centre * 10, True)}
 
     def __init__(self, encoder, params: BarlowTwinsParams):
         super().__init__(encoder, params)

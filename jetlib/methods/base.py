@@ -27,6 +27,16 @@ class Method(nn.Module):
     # warmup_epochs) applied over the config's defaults and under a preset, a recipe file and the
     # user's flags (jetlib.pretrain.make_config). Empty: the defaults, which are SimCLR's recipe.
     recipe: dict = {}
+    # What `jetlib tune` holds fixed in every trial (method parameters), so that what it searches means what
+    # it says (SimCLR: a fixed temperature, since a learned one would undo the search).
+    tune_fixed: dict = {}
+
+    @classmethod
+    def search_space(cls, params) -> dict[str, tuple[float, float, bool]]:
+        """The method parameters `jetlib tune` searches besides the learning rate and weight decay:
+        ``{name: (low, high, log)}``, around ``params`` (the method's resolved :attr:`Params`). None by
+        default: a method without its own search tunes the optimiser alone."""
+        return {}
 
     def __init__(self, encoder: nn.Module, params):
         super().__init__()

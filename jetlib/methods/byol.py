@@ -60,6 +60,11 @@ class BYOL(Method):
     Params = BYOLParams
     recipe = {"optimizer": "lars", "lr": 1.0, "lr_batch": 256, "weight_decay": 1e-5, "warmup_epochs": 10}
 
+    @classmethod
+    def search_space(cls, params) -> dict:
+        # the base EMA momentum from a fast-moving target to the paper's ImageNet 0.996 and beyond
+        return {"base_momentum": (0.9, 0.999, False)}
+
     def __init__(self, encoder, params: BYOLParams):
         super().__init__(encoder, params)
         self.projector = mlp([encoder.num_features, params.proj_hidden, params.proj_dim])

@@ -49,6 +49,12 @@ class SimCLR(Method):
     """Encoder + projector + loss in one module, so DDP syncs the temperature with the weights."""
 
     Params = SimCLRParams
+    tune_fixed = {"learn_temperature": False}
+
+    @classmethod
+    def search_space(cls, params) -> dict:
+        # around the fixed values the SimCLR paper's Table 5 compares
+        return {"temperature": (0.03, 0.5, True)}
 
     def __init__(self, encoder, params: SimCLRParams):
         super().__init__(encoder, params)

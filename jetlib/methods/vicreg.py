@@ -45,6 +45,12 @@ class VICReg(Method):
     Params = VICRegParams
     recipe = {"optimizer": "lars", "lr": 0.3, "lr_batch": 256, "weight_decay": 1e-4, "warmup_epochs": 10}
 
+    @classmethod
+    def search_space(cls, params) -> dict:
+        # the invariance and variance weights with the covariance weight at 1, as the paper's ablation of
+        # its loss coefficients (Bardes et al. 2022)
+        return {"sim_weight": (5.0, 50.0, True), "var_weight": (5.0, 50.0, True)}
+
     def __init__(self, encoder, params: VICRegParams):
         super().__init__(encoder, params)
         self.projector = mlp([encoder.num_features, params.proj_dim, params.proj_dim, params.proj_dim])

@@ -7,10 +7,11 @@ Each epoch's value is reported to Optuna, whose median pruner stops a trial whos
 median of the earlier trials at the same epoch (after :data:`PRUNE_AFTER_TRIALS` complete trials).
 
 The search space (:func:`space`): the learning rate and weight decay, each log-uniform from a tenth to
-ten times the method's recipe, plus the method's own: SimCLR's temperature (fixed during each
-trial, 0.03 to 0.5, around the fixed values the SimCLR paper's Table 5 compares), Barlow Twins' lambda (a tenth
-to ten times the 1/D-scaled default), VICReg's invariance and variance weights (5 to 50 with the
-covariance weight at 1, as the paper's coefficient ablation), BYOL's base EMA momentum (0.9 to 0.999).
+ten times the method's recipe, plus the method's own, declared by its class (``search_space``, and
+``tune_fixed`` for what every trial holds fixed): SimCLR's temperature (fixed during each trial, 0.03 to
+0.5, around the fixed values the SimCLR paper's Table 5 compares), Barlow Twins' lambda (a tenth to ten
+times the 1/D-scaled default), VICReg's invariance and variance weights (5 to 50 with the covariance
+weight at 1, as the paper's coefficient ablation), BYOL's base EMA momentum (0.9 to 0.999).
 
 Everything lives in ``--out`` (a local folder): ``study.journal`` (Optuna's JournalStorage: every
 trial's parameters, epochs and outcome, appended as it happens), ``trials/<key>/`` (the trial's
@@ -43,31 +44,23 @@ POLL_S = 0.5  # how often a running trial's metrics.json is read
 
 
 def space(method: str, cfg) -> dict:
-    """The Optuna distributions searched for ``method`` around its resolved config ``cfg``."""
+    """The Optuna distributions searched for ``method`` around its resolved config ``cfg``: the learning rate
+    and weight decay, then the method's own (its class's :meth:`~jetlib.methods.base.Method.search_space`)."""
     from optuna.distributions import FloatDistribution
 
-    from jetlib.losses.barlowtwins import default_lambda
+    from jetlib import methods
 
     around = lambda v: FloatDistribution(v / 10, v * 10, log=True)  # noqa: E731
     dims = {"lr": around(cfg.lr), "weight_decay": around(cfg.weight_decay or 1e-5)}
-    mp = cfg.method_params
-    if method == "simclr":
-        dims["temperature"] = FloatDistribution(0.03, 0.5, log=True)
-    elif method == "barlowtwins":
-        from jetlib import methods
-
-        dims["lambd"] = around(default_lambda(methods.params(method, mp).proj_dim))
-    elif method == "vicreg":
-        dims["sim_weight"] = FloatDistribution(5.0, 50.0, log=True)
-        dims["var_weight"] = FloatDistribution(5.0, 50.0, log=True)
-    elif method == "byol":
-        dims["base_momentum"] = FloatDistribution(0.9, 0.999)
-    return dims
+    own = methods.get(method).search_space(methods.params(method, cfg.method_params))
+    return {**dims, **{name: FloatDistribution(lo, hi, log=log) for name, (lo, hi, log) in own.items()}}
 
 
 def fixed_params(method: str) -> dict:
-    """Method parameters every trial holds fixed so that what is searched means what it says."""
-    return {"learn_temperature": False} if method == "simclr" else {}
+    """Method parameters every trial holds fixed (its class's ``tune_fixed``)."""
+    from jetlib import methods
+
+    return dict(methods.get(method).tune_fixed)
 
 
 def settings(method: str, params: dict) -> dict:
