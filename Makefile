@@ -49,7 +49,7 @@ study: $(STAMP) ## 2 pretraining seeds x every mode at 1% and 10% labels x 2 see
 
 STUDY_METHODS ?= --n-jets 4000 --preset cpu --pretrain-epochs 3 --fractions 0.01,0.1 --seeds 0,1 --pretrain-seeds 0,1 --tune-trials 2 --tune-epochs 3 --work .cache/study-methods-recipes
 STUDY_ALL = --methods simclr,vicreg,barlowtwins,byol --modes finetune,scratch,vgg
-study-methods: $(STAMP) ## SimCLR, VICReg, Barlow Twins and BYOL, each its own recipe tuned (2 trials x 3 epochs per method and pretraining seed), vs scratch and VGG (4,000 jets, cpu preset, 3 pretraining epochs, 2 x 2 seeds): two processes, searches split by method, then runs by seed
+study-methods: $(STAMP) ## SimCLR, VICReg, Barlow Twins and BYOL, each its own recipe tuned (2 trials x 3 epochs per method and pretraining seed), vs scratch and VGG (4,000 jets, cpu preset, 3 pretraining epochs, 2 x 2 seeds): two processes, searches split by method, then runs by seed (73 min on the 2-core machine shared with other jobs, measured 2026-12-06: docs/studies.md)
 	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) --prepare
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods simclr,vicreg --pretrain-only & \
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/study.py $(STUDY_METHODS) --methods barlowtwins,byol --pretrain-only; \
