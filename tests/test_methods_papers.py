@@ -117,3 +117,18 @@ def test_simclr_fixed_temperature_matches_the_paper_and_never_moves():
     learned(v1, v2).backward()
     opt.step()
     assert learned.stats()["temperature"] != pytest.approx(0.5, rel=1e-6)  # the default still learns it
+
+
+def test_barlow_twins_scales_its_loss_as_solo_learn_does():
+    """The method's loss is ``scale_loss`` (default 0.1, solo-learn's) times the paper's: LARS steps norms and
+    biases by plain SGD, so the factor reaches them even though the trust ratio cancels it for the weights."""
+    m = methods.create("barlowtwins", _encoder(), {"proj_dim": 6})
+    assert m.params.scale_loss == 0.1
+    v1, v2 = _views()
+    h1, h2 = m.encoder.forward_features(v1), m.encoder.forward_features(v2)
+    torch.testing.assert_close(m(v1, v2), 0.1 * m.loss(m.projector(h1), m.projector(h2)))
+    one = methods.create("barlowtwins", _encoder(), {"proj_dim": 6, "scale_loss": 1.0})
+    one.load_state_dict(m.state_dict())
+    torch.testing.assert_close(one(v1, v2), 10 * m(v1, v2))
+    with pytest.raises(ConfigError, match="scale_loss"):
+        methods.create("barlowtwins", _encoder(), {"scale_loss": 0})
