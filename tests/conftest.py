@@ -161,12 +161,25 @@ def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (make test: ``--dist loadfile --no-loadscope-reorder``) the workers take whole
     files in this order as they free up: the files with a ``slow`` test (a kfp.local DAG, Docker, torchrun)
     go first and the many short files last, so that no long file starts while the other worker is idle
-    at the end. Every worker sorts the same collection the same way (xdist requires it); a run without
-    xdist keeps pytest's order."""
+    at the end, the longest files measured (``LONGEST_FIRST``) before them. Every worker sorts the same
+    collection the same way (xdist requires it); a run without xdist keeps pytest's order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     heavy = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in heavy)  # stable: the collection order within each part
+    root = config.rootpath
+
+    def rank(item):
+        name = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, item.path not in heavy
+
+    items.sort(key=rank)  # stable: the collection order within each part
+
+
+# Files measured at minutes each (kfp.local DAG runs, Docker, torchrun), started before any other so that
+# the longest is never the last one running; a name no longer collected is ignored.
+LONGEST_FIRST = ("tests/test_pipeline.py", "tests/docker/test_image.py", "tests/test_tagger_pipeline.py",
+                 "tests/docker/test_multinode.py", "tests/test_pretrain.py")
 
 
 def pytest_collection_finish(session):
