@@ -400,6 +400,7 @@ environment:
   JETLIB_TMPDIR             where ingest spills its shuffle (default: the system temp folder)
   JETLIB_PROGRESS           0 turns progress bars off
   JETLIB_DIST_TIMEOUT_S     seconds a rank waits for a hung or dead peer (default 1800)
+  JETLIB_TUNE_BACKEND       where the pipeline's tune step runs trials: auto (Katib in a pod), katib, optuna
   JETLIB_GIT_COMMIT         the commit recorded as provenance where there is no git checkout (images)
   RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE
                             set by torchrun: python -m torch.distributed.run -m jetlib pretrain ...

@@ -533,6 +533,7 @@ def test_a_component_out_of_memory_is_one_line_exit_5_and_a_bug_keeps_its_traceb
         raise RuntimeError("boom")
 
 
+@pytest.mark.slow  # two tune searches in child processes: ~23 s
 def test_tune_leaves_the_recipe_in_the_run_and_a_rerun_continues_the_study_from_the_store(chain, monkeypatch):
     """Under kfp.local (no ``KUBERNETES_SERVICE_HOST``) the tune component searches with Optuna in a scratch
     folder and uploads the study after each trial; a second run with more trials downloads it and adds only

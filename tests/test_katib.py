@@ -104,6 +104,7 @@ def _trial_script(exp: dict, values: dict, data: str, out: Path) -> str:
     return script.replace("s3://bucket/data", data).replace("s3://bucket/tune", str(out))
 
 
+@pytest.mark.slow  # a real jetlib pretrain in a child process: ~17 s
 def test_the_trials_script_runs_jetlib_pretrain_and_prints_what_the_collector_reads(cluster, dataset, tmp_path):  # noqa: F811
     fake, cfg = cluster
     name = _submit(cfg)
@@ -192,6 +193,7 @@ def test_submit_refuses_a_local_out_and_too_many_parallel_trials(cluster):
         katib.submit("s3://b/d", "s3://b/t", "byol", 2, image="jetlib:0.1.0", parallel=3, configuration=cfg)
 
 
+@pytest.mark.slow  # the CLI in a child process against the double: ~17 s
 def test_jetlib_tune_backend_katib_submits_through_the_cli(cluster, tmp_path):
     from tests.conftest import run_cli
 
@@ -210,6 +212,7 @@ def test_jetlib_tune_backend_katib_submits_through_the_cli(cluster, tmp_path):
     assert r.returncode == 2 and "--image" in r.stderr
 
 
+@pytest.mark.slow  # the CLI in a child process: ~11 s
 def test_a_refused_experiment_is_one_line_naming_katibs_reason(cluster, tmp_path):
     """The SDK's RuntimeError over the API server's 403: said in one line with the webhook's message, exit 2."""
     from tests.conftest import run_cli
