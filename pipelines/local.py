@@ -8,6 +8,7 @@ image) or, with ``docker=True``, in the project's image (``DockerRunner``). Kube
 (GPUs, Secret, ``/dev/shm``, node selectors) are cluster-only and ignored here.
 """
 
+import builtins
 import contextlib
 import logging
 import os
@@ -48,7 +49,7 @@ def run_local(arguments: dict, yaml_path: str | os.PathLike = CPU_YAML, pipeline
     t0 = time.perf_counter()
     timer = StepTimes(steps if steps is not None else [])
     with warnings.catch_warnings(), _quiet_kfp_info(), _listening(timer), one_thread_per_step(), \
-            _tune_here():
+            _tune_here(), _print_kept():
         # The subprocess runner warns for every step that "jetlib:<version>" is not a Python image:
         # here the .venv stands in for the image.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
@@ -125,6 +126,21 @@ def _tune_here():
     """``JETLIB_TUNE_BACKEND=optuna`` for the steps unless it is set: a local run's tune step searches in the
     step even where this process runs in a pod (a notebook server), rather than submitting Katib Experiments."""
     return _step_defaults(JETLIB_TUNE_BACKEND="optuna")
+
+
+@contextlib.contextmanager
+def _print_kept():
+    """``builtins.print`` as it was before the run. kfp.local indents each task's output by swapping
+    ``builtins.print`` for the task (kfp/local/logging_utils.py, ``indented_print``: it saves the current
+    one and puts it back after); the iterations of a loop, run side by side on a ThreadPoolExecutor
+    (kfp/local/orchestrator/enhanced_dag_orchestrator.py), save each other's indented
+    version, and the last to finish can leave one in place, so that every later ``print`` in this
+    process writes spaces to stdout first (measured: 12, three levels)."""
+    kept = builtins.print
+    try:
+        yield
+    finally:
+        builtins.print = kept
 
 
 @contextlib.contextmanager

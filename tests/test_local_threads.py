@@ -59,3 +59,17 @@ def test_a_local_runs_tune_step_searches_in_the_step_even_in_a_pod(monkeypatch):
     monkeypatch.setenv("JETLIB_TUNE_BACKEND", "optuna ")
     with pytest.raises(ConfigError, match="JETLIB_TUNE_BACKEND"):
         on_cluster()
+
+
+def test_a_local_run_leaves_print_as_it_found_it():
+    """kfp.local's ``indented_print`` (kfp/local/logging_utils.py) swaps ``builtins.print`` per task; loop
+    iterations side by side can leave an indented one behind, which then writes spaces to stdout before
+    every later print in the process. ``pipelines.local`` puts the original back after the run."""
+    import builtins
+
+    from pipelines.local import _print_kept
+
+    original = builtins.print
+    with _print_kept():
+        builtins.print = lambda *a, **k: original("    ", *a, **k)  # what a left-behind indent looks like
+    assert builtins.print is original
