@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with jetlib and every dependency (torch, kfp, pythia8mc, ...)
 
-test: $(STAMP) ## run the whole test suite (tiny generated data, Docker included: 1,192 tests, 13 min 10 s on an idle 2-core machine, 2026-12-06)
+test: $(STAMP) ## run the whole test suite (tiny generated data, Docker included: 1,252 tests, 8 min 3 s on two workers on an idle 2-core machine, 2026-12-06)
 	$(BIN)/pytest $(PYTEST_WORKERS)
 
-test-fast: $(STAMP) ## run the tests not marked slow (1,107 tests, 4 min 18 s on an idle 2-core machine, 2026-12-06)
+test-fast: $(STAMP) ## run the tests not marked slow (1,157 tests, 1 min 35 s on two workers on an idle 2-core machine, 2026-12-06)
 	$(BIN)/pytest $(PYTEST_WORKERS) -m "not slow"
 
 lint: $(STAMP) ## ruff over the package, tests and benchmarks
@@ -59,7 +59,7 @@ study-methods: $(STAMP) ## SimCLR, VICReg, Barlow Twins and BYOL, each its own r
 	b=$$?; wait $$!; a=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
 	$(BIN)/python benchmarks/study.py $(STUDY_METHODS) $(STUDY_ALL) --from-results
 
-demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets (kept in JETLIB_CACHE by their settings), pretrain, fine-tune vs scratch x 3 seeds, report, export, then each step's time (4 min 50 s on an idle 2-core machine, empty cache, measured 2026-12-06 by benchmarks/demo.py)
+demo: $(STAMP) ## run the compiled pipeline under kfp.local: simulate 3,000 jets (kept in JETLIB_CACHE by their settings), pretrain, fine-tune vs scratch x 3 seeds, report, export, then each step's time (4 min 29 s on an idle 2-core machine, empty cache, measured 2026-12-06 by benchmarks/demo.py)
 	$(BIN)/python -m pipelines.demo --out $(DEMO_DIR) --n-jets $(DEMO_JETS)
 
 compile: $(STAMP) ## compile pipelines/jet_ssl.yaml (GPU) and jet_ssl_cpu.yaml (images from JETLIB_IMAGE, JETLIB_CUDA_IMAGE)
